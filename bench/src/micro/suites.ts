@@ -1,0 +1,4 @@
+import type { MicroSuite } from './suite.js';
+
+/** Every package's micro suite; each package adds one line. */
+export const suites: MicroSuite[] = [];

@@ -1,0 +1,27 @@
+export {
+  createNetns,
+  createTwoNodes,
+  type ExecResult,
+  linkVeth,
+  Netns,
+  type PrivilegeStatus,
+  privileged,
+  privilegeStatus,
+  sweepNetns,
+  type TwoNodes,
+  type VethOptions,
+  waitFor,
+} from './netns.js';
+export {
+  LINKTYPE_ETHERNET,
+  LINKTYPE_RAW,
+  type PcapFile,
+  type PcapRecord,
+  readPcap,
+  writePcap,
+} from './pcap.js';
+export { hasCommand, hasScapy, SYSTEM_PYTHON, scapyRun, tempDir, tsharkDissect } from './tools.js';
+
+import { fileURLToPath } from 'node:url';
+/** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */
+export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));

@@ -1,0 +1,98 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { writePcap } from './pcap.js';
+
+const execFileAsync = promisify(execFile);
+
+/** Debian's python with python3-scapy; the python3 first on PATH lacks Debian's packages. */
+export const SYSTEM_PYTHON = '/usr/bin/python3';
+
+export function hasCommand(command: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function hasScapy(): boolean {
+  try {
+    execFileSync(SYSTEM_PYTHON, ['-c', 'import scapy.all'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A temporary directory removed by the returned function. */
+export function tempDir(prefix = 'weft-'): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Writes frames to a pcap and returns tshark's JSON dissection: one object per frame, the
+ * `_source.layers` of `tshark -T json`. `decodeAs` entries become `-d` options, e.g.
+ * `udp.port==8472,vxlan`.
+ */
+export async function tsharkDissect(
+  frames: readonly Uint8Array[],
+  options: { decodeAs?: string[]; linkType?: number } = {},
+): Promise<Record<string, unknown>[]> {
+  const dir = tempDir('weft-tshark-');
+  try {
+    const file = join(dir.path, 'frames.pcap');
+    writeFileSync(file, writePcap(frames, options.linkType));
+    const args = [
+      '-r',
+      file,
+      '-T',
+      'json',
+      '-o',
+      'udp.check_checksum:TRUE',
+      '-o',
+      'ip.check_checksum:TRUE',
+    ];
+    for (const d of options.decodeAs ?? []) args.push('-d', d);
+    const { stdout } = await execFileAsync('tshark', args, {
+      maxBuffer: 64 << 20,
+      env: { ...process.env, HOME: dir.path },
+    });
+    const parsed = JSON.parse(stdout) as { _source: { layers: Record<string, unknown> } }[];
+    return parsed.map((p) => p._source.layers);
+  } finally {
+    dir.remove();
+  }
+}
+
+/**
+ * Runs a Python snippet under Debian's python with scapy on frames written to a pcap. The
+ * snippet sees `packets` (scapy's rdpcap result) and must print one JSON document to stdout.
+ */
+export async function scapyRun(
+  frames: readonly Uint8Array[],
+  snippet: string,
+  linkType?: number,
+): Promise<unknown> {
+  const dir = tempDir('weft-scapy-');
+  try {
+    const file = join(dir.path, 'frames.pcap');
+    writeFileSync(file, writePcap(frames, linkType));
+    const program = [
+      'import json, sys, logging',
+      'logging.getLogger("scapy.runtime").setLevel(logging.ERROR)',
+      'from scapy.all import *',
+      'from scapy.layers.vxlan import VXLAN',
+      `packets = rdpcap(${JSON.stringify(file)})`,
+      snippet,
+    ].join('\n');
+    const { stdout } = await execFileAsync(SYSTEM_PYTHON, ['-c', program], { maxBuffer: 64 << 20 });
+    return JSON.parse(stdout);
+  } finally {
+    dir.remove();
+  }
+}
