@@ -48,7 +48,7 @@ for (const suite of suites) {
     };
     rows.push(row);
     console.log(
-      `${`${row.suite}/${row.case}`.padEnd(52)} ${row.nsPerOp.toFixed(1).padStart(10)} ns/op ` +
+      `${`${row.suite}/${row.case}`.padEnd(64)} ${row.nsPerOp.toFixed(1).padStart(10)} ns/op ` +
         `±${row.rmePercent.toFixed(1).padStart(4)}%  ${formatOps(row.opsPerSecond).padStart(9)} ops/s  ` +
         `p99 ${row.p99NsPerOp.toFixed(1)} ns`,
     );

@@ -1,4 +1,5 @@
+import { encapSuite } from './encap.js';
 import type { MicroSuite } from './suite.js';
 
 /** Every package's micro suite; each package adds one line. */
-export const suites: MicroSuite[] = [];
+export const suites: MicroSuite[] = [encapSuite];

@@ -36,7 +36,8 @@ export function tempDir(prefix = 'weft-'): { path: string; remove: () => void } 
 
 /**
  * Writes frames to a pcap and returns tshark's JSON dissection: one object per frame, the
- * `_source.layers` of `tshark -T json`. `decodeAs` entries become `-d` options, e.g.
+ * `_source.layers` of `tshark -T json --no-duplicate-keys` (a layer seen twice, like the outer and
+ * inner `eth` of a VXLAN frame, becomes an array). `decodeAs` entries become `-d` options, e.g.
  * `udp.port==8472,vxlan`.
  */
 export async function tsharkDissect(
@@ -52,6 +53,7 @@ export async function tsharkDissect(
       file,
       '-T',
       'json',
+      '--no-duplicate-keys',
       '-o',
       'udp.check_checksum:TRUE',
       '-o',
