@@ -1,5 +1,6 @@
 import { encapSuite } from './encap.js';
+import { fdbSuite } from './fdb.js';
 import type { MicroSuite } from './suite.js';
 
 /** Every package's micro suite; each package adds one line. */
-export const suites: MicroSuite[] = [encapSuite];
+export const suites: MicroSuite[] = [encapSuite, fdbSuite];

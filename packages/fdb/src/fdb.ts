@@ -1,0 +1,494 @@
+import { formatIp, formatMac, type IpAddress, MAC_ZERO, parseIp, parseMac } from '@weft/core';
+import { LRUCache } from 'lru-cache';
+import { FdbErrorCode, fdbError, validateEach } from './errors.js';
+import { type ChangeEvent, Emitter, type Listener } from './events.js';
+import { ipv6PrefixEquals } from './ipv6-key.js';
+
+/** Where frames for a MAC go: a remote VTEP's underlay address, UDP port and VNI. */
+export interface FdbEntry {
+  readonly mac: number;
+  remote: IpAddress;
+  /** The remote address as a number when IPv4, -1 when IPv6. */
+  remote4: number;
+  port: number;
+  vni: number;
+  readonly isStatic: boolean;
+  /** When a learned entry was last seen as a source (ms). */
+  seenMs: number;
+  /** This entry alone, as a destination list: lets `destinations` return without allocating. */
+  readonly asList: readonly FdbEntry[];
+}
+
+export interface FdbEntryInput {
+  /** `00:00:00:00:00:00` adds a destination to the default (flood) list. */
+  mac: string;
+  /** The remote VTEP's underlay address. */
+  dst: string;
+  /** Default: the table's defaultPort. */
+  port?: number;
+  /** Default: the table's defaultVni. */
+  vni?: number;
+}
+
+export interface FdbDump {
+  mac: string;
+  dst: string;
+  port: number;
+  vni: number;
+  static: boolean;
+  /** Seconds since a learned entry was last seen. */
+  ageSeconds?: number;
+}
+
+export interface FdbRemove {
+  mac: string;
+  /** For the all-zeros MAC: which destination of the default list. */
+  dst?: string;
+}
+
+export interface FdbDiff {
+  add?: readonly FdbEntryInput[];
+  remove?: readonly FdbRemove[];
+}
+
+export interface FdbOptions {
+  /** Learned entries age out after this long unseen (the Linux bridge default: 300 s). */
+  ageingMs?: number;
+  /** The most learned entries kept; beyond it the least recently seen is evicted. Static entries do not count. */
+  maxLearned?: number;
+  defaultPort?: number;
+  defaultVni?: number;
+  now?: () => number;
+  /** How learned entries are stored; `map` measured faster (see bench/src/micro/fdb.ts). */
+  learnedStore?: 'map' | 'lru-cache';
+}
+
+const LRU_REFRESH_MS = 1000;
+
+/** The learned entries, bounded, least recently seen evicted first. */
+interface LearnedStore {
+  get(mac: number): FdbEntry | undefined;
+  /** Inserts or marks as most recently seen; returns the entry evicted to make room, if any. */
+  touch(entry: FdbEntry): FdbEntry | undefined;
+  delete(mac: number): boolean;
+  values(): IterableIterator<FdbEntry>;
+  readonly size: number;
+}
+
+/** A Map keeps insertion order: re-inserting on touch makes its first key the least recent. */
+class MapStore implements LearnedStore {
+  private readonly map = new Map<number, FdbEntry>();
+  constructor(private readonly max: number) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get(mac: number): FdbEntry | undefined {
+    return this.map.get(mac);
+  }
+  touch(entry: FdbEntry): FdbEntry | undefined {
+    this.map.delete(entry.mac);
+    this.map.set(entry.mac, entry);
+    if (this.map.size <= this.max) return undefined;
+    const oldest = this.map.values().next().value as FdbEntry;
+    this.map.delete(oldest.mac);
+    return oldest;
+  }
+  delete(mac: number): boolean {
+    return this.map.delete(mac);
+  }
+  values(): IterableIterator<FdbEntry> {
+    return this.map.values();
+  }
+}
+
+class LruCacheStore implements LearnedStore {
+  private readonly cache: LRUCache<number, FdbEntry>;
+  private evicted: FdbEntry | undefined;
+  constructor(max: number) {
+    this.cache = new LRUCache<number, FdbEntry>({
+      max,
+      disposeAfter: (value, _key, reason) => {
+        if (reason === 'evict') this.evicted = value;
+      },
+    });
+  }
+  get size(): number {
+    return this.cache.size;
+  }
+  get(mac: number): FdbEntry | undefined {
+    return this.cache.peek(mac);
+  }
+  touch(entry: FdbEntry): FdbEntry | undefined {
+    this.evicted = undefined;
+    this.cache.set(entry.mac, entry);
+    return this.evicted;
+  }
+  delete(mac: number): boolean {
+    return this.cache.delete(mac);
+  }
+  values(): IterableIterator<FdbEntry> {
+    return this.cache.values();
+  }
+}
+
+function sameRemote(e: FdbEntry, remote: IpAddress): boolean {
+  if (remote.family === 4) return e.remote.family === 4 && e.remote4 === remote.address;
+  return e.remote.family === 6 && ipv6PrefixEquals(remote.address, 0, e.remote.address);
+}
+
+function makeEntry(
+  mac: number,
+  remote: IpAddress,
+  port: number,
+  vni: number,
+  isStatic: boolean,
+  seenMs: number,
+): FdbEntry {
+  const entry = {
+    mac,
+    remote,
+    remote4: remote.family === 4 ? remote.address : -1,
+    port,
+    vni,
+    isStatic,
+    seenMs,
+    asList: [] as FdbEntry[],
+  };
+  entry.asList.push(entry);
+  return entry;
+}
+
+/**
+ * The FDB: MAC -> remote VTEP, as `bridge fdb` shows for a VXLAN device. Static entries are what
+ * the control plane installs per node; learned entries come from received frames' source MACs,
+ * age out, and are bounded in number; a learned entry never overrides a static one. The all-zeros
+ * MAC holds the default destination list for broadcast, multicast and unknown unicast, which is
+ * replicated to every listed VTEP (head-end replication, `bridge fdb append 00:00:00:00:00:00`).
+ */
+export class Fdb {
+  private readonly statics = new Map<number, FdbEntry>();
+  private defaultList: FdbEntry[] = [];
+  private readonly learned: LearnedStore;
+  private readonly emitter = new Emitter<FdbDump>();
+  private readonly ageingMs: number;
+  private readonly defaultPort: number;
+  private readonly defaultVni: number;
+  private readonly now: () => number;
+
+  constructor(options: FdbOptions = {}) {
+    this.ageingMs = options.ageingMs ?? 300_000;
+    this.defaultPort = options.defaultPort ?? 8472;
+    this.defaultVni = options.defaultVni ?? 1;
+    this.now = options.now ?? Date.now;
+    const max = options.maxLearned ?? 4096;
+    this.learned =
+      options.learnedStore === 'lru-cache' ? new LruCacheStore(max) : new MapStore(max);
+  }
+
+  get size(): number {
+    return this.statics.size + this.learned.size + this.defaultList.length;
+  }
+
+  get learnedCount(): number {
+    return this.learned.size;
+  }
+
+  /** Hot path: the entry for a unicast MAC (static first, then a learned one still fresh), or undefined. */
+  lookup(mac: number, nowMs = this.now()): FdbEntry | undefined {
+    const s = this.statics.get(mac);
+    if (s !== undefined) return s;
+    const l = this.learned.get(mac);
+    if (l === undefined || nowMs - l.seenMs >= this.ageingMs) return undefined;
+    return l;
+  }
+
+  /** Hot path: the default (flood) list, for broadcast, multicast and unknown unicast. */
+  get defaults(): readonly FdbEntry[] {
+    return this.defaultList;
+  }
+
+  /**
+   * Hot path: where a frame to `mac` goes: its entry alone, or for a group or unknown MAC the
+   * default list (possibly empty: drop). Never allocates.
+   */
+  destinations(mac: number, nowMs = this.now()): readonly FdbEntry[] {
+    // The I/G bit, the low bit of the first octet: a group address floods.
+    if (Math.floor(mac / 0x10000000000) % 2 === 1) return this.defaultList;
+    const entry = this.lookup(mac, nowMs);
+    return entry === undefined ? this.defaultList : entry.asList;
+  }
+
+  /**
+   * Hot path: learns `mac` behind the IPv4 underlay address `remote4` from a received frame. No
+   * allocation when the entry exists and is unchanged. Never overrides a static entry; never
+   * learns group or all-zeros MACs. Returns true when the table changed.
+   */
+  learn4(mac: number, remote4: number, port: number, vni: number, nowMs = this.now()): boolean {
+    if (mac === MAC_ZERO || Math.floor(mac / 0x10000000000) % 2 === 1 || this.statics.has(mac))
+      return false;
+    const entry = this.learned.get(mac);
+    if (
+      entry !== undefined &&
+      entry.remote4 === remote4 &&
+      entry.port === port &&
+      entry.vni === vni
+    ) {
+      this.refresh(entry, nowMs);
+      return false;
+    }
+    return this.learnSlow(mac, { family: 4, address: remote4 }, port, vni, nowMs);
+  }
+
+  /** Learns `mac` behind an IPv6 underlay address (16 bytes at buf[off]). */
+  learn6(
+    mac: number,
+    buf: Uint8Array,
+    off: number,
+    port: number,
+    vni: number,
+    nowMs = this.now(),
+  ): boolean {
+    if (mac === MAC_ZERO || Math.floor(mac / 0x10000000000) % 2 === 1 || this.statics.has(mac))
+      return false;
+    const entry = this.learned.get(mac);
+    if (
+      entry !== undefined &&
+      entry.remote.family === 6 &&
+      ipv6PrefixEquals(buf, off, entry.remote.address) &&
+      entry.port === port &&
+      entry.vni === vni
+    ) {
+      this.refresh(entry, nowMs);
+      return false;
+    }
+    return this.learnSlow(
+      mac,
+      { family: 6, address: Uint8Array.from(buf.subarray(off, off + 16)) },
+      port,
+      vni,
+      nowMs,
+    );
+  }
+
+  /**
+   * Marks a learned entry seen. Its place in the eviction order moves at most once a second: a
+   * busy MAC seen on every packet then costs one comparison, not a reinsertion, and eviction is
+   * least-recently-seen to within a second.
+   */
+  private refresh(entry: FdbEntry, nowMs: number): void {
+    if (nowMs - entry.seenMs >= LRU_REFRESH_MS) this.learned.touch(entry);
+    entry.seenMs = nowMs;
+  }
+
+  private learnSlow(
+    mac: number,
+    remote: IpAddress,
+    port: number,
+    vni: number,
+    nowMs: number,
+  ): boolean {
+    const old = this.learned.get(mac);
+    const events: ChangeEvent<FdbDump>[] = [];
+    if (old !== undefined) {
+      const previous = this.dumpEntry(old, nowMs);
+      old.remote = remote;
+      old.remote4 = remote.family === 4 ? remote.address : -1;
+      old.port = port;
+      old.vni = vni;
+      old.seenMs = nowMs;
+      this.learned.touch(old);
+      events.push({ kind: 'changed', entry: this.dumpEntry(old, nowMs), previous });
+    } else {
+      const entry = makeEntry(mac, remote, port, vni, false, nowMs);
+      const evicted = this.learned.touch(entry);
+      events.push({ kind: 'added', entry: this.dumpEntry(entry, nowMs) });
+      if (evicted) events.push({ kind: 'removed', entry: this.dumpEntry(evicted, nowMs) });
+    }
+    this.emitter.emit(events);
+    return true;
+  }
+
+  /** Removes learned entries unseen for the ageing time; call it now and then (e.g. every second). */
+  expire(nowMs = this.now()): ChangeEvent<FdbDump>[] {
+    const events: ChangeEvent<FdbDump>[] = [];
+    for (const entry of [...this.learned.values()]) {
+      if (nowMs - entry.seenMs >= this.ageingMs) {
+        this.learned.delete(entry.mac);
+        events.push({ kind: 'removed', entry: this.dumpEntry(entry, nowMs) });
+      }
+    }
+    this.emitter.emit(events);
+    return events;
+  }
+
+  /** Forgets every learned entry (like `bridge fdb flush dynamic`). */
+  flushLearned(): ChangeEvent<FdbDump>[] {
+    const nowMs = this.now();
+    const events = [...this.learned.values()].map(
+      (e): ChangeEvent<FdbDump> => ({ kind: 'removed', entry: this.dumpEntry(e, nowMs) }),
+    );
+    for (const e of [...this.learned.values()]) this.learned.delete(e.mac);
+    this.emitter.emit(events);
+    return events;
+  }
+
+  onChange(listener: Listener<FdbDump>): () => void {
+    return this.emitter.on(listener);
+  }
+
+  /**
+   * Replaces every static entry and the whole default list with `entries`. Learned entries stay,
+   * except those for a MAC that becomes static. Applying the same snapshot twice changes nothing.
+   */
+  applySnapshot(entries: readonly FdbEntryInput[]): ChangeEvent<FdbDump>[] {
+    const { statics, defaults } = this.validate(entries);
+    const removes: FdbEntry[] = [];
+    for (const [mac, e] of this.statics) if (!statics.has(mac)) removes.push(e);
+    for (const e of this.defaultList) if (!defaults.some((d) => sameStatic(d, e))) removes.push(e);
+    return this.commit(removes, [...statics.values(), ...defaults]);
+  }
+
+  /** Removes, then adds; an add for a static MAC replaces it; default destinations are appended. All or nothing. */
+  applyDiff(diff: FdbDiff): ChangeEvent<FdbDump>[] {
+    const removals = validateEach(
+      'fdb remove',
+      diff.remove ?? [],
+      (r) => `${r.mac}${r.dst ? ` dst ${r.dst}` : ''}`,
+      (r) => ({
+        mac: parseMac(r.mac),
+        dst: r.dst === undefined ? undefined : parseIp(r.dst),
+      }),
+    );
+    const { statics, defaults } = this.validate(diff.add ?? []);
+    const removes: FdbEntry[] = [];
+    for (const r of removals) {
+      if (r.mac === MAC_ZERO) {
+        for (const e of this.defaultList)
+          if (r.dst === undefined || sameRemote(e, r.dst)) removes.push(e);
+      } else {
+        const e = this.statics.get(r.mac);
+        if (e && (r.dst === undefined || sameRemote(e, r.dst))) removes.push(e);
+      }
+    }
+    return this.commit(removes, [...statics.values(), ...defaults]);
+  }
+
+  add(entry: FdbEntryInput): ChangeEvent<FdbDump>[] {
+    return this.applyDiff({ add: [entry] });
+  }
+
+  /** `bridge fdb append 00:00:00:00:00:00 ... dst X`: adds X to the default list (a duplicate is a no-op). */
+  appendDefault(dst: string, port?: number, vni?: number): ChangeEvent<FdbDump>[] {
+    return this.applyDiff({ add: [{ mac: '00:00:00:00:00:00', dst, port, vni }] });
+  }
+
+  removeDefault(dst: string): ChangeEvent<FdbDump>[] {
+    return this.applyDiff({ remove: [{ mac: '00:00:00:00:00:00', dst }] });
+  }
+
+  remove(mac: string, dst?: string): ChangeEvent<FdbDump>[] {
+    return this.applyDiff({ remove: [{ mac, dst }] });
+  }
+
+  dump(): FdbDump[] {
+    const nowMs = this.now();
+    return [...this.statics.values(), ...this.defaultList, ...this.learned.values()]
+      .filter((e) => e.isStatic || nowMs - e.seenMs < this.ageingMs)
+      .map((e) => this.dumpEntry(e, nowMs));
+  }
+
+  private dumpEntry(e: FdbEntry, nowMs: number): FdbDump {
+    const out: FdbDump = {
+      mac: formatMac(e.mac),
+      dst: formatIp(e.remote),
+      port: e.port,
+      vni: e.vni,
+      static: e.isStatic,
+    };
+    if (!e.isStatic) out.ageSeconds = Math.floor((nowMs - e.seenMs) / 1000);
+    return out;
+  }
+
+  private validate(entries: readonly FdbEntryInput[]): {
+    statics: Map<number, FdbEntry>;
+    defaults: FdbEntry[];
+  } {
+    const nowMs = this.now();
+    const parsed = validateEach(
+      'fdb',
+      entries,
+      (e) => `${e.mac} dst ${e.dst}`,
+      (e) => {
+        const port = e.port ?? this.defaultPort;
+        const vni = e.vni ?? this.defaultVni;
+        if (!Number.isInteger(port) || port < 1 || port > 65535)
+          throw fdbError(FdbErrorCode.badPort, `port ${port} is not a UDP port (1..65535)`);
+        if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff)
+          throw fdbError(FdbErrorCode.badVni, `VNI ${vni} does not fit 24 bits (0..16777215)`);
+        return makeEntry(parseMac(e.mac), parseIp(e.dst), port, vni, true, nowMs);
+      },
+    );
+    const statics = new Map<number, FdbEntry>();
+    const defaults: FdbEntry[] = [];
+    for (const entry of parsed) {
+      if (entry.mac === MAC_ZERO) {
+        if (!defaults.some((d) => sameStatic(d, entry))) defaults.push(entry);
+        continue;
+      }
+      const other = statics.get(entry.mac);
+      if (other && !sameStatic(other, entry)) {
+        throw fdbError(
+          FdbErrorCode.duplicate,
+          `two different entries for ${formatMac(entry.mac)} in one batch; nothing in this batch was applied`,
+        );
+      }
+      statics.set(entry.mac, entry);
+    }
+    return { statics, defaults };
+  }
+
+  private commit(removes: readonly FdbEntry[], adds: readonly FdbEntry[]): ChangeEvent<FdbDump>[] {
+    const nowMs = this.now();
+    const events: ChangeEvent<FdbDump>[] = [];
+    let defaultList = this.defaultList;
+    for (const e of removes) {
+      if (adds.some((a) => sameStatic(a, e))) continue;
+      if (e.mac === MAC_ZERO) defaultList = defaultList.filter((d) => d !== e);
+      else this.statics.delete(e.mac);
+      events.push({ kind: 'removed', entry: this.dumpEntry(e, nowMs) });
+    }
+    for (const e of adds) {
+      if (e.mac === MAC_ZERO) {
+        if (defaultList.some((d) => sameStatic(d, e))) continue;
+        defaultList = [...defaultList, e];
+        events.push({ kind: 'added', entry: this.dumpEntry(e, nowMs) });
+        continue;
+      }
+      const old = this.statics.get(e.mac);
+      if (old && sameStatic(old, e)) continue;
+      this.statics.set(e.mac, e);
+      const shadowed = this.learned.get(e.mac);
+      if (shadowed) {
+        this.learned.delete(e.mac);
+        events.push({ kind: 'removed', entry: this.dumpEntry(shadowed, nowMs) });
+      }
+      events.push(
+        old
+          ? {
+              kind: 'changed',
+              entry: this.dumpEntry(e, nowMs),
+              previous: this.dumpEntry(old, nowMs),
+            }
+          : { kind: 'added', entry: this.dumpEntry(e, nowMs) },
+      );
+    }
+    // A new array, never a mutated one: a reader holding the old list keeps a consistent copy.
+    this.defaultList = defaultList;
+    this.emitter.emit(events);
+    return events;
+  }
+}
+
+function sameStatic(a: FdbEntry, b: FdbEntry): boolean {
+  return a.mac === b.mac && sameRemote(a, b.remote) && a.port === b.port && a.vni === b.vni;
+}

@@ -1,0 +1,265 @@
+import { formatIp, formatMac, type IpAddress, parseIp, parseMac } from '@weft/core';
+import { FdbErrorCode, fdbError, validateEach } from './errors.js';
+import { type ChangeEvent, Emitter, type Listener } from './events.js';
+import { Ipv6Map } from './ipv6-key.js';
+
+/**
+ * Neighbor states, after the kernel's NUD states: `permanent` never ages (what flannel installs
+ * for each remote VTEP); `reachable` was confirmed recently and becomes `stale` after
+ * `reachableMs`; a stale entry is still used, as the kernel uses one while it re-probes.
+ */
+export type NeighborState = 'permanent' | 'reachable' | 'stale';
+
+export interface NeighborInput {
+  ip: string;
+  mac: string;
+  /** Default `permanent`. */
+  state?: 'permanent' | 'reachable';
+  /** Answer ARP (and ND) requests for this address with this MAC: an address we own or proxy. */
+  proxy?: boolean;
+}
+
+export interface NeighborEntry {
+  readonly ip: IpAddress;
+  mac: number;
+  permanent: boolean;
+  proxy: boolean;
+  /** Learned from traffic rather than configured. */
+  learned: boolean;
+  confirmedMs: number;
+}
+
+export interface NeighborDump {
+  ip: string;
+  mac: string;
+  state: NeighborState;
+  proxy: boolean;
+  learned: boolean;
+}
+
+export interface NeighborDiff {
+  add?: readonly NeighborInput[];
+  /** Addresses to remove. */
+  remove?: readonly string[];
+}
+
+export interface NeighborTableOptions {
+  /** How long a confirmed entry stays reachable (the kernel's base_reachable_time, 30 s). */
+  reachableMs?: number;
+  now?: () => number;
+}
+
+function keyOf(ip: IpAddress): string {
+  return formatIp(ip);
+}
+
+/** Neighbors: IPv4/IPv6 address -> MAC, with states; answers "do we reply to ARP for this IP". */
+export class NeighborTable {
+  private readonly v4 = new Map<number, NeighborEntry>();
+  private readonly v6 = new Ipv6Map<NeighborEntry>();
+  private readonly emitter = new Emitter<NeighborDump>();
+  private readonly reachableMs: number;
+  private readonly now: () => number;
+
+  constructor(options: NeighborTableOptions = {}) {
+    this.reachableMs = options.reachableMs ?? 30_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.v4.size + this.v6.size;
+  }
+
+  /** Hot path: the MAC for an IPv4 neighbor, or -1. */
+  lookup4(ip: number): number {
+    const entry = this.v4.get(ip);
+    return entry === undefined ? -1 : entry.mac;
+  }
+
+  /** Hot path: the MAC for the IPv6 neighbor at buf[off..off+16), or -1. */
+  lookup6(buf: Uint8Array, off = 0): number {
+    const entry = this.v6.get(buf, off);
+    return entry === undefined ? -1 : entry.mac;
+  }
+
+  /** Hot path: the MAC to answer an ARP request for `ip` with, or -1 when we do not answer. */
+  answerArp4(ip: number): number {
+    const entry = this.v4.get(ip);
+    return entry?.proxy ? entry.mac : -1;
+  }
+
+  /** Hot path: the MAC to answer an ND solicitation for the address at buf[off], or -1. */
+  answerNd6(buf: Uint8Array, off = 0): number {
+    const entry = this.v6.get(buf, off);
+    return entry?.proxy ? entry.mac : -1;
+  }
+
+  /**
+   * Learns (or confirms) an IPv4 neighbor from traffic, e.g. an ARP request's sender. A
+   * configured entry is never overridden. No allocation when the entry exists and is unchanged.
+   * Returns true when the table changed.
+   */
+  learn4(ip: number, mac: number, nowMs = this.now()): boolean {
+    const entry = this.v4.get(ip);
+    if (entry !== undefined) {
+      if (!entry.learned) return false;
+      entry.confirmedMs = nowMs;
+      if (entry.mac === mac) return false;
+      const previous = this.dumpEntry(entry, nowMs);
+      entry.mac = mac;
+      this.emitter.emit([{ kind: 'changed', entry: this.dumpEntry(entry, nowMs), previous }]);
+      return true;
+    }
+    const created: NeighborEntry = {
+      ip: { family: 4, address: ip },
+      mac,
+      permanent: false,
+      proxy: false,
+      learned: true,
+      confirmedMs: nowMs,
+    };
+    this.v4.set(ip, created);
+    this.emitter.emit([{ kind: 'added', entry: this.dumpEntry(created, nowMs) }]);
+    return true;
+  }
+
+  get(ip: string): NeighborDump | undefined {
+    const entry = this.entryFor(parseIp(ip));
+    return entry && this.dumpEntry(entry, this.now());
+  }
+
+  onChange(listener: Listener<NeighborDump>): () => void {
+    return this.emitter.on(listener);
+  }
+
+  /**
+   * Replaces every configured entry with `entries`; learned entries stay unless the snapshot names
+   * the same address. Applying the same snapshot twice changes nothing.
+   */
+  applySnapshot(entries: readonly NeighborInput[]): ChangeEvent<NeighborDump>[] {
+    const next = this.validate(entries);
+    const removes = this.entries()
+      .filter((e) => !e.learned && !next.has(keyOf(e.ip)))
+      .map((e) => e.ip);
+    return this.commit(removes, next);
+  }
+
+  applyDiff(diff: NeighborDiff): ChangeEvent<NeighborDump>[] {
+    const removes = validateEach('neighbor remove', diff.remove ?? [], (ip) => ip, parseIp);
+    return this.commit(removes, this.validate(diff.add ?? []));
+  }
+
+  add(entry: NeighborInput): ChangeEvent<NeighborDump>[] {
+    return this.applyDiff({ add: [entry] });
+  }
+
+  remove(ip: string): ChangeEvent<NeighborDump>[] {
+    return this.applyDiff({ remove: [ip] });
+  }
+
+  dump(): NeighborDump[] {
+    const nowMs = this.now();
+    return this.entries().map((e) => this.dumpEntry(e, nowMs));
+  }
+
+  private entries(): NeighborEntry[] {
+    return [...this.v4.values(), ...[...this.v6.entries()].map(([, e]) => e)];
+  }
+
+  private entryFor(ip: IpAddress): NeighborEntry | undefined {
+    return ip.family === 4 ? this.v4.get(ip.address) : this.v6.get(ip.address, 0);
+  }
+
+  private dumpEntry(e: NeighborEntry, nowMs: number): NeighborDump {
+    const state: NeighborState = e.permanent
+      ? 'permanent'
+      : nowMs - e.confirmedMs < this.reachableMs
+        ? 'reachable'
+        : 'stale';
+    return { ip: formatIp(e.ip), mac: formatMac(e.mac), state, proxy: e.proxy, learned: e.learned };
+  }
+
+  private validate(entries: readonly NeighborInput[]): Map<string, NeighborEntry> {
+    const nowMs = this.now();
+    const parsed = validateEach(
+      'neighbor',
+      entries,
+      (e) => `${e.ip} -> ${e.mac}`,
+      (e): NeighborEntry => {
+        const state = e.state ?? 'permanent';
+        if (state !== 'permanent' && state !== 'reachable') {
+          throw fdbError(
+            FdbErrorCode.badEntry,
+            `state ${JSON.stringify(state)}: configure permanent or reachable`,
+          );
+        }
+        return {
+          ip: parseIp(e.ip),
+          mac: parseMac(e.mac),
+          permanent: state === 'permanent',
+          proxy: e.proxy ?? false,
+          learned: false,
+          confirmedMs: nowMs,
+        };
+      },
+    );
+    const out = new Map<string, NeighborEntry>();
+    for (const entry of parsed) {
+      const key = keyOf(entry.ip);
+      const other = out.get(key);
+      if (
+        other &&
+        (other.mac !== entry.mac ||
+          other.permanent !== entry.permanent ||
+          other.proxy !== entry.proxy)
+      ) {
+        throw fdbError(
+          FdbErrorCode.duplicate,
+          `two different entries for ${key} in one batch; nothing in this batch was applied`,
+        );
+      }
+      out.set(key, entry);
+    }
+    return out;
+  }
+
+  private commit(
+    removes: readonly IpAddress[],
+    adds: Map<string, NeighborEntry>,
+  ): ChangeEvent<NeighborDump>[] {
+    const nowMs = this.now();
+    const events: ChangeEvent<NeighborDump>[] = [];
+    for (const ip of removes) {
+      if (adds.has(keyOf(ip))) continue;
+      const old = this.entryFor(ip);
+      if (!old) continue;
+      if (ip.family === 4) this.v4.delete(ip.address);
+      else this.v6.delete(ip.address);
+      events.push({ kind: 'removed', entry: this.dumpEntry(old, nowMs) });
+    }
+    for (const entry of adds.values()) {
+      const old = this.entryFor(entry.ip);
+      if (
+        old &&
+        !old.learned &&
+        old.mac === entry.mac &&
+        old.permanent === entry.permanent &&
+        old.proxy === entry.proxy
+      )
+        continue;
+      if (entry.ip.family === 4) this.v4.set(entry.ip.address, entry);
+      else this.v6.set(entry.ip.address, entry);
+      events.push(
+        old
+          ? {
+              kind: 'changed',
+              entry: this.dumpEntry(entry, nowMs),
+              previous: this.dumpEntry(old, nowMs),
+            }
+          : { kind: 'added', entry: this.dumpEntry(entry, nowMs) },
+      );
+    }
+    this.emitter.emit(events);
+    return events;
+  }
+}
