@@ -1,0 +1,222 @@
+import { formatMac, parseCidr, parseMac, WeftError } from '@weft/core';
+import { netnsPath, TunErrorCode, toWeftError } from './errors.js';
+import { BatchIo } from './io.js';
+import { HandleKind, type NativeHandle, native } from './native.js';
+import type { PacketRing } from './ring.js';
+
+export type DeviceMode = 'tun' | 'tap';
+
+export interface TunOpenOptions {
+  /** Name, or a pattern with `%d` the kernel fills (default `weft%d`); at most 15 bytes. */
+  name?: string;
+  /** `tun` (L3, IP packets) or `tap` (L2, Ethernet frames). Default `tun`. */
+  mode?: DeviceMode;
+  /** Queues (fds) on the device; more than 1 opens it multi-queue, for worker threads. Default 1. */
+  queues?: number;
+  /** Prefix every packet with a virtio_net_hdr (for offloads). Default false. */
+  vnetHdr?: boolean;
+  /** The network namespace (a name under /run/netns, or a path) to create the device in. */
+  netns?: string;
+  /** The clone device (default /dev/net/tun). */
+  devicePath?: string;
+}
+
+/** IFNAMSIZ is 16 bytes with the terminating NUL. */
+const MAX_NAME_BYTES = 15;
+/** IPv4's minimum (RFC 791); the largest a TUN device takes. */
+const MIN_MTU = 68;
+const MAX_MTU = 65535;
+
+/** One fd of a TUN/TAP device: reads a batch of packets at a time, writes a batch per call. */
+export class TunQueue extends BatchIo {
+  constructor(handle: NativeHandle) {
+    super(handle);
+  }
+
+  protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
+    h.setReadRing(slabIndex, ring.stride, ring.headroom, ring.slots, ring.lengths);
+  }
+}
+
+/**
+ * A TUN or TAP device. Persistence is off: closing its last queue removes the device.
+ * Configuration (MTU, up, addresses, MAC) goes through ioctls in the device's namespace.
+ */
+export class TunDevice {
+  readonly name: string;
+  readonly mode: DeviceMode;
+  readonly queues: TunQueue[];
+  readonly netns: string | undefined;
+  readonly vnetHdr: boolean;
+
+  private constructor(
+    name: string,
+    mode: DeviceMode,
+    queues: TunQueue[],
+    netns: string | undefined,
+    vnetHdr: boolean,
+  ) {
+    this.name = name;
+    this.mode = mode;
+    this.queues = queues;
+    this.netns = netns;
+    this.vnetHdr = vnetHdr;
+  }
+
+  static open(options: TunOpenOptions = {}): TunDevice {
+    const mode = options.mode ?? 'tun';
+    const requested = options.name ?? 'weft%d';
+    const queueCount = options.queues ?? 1;
+    const devicePath = options.devicePath ?? '/dev/net/tun';
+    const ns = netnsPath(options.netns);
+    if (Buffer.byteLength(requested) > MAX_NAME_BYTES) {
+      throw new WeftError(
+        TunErrorCode.nameTooLong,
+        `device name ${JSON.stringify(requested)} is ${Buffer.byteLength(requested)} bytes; Linux allows at most ${MAX_NAME_BYTES}`,
+      );
+    }
+    if (requested.length === 0 || /[\s/:]/.test(requested)) {
+      throw new WeftError(
+        TunErrorCode.nameInUse,
+        `device name ${JSON.stringify(requested)} is not a valid interface name`,
+      );
+    }
+    if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > 256) {
+      throw new RangeError('queues must be 1..256');
+    }
+    const n = native();
+    const c = n.constants;
+    let flags = (mode === 'tap' ? c.IFF_TAP : c.IFF_TUN) | c.IFF_NO_PI;
+    if (queueCount > 1) flags |= c.IFF_MULTI_QUEUE;
+    if (options.vnetHdr) flags |= c.IFF_VNET_HDR;
+    const queues: TunQueue[] = [];
+    let name = requested;
+    try {
+      for (let i = 0; i < queueCount; i++) {
+        const opened = n.openTun(devicePath, name, flags, ns);
+        name = opened.name;
+        queues.push(new TunQueue(new n.Handle(opened.fd, HandleKind.tun)));
+      }
+    } catch (err) {
+      for (const q of queues) q.close();
+      throw toWeftError(err, `opening ${mode.toUpperCase()} device ${requested}`, devicePath);
+    }
+    return new TunDevice(name, mode, queues, ns, options.vnetHdr ?? false);
+  }
+
+  private ifconfig(op: string, value?: unknown): unknown {
+    try {
+      return native().ifconfig(this.name, op, value, this.netns);
+    } catch (err) {
+      if (op === 'setMtu' && (err as { code?: string }).code === 'EINVAL') {
+        throw new WeftError(
+          TunErrorCode.badMtu,
+          `MTU ${value} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
+          { cause: err },
+        );
+      }
+      throw toWeftError(err, `configuring ${this.name} (${op})`);
+    }
+  }
+
+  get ifindex(): number {
+    return this.ifconfig('index') as number;
+  }
+
+  get mtu(): number {
+    return this.ifconfig('getMtu') as number;
+  }
+
+  setMtu(mtuBytes: number): void {
+    if (!Number.isInteger(mtuBytes) || mtuBytes < MIN_MTU || mtuBytes > MAX_MTU) {
+      throw new WeftError(
+        TunErrorCode.badMtu,
+        `MTU ${mtuBytes} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
+      );
+    }
+    this.ifconfig('setMtu', mtuBytes);
+  }
+
+  get isUp(): boolean {
+    return ((this.ifconfig('getFlags') as number) & native().constants.IFF_UP) !== 0;
+  }
+
+  up(): void {
+    this.ifconfig('setUp', true);
+  }
+
+  down(): void {
+    this.ifconfig('setUp', false);
+  }
+
+  /**
+   * Adds an address with its prefix, e.g. `10.244.1.0/32` or `fc00::1/64`. IPv4 goes through
+   * SIOCSIFADDR, which sets the device's one primary IPv4 address.
+   */
+  addAddress(cidr: string): void {
+    const parsed = parseCidr(cidr, { allowHostBits: true });
+    if (parsed.family === 4) {
+      const bytes = Buffer.alloc(4);
+      bytes.writeUInt32BE(parsed.address);
+      this.ifconfig('addIpv4', [bytes, parsed.prefixLength]);
+    } else {
+      this.ifconfig('addIpv6', [Buffer.from(parsed.address), parsed.prefixLength]);
+    }
+  }
+
+  /** The MAC of a TAP device, as text. */
+  get mac(): string {
+    const bytes = this.ifconfig('getMac') as Buffer;
+    return formatMac(bytes.readUIntBE(0, 6));
+  }
+
+  setMac(mac: string | number): void {
+    if (this.mode !== 'tap')
+      throw new WeftError(
+        TunErrorCode.syscall,
+        `${this.name} is a TUN device: only a TAP device has a MAC`,
+      );
+    const value = typeof mac === 'number' ? mac : parseMac(mac);
+    const bytes = Buffer.alloc(6);
+    bytes.writeUIntBE(value, 0, 6);
+    this.ifconfig('setMac', bytes);
+  }
+
+  /** Sets the offloads the kernel may hand this device (TUN_F_* flags); needs vnetHdr. */
+  setOffload(flags: number): void {
+    const q = this.queues[0];
+    if (!q || q.closed) throw new WeftError(TunErrorCode.closed, `${this.name} is closed`);
+    try {
+      native().tunIoctl(q.fd, 'offload', flags);
+    } catch (err) {
+      throw toWeftError(err, `setting offloads on ${this.name}`);
+    }
+  }
+
+  /** Closes every queue; the device goes away with its last fd. Safe to call twice. */
+  close(): void {
+    for (const q of this.queues) q.close();
+  }
+}
+
+/** TUN_F_* offload flags for setOffload. */
+export const TunOffload = {
+  get csum() {
+    return native().constants.TUN_F_CSUM;
+  },
+  get tso4() {
+    return native().constants.TUN_F_TSO4;
+  },
+  get tso6() {
+    return native().constants.TUN_F_TSO6;
+  },
+  get tsoEcn() {
+    return native().constants.TUN_F_TSO_ECN;
+  },
+  get uso4() {
+    return native().constants.TUN_F_USO4;
+  },
+  get uso6() {
+    return native().constants.TUN_F_USO6;
+  },
+};

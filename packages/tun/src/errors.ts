@@ -1,0 +1,78 @@
+import { WeftError } from '@weft/core';
+import { isSystemError } from './native.js';
+
+/** Stable codes of @weft/tun. */
+export const TunErrorCode = {
+  permission: 'ERR_TUN_PERMISSION',
+  deviceMissing: 'ERR_TUN_DEVICE_MISSING',
+  nameInUse: 'ERR_TUN_NAME_IN_USE',
+  nameTooLong: 'ERR_TUN_NAME_TOO_LONG',
+  badMtu: 'ERR_TUN_BAD_MTU',
+  netnsMissing: 'ERR_TUN_NETNS_MISSING',
+  addressInUse: 'ERR_TUN_ADDRESS_IN_USE',
+  closed: 'ERR_TUN_CLOSED',
+  syscall: 'ERR_TUN_SYSCALL',
+} as const;
+
+const PERMISSION_HINT =
+  'needs CAP_NET_ADMIN: run as root or grant the capability (e.g. `setcap cap_net_admin+ep $(command -v node)`, or in Kubernetes securityContext.capabilities.add: ["NET_ADMIN"])';
+
+/**
+ * Turns a system error from the addon into a WeftError a person can act on. `what` says what
+ * weft was doing, e.g. "opening TUN device weft0".
+ */
+export function toWeftError(err: unknown, what: string, devicePath = '/dev/net/tun'): WeftError {
+  if (err instanceof WeftError) return err;
+  if (!isSystemError(err))
+    return new WeftError(TunErrorCode.syscall, `${what}: ${String(err)}`, { cause: err });
+  const { code, syscall } = err;
+  if (syscall.startsWith('setns')) {
+    if (code === 'ENOENT')
+      return new WeftError(
+        TunErrorCode.netnsMissing,
+        `${what}: network namespace not found (${syscall}): create it first (ip netns add NAME)`,
+        { cause: err },
+      );
+    if (code === 'EPERM')
+      return new WeftError(
+        TunErrorCode.permission,
+        `${what}: entering a network namespace needs CAP_SYS_ADMIN: run as root`,
+        { cause: err },
+      );
+  }
+  if (syscall === 'open' && (code === 'ENOENT' || code === 'ENODEV' || code === 'ENXIO')) {
+    return new WeftError(
+      TunErrorCode.deviceMissing,
+      `${what}: ${devicePath} is missing: load the tun module (modprobe tun), or in a container mount the host's ${devicePath} into it (the error kube-flannel pods show when the device is not mounted)`,
+      { cause: err },
+    );
+  }
+  if (code === 'EPERM' || code === 'EACCES') {
+    return new WeftError(
+      TunErrorCode.permission,
+      `${what}: not permitted (${syscall}): ${PERMISSION_HINT}`,
+      { cause: err },
+    );
+  }
+  if (syscall === 'ioctl(TUNSETIFF)' && (code === 'EBUSY' || code === 'EINVAL')) {
+    return new WeftError(
+      TunErrorCode.nameInUse,
+      `${what}: the name is in use by another device (or by a TUN/TAP device of another kind or with other flags): pick another name, or remove it (ip link del NAME)`,
+      { cause: err },
+    );
+  }
+  if (syscall === 'bind' && code === 'EADDRINUSE') {
+    return new WeftError(
+      TunErrorCode.addressInUse,
+      `${what}: the address and port are in use by another socket (is another weft or flanneld running?)`,
+      { cause: err },
+    );
+  }
+  return new WeftError(TunErrorCode.syscall, `${what}: ${err.message}`, { cause: err });
+}
+
+/** Network namespace names become /run/netns paths; absolute paths pass through. */
+export function netnsPath(netns: string | undefined): string | undefined {
+  if (netns === undefined || netns === '') return undefined;
+  return netns.startsWith('/') ? netns : `/run/netns/${netns}`;
+}

@@ -1,0 +1,6 @@
+export { type DeviceMode, TunDevice, TunOffload, type TunOpenOptions, TunQueue } from './device.js';
+export { TunErrorCode } from './errors.js';
+export { BatchIo, type IoStats } from './io.js';
+export { type NetlinkOpenOptions, NetlinkSocket } from './netlink.js';
+export { PacketRing, type RingOptions, SendTable } from './ring.js';
+export { type UdpOpenOptions, UdpSocket } from './udp.js';

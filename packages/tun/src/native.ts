@@ -1,0 +1,111 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { WeftError } from '@weft/core';
+
+/** The addon's surface; see native/addon.cc and native/handle.h. */
+export interface NativeHandle {
+  readonly fd: number;
+  registerSlab(index: number, slab: Uint8Array): void;
+  setReadRing(
+    slab: number,
+    stride: number,
+    headroom: number,
+    count: number,
+    lengths: Int32Array,
+    addrs?: Uint32Array,
+    ports?: Uint16Array,
+    families?: Uint8Array,
+    gso?: Uint16Array,
+  ): void;
+  setSendTable(
+    slabs: Uint8Array,
+    offsets: Int32Array,
+    lengths: Int32Array,
+    addrs?: Uint32Array,
+    ports?: Uint16Array,
+    gso?: Uint16Array,
+  ): void;
+  startReading(callback: (countOrBuffer: number | Buffer) => void): void;
+  pauseReading(): void;
+  resumeReading(): void;
+  send(start: number, count: number): number;
+  sendBuffer(buffer: Uint8Array): number;
+  armWritable(callback: () => void): void;
+  stats(): NativeStats;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+export interface NativeStats {
+  readCalls: number;
+  packetsRead: number;
+  readErrors: number;
+  lastReadErrno: number;
+  truncated: number;
+  packetsSent: number;
+  sendErrors: number;
+  sendAgain: number;
+  lastSendErrno: number;
+  badDescriptors: number;
+}
+
+export const HandleKind = { tun: 0, udp4: 1, udp6: 2, netlink: 3 } as const;
+export type HandleKind = (typeof HandleKind)[keyof typeof HandleKind];
+
+export interface NativeAddon {
+  Handle: new (fd: number, kind: HandleKind) => NativeHandle;
+  openTun(
+    devicePath: string,
+    name: string,
+    flags: number,
+    netns?: string,
+  ): { fd: number; name: string };
+  openUdp(
+    family: 4 | 6,
+    address: Uint8Array,
+    port: number,
+    reusePort: boolean,
+    netns?: string,
+  ): { fd: number; port: number };
+  openNetlink(protocol: number, groups: number, netns?: string): { fd: number; portId: number };
+  setSocketOption(fd: number, name: string, value: number): void;
+  getSocketOption(fd: number, name: string): number;
+  tunIoctl(fd: number, what: 'offload' | 'vnetHdrSize', value: number): void;
+  ifconfig(name: string, op: string, value?: unknown, netns?: string): unknown;
+  closeFd(fd: number): void;
+  constants: Record<string, number>;
+}
+
+/** A system error from the addon: Node's shape (code such as EPERM, errno, syscall). */
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export function isSystemError(err: unknown): err is SystemError {
+  return (
+    err instanceof Error &&
+    typeof (err as SystemError).code === 'string' &&
+    typeof (err as SystemError).errno === 'number'
+  );
+}
+
+let addon: NativeAddon | undefined;
+
+/** Loads the addon once; a missing build is a clear error, not a stack trace from require. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  // The same relative path works from src/ (tests) and dist/ (builds).
+  const path = fileURLToPath(new URL('../build/Release/weft_tun.node', import.meta.url));
+  if (!existsSync(path)) {
+    throw new WeftError(
+      'ERR_TUN_NATIVE_MISSING',
+      `the native addon is not built (${path} is missing): run \`pnpm install\` at the workspace root, which builds it with node-gyp (needs g++ and make)`,
+    );
+  }
+  addon = createRequire(import.meta.url)(path) as NativeAddon;
+  return addon;
+}

@@ -1,0 +1,99 @@
+import { WeftError } from '@weft/core';
+import { netnsPath, TunErrorCode, toWeftError } from './errors.js';
+import { HandleKind, type NativeHandle, native } from './native.js';
+
+export interface NetlinkOpenOptions {
+  /** Netlink family (default NETLINK_ROUTE, 0). */
+  protocol?: number;
+  /** Multicast groups to join at bind (a bit mask of RTMGRP_*), for change notifications. */
+  groups?: number;
+  /** The network namespace (a name under /run/netns, or a path) whose kernel state to talk to. */
+  netns?: string;
+}
+
+/**
+ * A raw netlink socket: sends whole messages to the kernel and hands every datagram it receives
+ * to `onMessage`. Framing, sequence numbers and parsing belong to the caller (@weft/netlink).
+ */
+export class NetlinkSocket {
+  private handle: NativeHandle | undefined;
+  /** The port id the kernel assigned (nl_pid), the destination of its replies. */
+  readonly portId: number;
+
+  private constructor(handle: NativeHandle, portId: number) {
+    this.handle = handle;
+    this.portId = portId;
+  }
+
+  static open(options: NetlinkOpenOptions = {}): NetlinkSocket {
+    const n = native();
+    try {
+      const opened = n.openNetlink(
+        options.protocol ?? n.constants.NETLINK_ROUTE,
+        options.groups ?? 0,
+        netnsPath(options.netns),
+      );
+      return new NetlinkSocket(new n.Handle(opened.fd, HandleKind.netlink), opened.portId);
+    } catch (err) {
+      throw toWeftError(err, 'opening a netlink socket');
+    }
+  }
+
+  get closed(): boolean {
+    return this.handle === undefined;
+  }
+
+  /** Sends one datagram (one or more netlink messages) to the kernel. */
+  send(message: Uint8Array): void {
+    if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
+    try {
+      this.handle.sendBuffer(message);
+    } catch (err) {
+      throw toWeftError(err, 'sending to the kernel over netlink');
+    }
+  }
+
+  /**
+   * Delivers each received datagram. `onError` hears read failures; ENOBUFS means the kernel
+   * dropped messages for this socket, so a listener must resynchronise (dump again).
+   */
+  onMessage(onMessage: (datagram: Buffer) => void, onError?: (err: WeftError) => void): void {
+    if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
+    this.handle.startReading((m) => {
+      if (typeof m === 'number') {
+        const error = Object.assign(new Error(`netlink receive failed (errno ${-m})`), {
+          code: m === -105 ? 'ENOBUFS' : 'EIO',
+          errno: -m,
+          syscall: 'recv',
+        });
+        onError?.(toWeftError(error, 'receiving from the kernel over netlink'));
+        return;
+      }
+      onMessage(m);
+    });
+  }
+
+  setOption(name: 'netlinkNoEnobufs' | 'netlinkGetStrictChk' | 'rcvbufforce', value: number): void {
+    if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
+    try {
+      native().setSocketOption(this.handle.fd, name, value);
+    } catch (err) {
+      throw toWeftError(err, `setting ${name} on a netlink socket`);
+    }
+  }
+
+  unref(): void {
+    this.handle?.unref();
+  }
+
+  ref(): void {
+    this.handle?.ref();
+  }
+
+  /** Safe to call twice; nothing is delivered after close. */
+  close(): void {
+    const h = this.handle;
+    this.handle = undefined;
+    h?.close();
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The memory a batch of packets lives in, owned by JavaScript and handed to the addon once.
+ * A slab is one Buffer cut into `slots` fixed-stride slots; each slot starts with `headroom`
+ * bytes (room to write encapsulation headers in front of the packet without moving it), then
+ * room for one packet. The addon reads packets to `slotOffset(i)` and says how long each is in
+ * `lengths[i]` (-1: a datagram longer than the slot, cut and to be dropped).
+ */
+export interface RingOptions {
+  /** Packets per batch (default 64). */
+  slots?: number;
+  /** Bytes per slot, headroom included (default 2048; 65,600 or more for GSO/GRO). */
+  stride?: number;
+  /** Bytes before each packet (default 64: outer IPv4 + UDP + VXLAN + Ethernet fits). */
+  headroom?: number;
+}
+
+export class PacketRing {
+  readonly slab: Buffer;
+  readonly slots: number;
+  readonly stride: number;
+  readonly headroom: number;
+  readonly lengths: Int32Array;
+  /** Source of each datagram (UDP only): 4 words per slot, IPv4 in the first, IPv6 big-endian. */
+  readonly addrs: Uint32Array;
+  readonly ports: Uint16Array;
+  /** 4 or 6 per slot (UDP only). */
+  readonly families: Uint8Array;
+  /** UDP GRO segment size per slot, 0 when the datagram was not coalesced. */
+  readonly gso: Uint16Array;
+
+  constructor(options: RingOptions = {}) {
+    this.slots = options.slots ?? 64;
+    this.stride = options.stride ?? 2048;
+    this.headroom = options.headroom ?? 64;
+    if (!Number.isInteger(this.slots) || this.slots < 1 || this.slots > 1024)
+      throw new RangeError('ring slots must be 1..1024');
+    if (!Number.isInteger(this.stride) || this.stride <= this.headroom || this.stride > 1 << 20)
+      throw new RangeError('ring stride must exceed headroom and be at most 1 MiB');
+    // Outside V8's pooled allocator: the addon keeps a raw pointer into it for the ring's life.
+    this.slab = Buffer.allocUnsafeSlow(this.slots * this.stride);
+    this.lengths = new Int32Array(this.slots);
+    this.addrs = new Uint32Array(this.slots * 4);
+    this.ports = new Uint16Array(this.slots);
+    this.families = new Uint8Array(this.slots);
+    this.gso = new Uint16Array(this.slots);
+  }
+
+  /** Where slot i's packet starts (after its headroom). */
+  slotOffset(i: number): number {
+    return i * this.stride + this.headroom;
+  }
+
+  /** Room for one packet in a slot. */
+  get capacity(): number {
+    return this.stride - this.headroom;
+  }
+}
+
+/**
+ * Send descriptors, filled by JavaScript per batch: packet i is `lengths[i]` bytes at absolute
+ * byte `offsets[i]` of the slab registered as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
+ * A descriptor may start inside a slot's headroom, so headers written there go out with the
+ * payload. `gso[i] > 0` asks the kernel to cut the datagram into segments of that size (UDP GSO).
+ */
+export class SendTable {
+  readonly capacity: number;
+  readonly slabs: Uint8Array;
+  readonly offsets: Int32Array;
+  readonly lengths: Int32Array;
+  readonly addrs: Uint32Array;
+  readonly ports: Uint16Array;
+  readonly gso: Uint16Array;
+
+  constructor(capacity = 64) {
+    this.capacity = capacity;
+    this.slabs = new Uint8Array(capacity);
+    this.offsets = new Int32Array(capacity);
+    this.lengths = new Int32Array(capacity);
+    this.addrs = new Uint32Array(capacity * 4);
+    this.ports = new Uint16Array(capacity);
+    this.gso = new Uint16Array(capacity);
+  }
+
+  /** Fills descriptor i for an IPv4 destination. */
+  set4(i: number, slab: number, offset: number, length: number, ipv4: number, port: number): void {
+    this.slabs[i] = slab;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    this.addrs[i * 4] = ipv4;
+    this.ports[i] = port;
+    this.gso[i] = 0;
+  }
+
+  /** Fills descriptor i for an IPv6 destination, read from 16 bytes at ip[ipOff]. */
+  set6(
+    i: number,
+    slab: number,
+    offset: number,
+    length: number,
+    ip: Uint8Array,
+    ipOff: number,
+    port: number,
+  ): void {
+    this.slabs[i] = slab;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    for (let w = 0; w < 4; w++) {
+      const o = ipOff + w * 4;
+      this.addrs[i * 4 + w] =
+        ((ip[o] << 24) | (ip[o + 1] << 16) | (ip[o + 2] << 8) | ip[o + 3]) >>> 0;
+    }
+    this.ports[i] = port;
+    this.gso[i] = 0;
+  }
+
+  /** Fills descriptor i for a device write (no destination). */
+  setLocal(i: number, slab: number, offset: number, length: number): void {
+    this.slabs[i] = slab;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    this.gso[i] = 0;
+  }
+}
