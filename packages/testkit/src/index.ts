@@ -21,6 +21,7 @@ export {
   writePcap,
 } from './pcap.js';
 export { hasCommand, hasScapy, SYSTEM_PYTHON, scapyRun, tempDir, tsharkDissect } from './tools.js';
+export { type TransferResult, tcpTransfer } from './transfer.js';
 
 import { fileURLToPath } from 'node:url';
 /** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */

@@ -2,11 +2,14 @@
 // netlink sockets, setns), and nothing else. Protocols stay in TypeScript.
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_arp.h>
 #include <linux/if_tun.h>
 #include <linux/ipv6.h>
 #include <linux/netlink.h>
+#include <linux/route.h>
+#include <linux/ipv6_route.h>
 #include <linux/udp.h>
 #include <napi.h>
 #include <netinet/in.h>
@@ -200,7 +203,7 @@ bool FillName(Napi::Env env, struct ifreq* ifr, const std::string& name) {
 // ifconfig(name, op, value?, netns?): op is one of
 //   "index" -> ifindex; "getMtu" -> mtu; "setMtu" (value); "getFlags" -> flags; "setUp" (bool);
 //   "setMac" (Uint8Array 6); "getMac" -> Uint8Array 6; "addIpv4" ([Uint8Array 4, prefixLength]);
-//   "addIpv6" ([Uint8Array 16, prefixLength])
+//   "addIpv6" ([Uint8Array 16, prefixLength]); "addRoute4" / "addRoute6" ([address, prefixLength])
 Napi::Value IfconfigJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -273,8 +276,76 @@ Napi::Value IfconfigJs(const Napi::CallbackInfo& info) {
     if (ioctl(s.fd, SIOCSIFADDR, &req) != 0) return ThrowErrno(env, errno, "ioctl(SIOCSIFADDR, IPv6)");
     return env.Undefined();
   }
+  if (op == "addRoute4") {
+    // A route to [address, prefixLength] out of this device (SIOCADDRT), as `ip route add X dev NAME`.
+    auto pair = value.As<Napi::Array>();
+    auto addr = pair.Get(0u).As<Napi::Uint8Array>();
+    int prefix = pair.Get(1u).As<Napi::Number>().Int32Value();
+    struct rtentry rt;
+    memset(&rt, 0, sizeof(rt));
+    auto* dst = reinterpret_cast<struct sockaddr_in*>(&rt.rt_dst);
+    dst->sin_family = AF_INET;
+    memcpy(&dst->sin_addr, addr.Data(), 4);
+    auto* mask = reinterpret_cast<struct sockaddr_in*>(&rt.rt_genmask);
+    mask->sin_family = AF_INET;
+    mask->sin_addr.s_addr = htonl(prefix == 0 ? 0 : 0xffffffffu << (32 - prefix));
+    rt.rt_flags = RTF_UP | (prefix == 32 ? RTF_HOST : 0);
+    char dev[IFNAMSIZ];
+    strncpy(dev, name.c_str(), IFNAMSIZ - 1);
+    dev[IFNAMSIZ - 1] = 0;
+    rt.rt_dev = dev;
+    if (ioctl(s.fd, SIOCADDRT, &rt) != 0) return ThrowErrno(env, errno, "ioctl(SIOCADDRT)");
+    return env.Undefined();
+  }
+  if (op == "addRoute6") {
+    auto pair = value.As<Napi::Array>();
+    auto addr = pair.Get(0u).As<Napi::Uint8Array>();
+    if (ioctl(s.fd, SIOCGIFINDEX, &ifr) != 0) return ThrowErrno(env, errno, "ioctl(SIOCGIFINDEX)");
+    IfSocket s6(AF_INET6);
+    if (s6.fd < 0) return ThrowErrno(env, errno, "socket");
+    struct in6_rtmsg rt;
+    memset(&rt, 0, sizeof(rt));
+    memcpy(&rt.rtmsg_dst, addr.Data(), 16);
+    rt.rtmsg_dst_len = static_cast<uint16_t>(pair.Get(1u).As<Napi::Number>().Uint32Value());
+    rt.rtmsg_flags = RTF_UP;
+    rt.rtmsg_metric = 1;
+    rt.rtmsg_ifindex = ifr.ifr_ifindex;
+    if (ioctl(s6.fd, SIOCADDRT, &rt) != 0) return ThrowErrno(env, errno, "ioctl(SIOCADDRT, IPv6)");
+    return env.Undefined();
+  }
   Napi::TypeError::New(env, "unknown ifconfig op " + op).ThrowAsJavaScriptException();
   return env.Undefined();
+}
+
+// sysctl(key, value?, netns?): reads (or writes) /proc/sys/<key> as seen from `netns`; the
+// net.* keys under /proc/sys are those of the namespace the file is opened in.
+Napi::Value SysctlJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string key = info[0].As<Napi::String>().Utf8Value();
+  bool write_it = info[1].IsString();
+  std::string netns = OptionalString(info[2]);
+  if (key.find("..") != std::string::npos) {
+    Napi::TypeError::New(env, "sysctl: bad key").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = "/proc/sys/" + key;
+  ENTER_NETNS(env, netns);
+  int fd = open(path.c_str(), (write_it ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, errno, "open(" + path + ")");
+  if (write_it) {
+    std::string value = info[1].As<Napi::String>().Utf8Value();
+    ssize_t w = write(fd, value.data(), value.size());
+    int err = errno;
+    close(fd);
+    if (w < 0) return ThrowErrno(env, err, "write(" + path + ")");
+    return env.Undefined();
+  }
+  char buf[4096];
+  ssize_t r = read(fd, buf, sizeof(buf) - 1);
+  int err = errno;
+  close(fd);
+  if (r < 0) return ThrowErrno(env, err, "read(" + path + ")");
+  return Napi::String::New(env, std::string(buf, static_cast<size_t>(r)));
 }
 
 // closeFd(fd): for descriptors not yet owned by a Handle.
@@ -297,6 +368,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("tunIoctl", Napi::Function::New(env, TunIoctlJs));
   exports.Set("ifconfig", Napi::Function::New(env, IfconfigJs));
   exports.Set("closeFd", Napi::Function::New(env, CloseFdJs));
+  exports.Set("sysctl", Napi::Function::New(env, SysctlJs));
   Napi::Object c = Napi::Object::New(env);
   c.Set("IFF_TUN", IFF_TUN);
   c.Set("IFF_TAP", IFF_TAP);

@@ -164,6 +164,26 @@ export class TunDevice {
     }
   }
 
+  /**
+   * Routes a prefix out of this device (`ip route add 10.244.0.0/16 dev NAME`), through the
+   * SIOCADDRT ioctl; the device must be up.
+   */
+  addRoute(cidr: string): void {
+    const parsed = parseCidr(cidr);
+    if (parsed.family === 4) {
+      const bytes = Buffer.alloc(4);
+      bytes.writeUInt32BE(parsed.address);
+      this.ifconfig('addRoute4', [bytes, parsed.prefixLength]);
+    } else {
+      this.ifconfig('addRoute6', [Buffer.from(parsed.address), parsed.prefixLength]);
+    }
+  }
+
+  /** Turns IPv6 off on this device (no link-local address, no MLD or router solicitations). */
+  disableIpv6(): void {
+    setSysctl(`net/ipv6/conf/${this.name}/disable_ipv6`, '1', this.netns);
+  }
+
   /** The MAC of a TAP device, as text. */
   get mac(): string {
     const bytes = this.ifconfig('getMac') as Buffer;
@@ -196,6 +216,24 @@ export class TunDevice {
   /** Closes every queue; the device goes away with its last fd. Safe to call twice. */
   close(): void {
     for (const q of this.queues) q.close();
+  }
+}
+
+/** Reads a sysctl (`net/ipv4/ip_forward`) as seen from a network namespace (default: ours). */
+export function getSysctl(key: string, netns?: string): string {
+  try {
+    return (native().sysctl(key, undefined, netnsPath(netns)) as string).trim();
+  } catch (err) {
+    throw toWeftError(err, `reading sysctl ${key}`);
+  }
+}
+
+/** Writes a sysctl as seen from a network namespace (default: ours). */
+export function setSysctl(key: string, value: string, netns?: string): void {
+  try {
+    native().sysctl(key, value, netnsPath(netns));
+  } catch (err) {
+    throw toWeftError(err, `writing sysctl ${key}`);
   }
 }
 

@@ -1,4 +1,12 @@
-export { type DeviceMode, TunDevice, TunOffload, type TunOpenOptions, TunQueue } from './device.js';
+export {
+  type DeviceMode,
+  getSysctl,
+  setSysctl,
+  TunDevice,
+  TunOffload,
+  type TunOpenOptions,
+  TunQueue,
+} from './device.js';
 export { TunErrorCode } from './errors.js';
 export { BatchIo, type IoStats } from './io.js';
 export { type NetlinkOpenOptions, NetlinkSocket } from './netlink.js';

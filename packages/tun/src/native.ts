@@ -75,6 +75,7 @@ export interface NativeAddon {
   tunIoctl(fd: number, what: 'offload' | 'vnetHdrSize', value: number): void;
   ifconfig(name: string, op: string, value?: unknown, netns?: string): unknown;
   closeFd(fd: number): void;
+  sysctl(key: string, value?: string, netns?: string): string | undefined;
   constants: Record<string, number>;
 }
 

@@ -34,8 +34,13 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
     try {
       expect(dev.name).toMatch(/^weft\d+$/);
       dev.setMtu(1400);
-      dev.addAddress('10.99.1.1/24');
+      // flannel's shape: the node's address as a /32 and the cluster network routed in.
+      dev.addAddress('10.99.1.1/32');
       dev.up();
+      dev.addRoute('10.99.0.0/16');
+      expect(ns.execSync(['ip', 'route', 'show', 'dev', dev.name])).toMatch(
+        /10\.99\.0\.0\/16 scope link/,
+      );
       expect(dev.mtu).toBe(1400);
       expect(dev.isUp).toBe(true);
       expect(dev.ifindex).toBeGreaterThan(1);
@@ -57,7 +62,7 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
         }
         expect(queue.send(0, out)).toBe(out);
       });
-      const { stdout } = await ns.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.99.1.2']);
+      const { stdout } = await ns.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.99.7.2']);
       expect(stdout).toMatch(/3 packets transmitted, 3 received/);
       expect(requests).toBe(3);
       expect(queue.stats()?.packetsSent).toBe(3);

@@ -1,0 +1,24 @@
+import { WeftError } from '@weft/core';
+import type { Backend } from './backend.js';
+import { DataplaneErrorCode } from './nodes.js';
+import { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
+import { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
+
+export type BackendOptions =
+  | ({ type: 'udp' } & UdpBackendOptions)
+  | ({ type: 'vxlan' } & VxlanBackendOptions);
+
+/** Opens a backend by type: the one call a node agent makes. */
+export function createBackend(options: BackendOptions): Backend {
+  switch (options.type) {
+    case 'udp':
+      return UdpBackend.open(options);
+    case 'vxlan':
+      return VxlanBackend.open(options);
+    default:
+      throw new WeftError(
+        DataplaneErrorCode.badOption,
+        `unknown backend type ${JSON.stringify((options as { type: unknown }).type)}: use udp or vxlan`,
+      );
+  }
+}

@@ -1,0 +1,176 @@
+import { PacketRing, SendTable, type TunQueue, type UdpSocket } from '@weft/tun';
+import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
+
+/** Slab indices as each handle knows them (a send descriptor names the slab it points into). */
+export const UdpSlab = { udpRing: 0, deviceRing: 1 } as const;
+export const DeviceSlab = { deviceRing: 0, udpRing: 1, scratch: 2 } as const;
+
+/** Room for one locally generated reply (an ICMP error is at most 96 bytes). */
+export const SCRATCH_STRIDE = 128;
+
+export interface PumpOptions {
+  /** Packets per batch, each way (default 64). */
+  batch?: number;
+  /** Bytes per slot (default 2048: a 1500-byte frame plus headroom). */
+  stride?: number;
+  /** UDP descriptors one device batch may fill (default batch; more when frames are replicated). */
+  udpTxCapacity?: number;
+}
+
+/**
+ * The packet pump: a device queue (TUN or TAP) and a UDP socket, each read a batch at a time
+ * into its own ring, on Node's event loop. A subclass turns a batch into send descriptors:
+ * `outbound` for packets from the local kernel (to the underlay), `inbound` for datagrams from
+ * the underlay (to the local kernel). Headers are written into the slots' headroom, so a packet is
+ * never copied; the descriptors simply point into the other handle's slab.
+ *
+ * Back-pressure: when the kernel takes only part of a batch (EAGAIN), the reader that filled the
+ * slab pauses, and the rest goes out when the socket or device is writable again; the kernel
+ * queues behind us meanwhile. Nothing is dropped for it.
+ *
+ * Descriptor tables have two parts: first the batch being forwarded, then room for a batch of
+ * replies generated on the other path (ICMP errors to the device, ARP replies to the
+ * underlay), which go out at once and are dropped (and counted) if the kernel is full.
+ */
+export abstract class Pump {
+  readonly batch: number;
+  readonly deviceRing: PacketRing;
+  readonly udpRing: PacketRing;
+  /** Descriptors for the UDP socket. */
+  readonly toUdp: SendTable;
+  /** Descriptors for the device queue. */
+  readonly toDevice: SendTable;
+  /** Where locally generated replies for the device are built, SCRATCH_STRIDE bytes each. */
+  readonly scratch: Buffer;
+  /** Where reply descriptors start in toUdp (after the outbound batch's own). */
+  readonly udpReplyBase: number;
+  protected readonly counts = new Float64Array(COUNTER_COUNT);
+
+  private udpPending = 0;
+  private udpSent = 0;
+  private devicePending = 0;
+  private deviceSent = 0;
+  private deviceReadPaused = false;
+  private udpReadPaused = false;
+  private stopped = false;
+  private readonly flushUdpBound = () => this.flushUdp();
+  private readonly flushDeviceBound = () => this.flushDevice();
+
+  protected constructor(
+    protected readonly device: TunQueue,
+    protected readonly socket: UdpSocket,
+    options: PumpOptions = {},
+  ) {
+    this.batch = options.batch ?? 64;
+    const stride = options.stride ?? 2048;
+    this.deviceRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
+    this.udpRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
+    this.udpReplyBase = options.udpTxCapacity ?? this.batch;
+    this.toUdp = new SendTable(this.udpReplyBase + this.batch);
+    this.toDevice = new SendTable(this.batch * 2);
+    this.scratch = Buffer.alloc(this.batch * SCRATCH_STRIDE);
+  }
+
+  /** Starts both directions. */
+  protected startPump(): void {
+    this.socket.registerSlab(UdpSlab.deviceRing, this.deviceRing.slab);
+    this.socket.setSendTable(this.toUdp);
+    this.device.registerSlab(DeviceSlab.udpRing, this.udpRing.slab);
+    this.device.registerSlab(DeviceSlab.scratch, this.scratch);
+    this.device.setSendTable(this.toDevice);
+    this.device.startReading(
+      this.deviceRing,
+      (count) => this.onDeviceBatch(count),
+      DeviceSlab.deviceRing,
+    );
+    this.socket.startReading(this.udpRing, (count) => this.onUdpBatch(count), UdpSlab.udpRing);
+  }
+
+  /**
+   * Turns device ring slots [0, count) into UDP descriptors [0, n) and returns n. Replies for the
+   * device go to toDevice[batch + k] via `replyToDevice`.
+   */
+  protected abstract outbound(count: number): number;
+
+  /** Turns UDP ring slots [0, count) into device descriptors [0, n) and returns n. */
+  protected abstract inbound(count: number): number;
+
+  private onDeviceBatch(count: number): void {
+    if (count <= 0 || this.stopped) return;
+    this.udpPending = this.outbound(count);
+    this.udpSent = 0;
+    if (this.udpPending > 0) this.flushUdp();
+  }
+
+  private onUdpBatch(count: number): void {
+    if (count <= 0 || this.stopped) return;
+    this.devicePending = this.inbound(count);
+    this.deviceSent = 0;
+    if (this.devicePending > 0) this.flushDevice();
+  }
+
+  private flushUdp(): void {
+    if (this.stopped) return;
+    this.udpSent += this.socket.send(this.udpSent, this.udpPending - this.udpSent);
+    if (this.udpSent < this.udpPending) {
+      if (!this.deviceReadPaused) {
+        this.deviceReadPaused = true;
+        this.device.pause();
+        this.counts[Counter.backpressureEvents]++;
+      }
+      this.socket.onWritable(this.flushUdpBound);
+      return;
+    }
+    if (this.deviceReadPaused) {
+      this.deviceReadPaused = false;
+      this.device.resume();
+    }
+  }
+
+  private flushDevice(): void {
+    if (this.stopped) return;
+    this.deviceSent += this.device.send(this.deviceSent, this.devicePending - this.deviceSent);
+    if (this.deviceSent < this.devicePending) {
+      if (!this.udpReadPaused) {
+        this.udpReadPaused = true;
+        this.socket.pause();
+        this.counts[Counter.backpressureEvents]++;
+      }
+      this.device.onWritable(this.flushDeviceBound);
+      return;
+    }
+    if (this.udpReadPaused) {
+      this.udpReadPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Sends reply descriptors toDevice[batch, batch + n) now; what the kernel refuses is counted. */
+  protected sendDeviceReplies(n: number): void {
+    if (n === 0) return;
+    const sent = this.device.send(this.batch, n);
+    this.counts[Counter.dropSendError] += n - sent;
+  }
+
+  /** Sends reply descriptors toUdp[udpReplyBase, udpReplyBase + n) now; what the kernel refuses is counted. */
+  protected sendUdpReplies(n: number): void {
+    if (n === 0) return;
+    const sent = this.socket.send(this.udpReplyBase, n);
+    this.counts[Counter.dropSendError] += n - sent;
+  }
+
+  /** Counters, with the packets the kernel refused for good (no route, too big) as send errors. */
+  counterSnapshot(): CounterSnapshot {
+    const values = Float64Array.from(this.counts);
+    for (const stats of [this.socket.stats(), this.device.stats()]) {
+      if (stats) values[Counter.dropSendError] += stats.sendErrors + stats.badDescriptors;
+    }
+    return snapshotCounters(values);
+  }
+
+  protected stopPump(): void {
+    this.stopped = true;
+    this.device.close();
+    this.socket.close();
+  }
+}

@@ -1,0 +1,73 @@
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Netns } from '@weft/testkit';
+import type { CounterSnapshot } from '../src/index.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+/** A weft-dataplane process running inside a node namespace. */
+export interface RunningNode {
+  child: ChildProcess;
+  ready: { device: string; mtu: number; port: number; type: string };
+  counters(): Promise<CounterSnapshot>;
+  tables(): Promise<{
+    routes: unknown[];
+    neighbors?: { ip: string; mac: string; state: string; learned: boolean }[];
+    fdb?: { mac: string; dst: string; static: boolean }[];
+  }>;
+  stop(): Promise<void>;
+}
+
+export async function startNode(ns: Netns, config: object): Promise<RunningNode> {
+  const child = ns.spawn([process.execPath, CLI, JSON.stringify(config)]);
+  let buffer = '';
+  let stderr = '';
+  const waiters: { prefix: string; resolve: (line: string) => void }[] = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    let nl = buffer.indexOf('\n');
+    while (nl >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      const w = waiters.findIndex((x) => line.startsWith(x.prefix));
+      if (w >= 0) waiters.splice(w, 1)[0].resolve(line);
+      nl = buffer.indexOf('\n');
+    }
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const next = (prefix: string, timeoutMs = 10_000) =>
+    new Promise<string>((resolve, reject) => {
+      waiters.push({ prefix, resolve });
+      const t = setTimeout(
+        () => reject(new Error(`no "${prefix}" line from weft-dataplane in ${ns.name}: ${stderr}`)),
+        timeoutMs,
+      );
+      child.once('exit', (code) => {
+        clearTimeout(t);
+        reject(new Error(`weft-dataplane in ${ns.name} exited ${code}: ${stderr}`));
+      });
+    });
+  const readyLine = await next('ready ');
+  return {
+    child,
+    ready: JSON.parse(readyLine.slice(6)),
+    async counters() {
+      const p = next('counters ');
+      child.kill('SIGUSR1');
+      return JSON.parse((await p).slice(9)) as CounterSnapshot;
+    },
+    async tables() {
+      const p = next('tables ');
+      child.kill('SIGUSR1');
+      return JSON.parse((await p).slice(7));
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
