@@ -1,8 +1,22 @@
 import { formatIp, parseIp, WeftError } from '@weft/core';
 import { type FdbDump, Ipv6Map, type NeighborDump, type RouteDump } from '@weft/fdb';
-import type { TunDevice, UdpSocket } from '@weft/tun';
+
 import { DataplaneErrorCode, type ParsedNode, parseNode, type RemoteNode } from './nodes.js';
-import { Pump, type PumpOptions } from './pump.js';
+import { type PacketIo, Pump, type PumpOptions, type UdpIo } from './pump.js';
+
+/** The device side of a backend: @weft/tun's TunDevice, or a stand-in with the same shape. */
+export interface DeviceIo {
+  readonly name: string;
+  readonly mtu: number;
+  readonly queues: readonly PacketIo[];
+  close(): void;
+}
+
+/** What a backend runs over; `open` makes real ones, `overIo` takes any. */
+export interface BackendIo {
+  device: DeviceIo;
+  socket: UdpIo;
+}
 
 export type BackendType = 'udp' | 'vxlan';
 
@@ -31,7 +45,7 @@ export interface CommonBackendOptions extends PumpOptions {
  */
 export abstract class Backend extends Pump {
   abstract readonly type: BackendType;
-  readonly tun: TunDevice;
+  readonly tun: DeviceIo;
   protected nodeMap = new Map<string, ParsedNode>();
   protected knownSources4 = new Set<number>();
   protected knownSources6 = new Ipv6Map<true>();
@@ -39,7 +53,7 @@ export abstract class Backend extends Pump {
   private readonly source6 = new Uint8Array(16);
   private closed = false;
 
-  protected constructor(tun: TunDevice, socket: UdpSocket, options: CommonBackendOptions) {
+  protected constructor(tun: DeviceIo, socket: UdpIo, options: CommonBackendOptions) {
     super(tun.queues[0], socket, options);
     this.tun = tun;
     this.dropUnknownSources = options.dropUnknownSources ?? true;

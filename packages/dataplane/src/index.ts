@@ -1,6 +1,13 @@
-export { Backend, type BackendType, type CommonBackendOptions } from './backend.js';
+export {
+  Backend,
+  type BackendIo,
+  type BackendType,
+  type CommonBackendOptions,
+  type DeviceIo,
+} from './backend.js';
 export { Counter, type CounterName, type CounterSnapshot, totalDrops } from './counters.js';
 export { type BackendOptions, createBackend } from './create.js';
 export { DataplaneErrorCode, type RemoteNode } from './nodes.js';
+export type { PacketIo, UdpIo } from './pump.js';
 export { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
 export { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';

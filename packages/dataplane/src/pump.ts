@@ -1,5 +1,27 @@
-import { PacketRing, SendTable, type TunQueue, type UdpSocket } from '@weft/tun';
+import { type IoStats, PacketRing, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
+
+/**
+ * What the pump needs of a packet source and sink: @weft/tun's TunQueue and UdpSocket, or
+ * anything else with the same batch contract (a simulation, a benchmark without system calls).
+ */
+export interface PacketIo {
+  registerSlab(index: number, slab: Uint8Array): void;
+  setSendTable(table: SendTable): void;
+  startReading(ring: PacketRing, onBatch: (count: number) => void, slabIndex?: number): void;
+  send(start: number, count: number): number;
+  onWritable(callback: () => void): void;
+  pause(): void;
+  resume(): void;
+  stats(): IoStats | undefined;
+  close(): void;
+}
+
+/** The underlay side also says its address family and port. */
+export interface UdpIo extends PacketIo {
+  readonly family: 4 | 6;
+  readonly port: number;
+}
 
 /** Slab indices as each handle knows them (a send descriptor names the slab it points into). */
 export const UdpSlab = { udpRing: 0, deviceRing: 1 } as const;
@@ -57,8 +79,8 @@ export abstract class Pump {
   private readonly flushDeviceBound = () => this.flushDevice();
 
   protected constructor(
-    protected readonly device: TunQueue,
-    protected readonly socket: UdpSocket,
+    protected readonly device: PacketIo,
+    protected readonly socket: UdpIo,
     options: PumpOptions = {},
   ) {
     this.batch = options.batch ?? 64;

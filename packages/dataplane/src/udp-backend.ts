@@ -14,10 +14,10 @@ import {
 } from '@weft/encap';
 import { RouteTable } from '@weft/fdb';
 import { TunDevice, UdpSocket } from '@weft/tun';
-import { Backend, type CommonBackendOptions } from './backend.js';
+import { Backend, type BackendIo, type CommonBackendOptions, type DeviceIo } from './backend.js';
 import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { DeviceSlab, SCRATCH_STRIDE, UdpSlab } from './pump.js';
+import { DeviceSlab, SCRATCH_STRIDE, type UdpIo, UdpSlab } from './pump.js';
 
 export interface UdpBackendOptions extends CommonBackendOptions {
   /** This node's overlay address, put on the device as a /32 (flannel: the lease's first address, 10.244.1.0). */
@@ -58,8 +58,8 @@ export class UdpBackend extends Backend {
   private readonly icmpTtl: number;
 
   private constructor(
-    tun: TunDevice,
-    socket: UdpSocket,
+    tun: DeviceIo,
+    socket: UdpIo,
     options: UdpBackendOptions,
     icmpSource4: number,
   ) {
@@ -77,8 +77,7 @@ export class UdpBackend extends Backend {
         DataplaneErrorCode.badOption,
         `network ${options.network}: flannel's udp backend carries IPv4 only`,
       );
-    const icmpSource4 =
-      options.icmpSource === undefined ? network.address : parseIpv4(options.icmpSource);
+    if (options.icmpSource !== undefined) parseIpv4(options.icmpSource);
     const mtu = overlayMtu(options.underlayMtu ?? 1500, 'flannel-udp');
     const tun = TunDevice.open({ name: options.deviceName ?? 'weft%d', netns: options.netns });
     let socket: UdpSocket | undefined;
@@ -96,9 +95,7 @@ export class UdpBackend extends Backend {
         receiveBufferBytes: options.socketBufferBytes ?? 4 << 20,
         sendBufferBytes: options.socketBufferBytes ?? 4 << 20,
       });
-      const backend = new UdpBackend(tun, socket, options, icmpSource4);
-      backend.startPump();
-      return backend;
+      return UdpBackend.overIo({ device: tun, socket }, options);
     } catch (err) {
       socket?.close();
       tun.close();
@@ -108,6 +105,21 @@ export class UdpBackend extends Backend {
 
   dumpTables() {
     return { routes: this.routes.dump() };
+  }
+
+  /**
+   * Runs the backend over given I/O instead of a TUN device and socket it opens itself (the
+   * device is not configured): for simulations, and for benchmarks without system calls.
+   */
+  static overIo(io: BackendIo, options: UdpBackendOptions): UdpBackend {
+    const network = parseCidr(options.network);
+    const icmpSource4 =
+      options.icmpSource === undefined
+        ? (network.address as number)
+        : parseIpv4(options.icmpSource);
+    const backend = new UdpBackend(io.device, io.socket, options, icmpSource4);
+    backend.startPump();
+    return backend;
   }
 
   protected install(nodes: readonly ParsedNode[]): void {

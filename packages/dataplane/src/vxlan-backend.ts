@@ -42,10 +42,10 @@ import {
 } from '@weft/encap';
 import { Fdb, type FdbEntry, NeighborTable, RouteTable } from '@weft/fdb';
 import { TunDevice, UdpSocket } from '@weft/tun';
-import { Backend, type CommonBackendOptions } from './backend.js';
+import { Backend, type BackendIo, type CommonBackendOptions, type DeviceIo } from './backend.js';
 import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { DeviceSlab, SCRATCH_STRIDE, UdpSlab } from './pump.js';
+import { DeviceSlab, SCRATCH_STRIDE, type UdpIo, UdpSlab } from './pump.js';
 
 export interface VxlanBackendOptions extends CommonBackendOptions {
   /** `tun` (L3, flannel's model; default) or `tap` (an L2 segment with learning). */
@@ -117,12 +117,7 @@ export class VxlanBackend extends Backend {
   private readonly ownAddresses: { ip: string; mac: string; proxy: true }[];
   private readonly expiry: NodeJS.Timeout | undefined;
 
-  private constructor(
-    tun: TunDevice,
-    socket: UdpSocket,
-    options: VxlanBackendOptions,
-    vtepMac: number,
-  ) {
+  private constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
     const mode = options.mode ?? 'tun';
     const batch = options.batch ?? 64;
     // TAP mode replicates floods to every default destination: room for several per frame.
@@ -200,14 +195,26 @@ export class VxlanBackend extends Backend {
         receiveBufferBytes: options.socketBufferBytes ?? 4 << 20,
         sendBufferBytes: options.socketBufferBytes ?? 4 << 20,
       });
-      const backend = new VxlanBackend(tun, socket, options, vtepMac);
-      backend.startPump();
-      return backend;
+      return VxlanBackend.overIo(
+        { device: tun, socket },
+        { ...options, vtepMac: formatMac(vtepMac) },
+      );
     } catch (err) {
       socket?.close();
       tun.close();
       throw err;
     }
+  }
+
+  /**
+   * Runs the backend over given I/O instead of a device and socket it opens itself (nothing is
+   * configured): for simulations, and for benchmarks without system calls.
+   */
+  static overIo(io: BackendIo, options: VxlanBackendOptions): VxlanBackend {
+    const vtepMac = options.vtepMac === undefined ? randomMac() : parseMac(options.vtepMac);
+    const backend = new VxlanBackend(io.device, io.socket, options, vtepMac);
+    backend.startPump();
+    return backend;
   }
 
   dumpTables() {

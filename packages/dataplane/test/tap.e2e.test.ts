@@ -1,7 +1,6 @@
-import { createTwoNodes, privileged, sweepNetns, tcpTransfer } from '@weft/testkit';
+import { createTwoNodes, privileged, startDataplane, sweepNetns, tcpTransfer } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { totalDrops } from '../src/index.js';
-import { startNode } from './harness.js';
 
 const TAG = 'dptap';
 
@@ -14,14 +13,14 @@ describe.skipIf(!privileged('dataplane TAP-mode end-to-end tests'))(
       const nodes = createTwoNodes(TAG);
       try {
         const common = { type: 'vxlan', mode: 'tap', deviceName: 'vx0', vni: 42, port: 4789 };
-        const a = await startNode(nodes.a, {
+        const a = await startDataplane(nodes.a, {
           ...common,
           vtepMac: '02:00:00:00:0a:01',
           tapAddress: '10.99.0.1/24',
           publicIp: nodes.ipA,
           nodes: [{ publicIp: nodes.ipB }],
         });
-        const b = await startNode(nodes.b, {
+        const b = await startDataplane(nodes.b, {
           ...common,
           vtepMac: '02:00:00:00:0b:01',
           tapAddress: '10.99.0.2/24',

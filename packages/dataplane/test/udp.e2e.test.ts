@@ -1,8 +1,7 @@
 import { parseIpv4 } from '@weft/core';
 import { ipv4, ipv4FillChecksum } from '@weft/encap';
-import { createTwoNodes, privileged, sweepNetns, tcpTransfer } from '@weft/testkit';
+import { createTwoNodes, privileged, startDataplane, sweepNetns, tcpTransfer } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startNode } from './harness.js';
 
 const TAG = 'dpudp';
 
@@ -15,13 +14,13 @@ describe.skipIf(!privileged('dataplane udp end-to-end tests'))(
       const nodes = createTwoNodes(TAG);
       try {
         const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0' };
-        const a = await startNode(nodes.a, {
+        const a = await startDataplane(nodes.a, {
           ...common,
           nodeAddress: '10.244.1.0',
           publicIp: nodes.ipA,
           nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
         });
-        const b = await startNode(nodes.b, {
+        const b = await startDataplane(nodes.b, {
           ...common,
           nodeAddress: '10.244.2.0',
           publicIp: nodes.ipB,

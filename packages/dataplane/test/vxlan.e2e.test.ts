@@ -9,8 +9,10 @@ import {
   writeEthernetHeader,
 } from '@weft/encap';
 import {
+  configureKernelVtep,
   createTwoNodes,
   privileged,
+  startDataplane,
   sweepNetns,
   type TwoNodes,
   tcpTransfer,
@@ -18,8 +20,6 @@ import {
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { totalDrops } from '../src/index.js';
-import { startNode } from './harness.js';
-import { configureKernelVtep } from './kernel-peer.js';
 
 const TAG = 'dpvx';
 const MAC_A = '02:00:00:00:01:01';
@@ -48,7 +48,7 @@ async function weftAndKernel(
     },
     ...extra,
   });
-  return startNode(nodes.a, {
+  return startDataplane(nodes.a, {
     type: 'vxlan',
     deviceName: 'weft.1',
     vni,

@@ -26,3 +26,10 @@ export { type TransferResult, tcpTransfer } from './transfer.js';
 import { fileURLToPath } from 'node:url';
 /** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
+export {
+  type CounterSnapshot,
+  DATAPLANE_CLI,
+  type RunningNode,
+  startDataplane,
+} from './dataplane-process.js';
+export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';

@@ -1,4 +1,4 @@
-import type { Netns } from '@weft/testkit';
+import type { Netns } from './netns.js';
 
 /**
  * Configures a Linux kernel VXLAN device in `ns` exactly as flannel's vxlan backend configures
@@ -17,6 +17,8 @@ export interface KernelVtep {
   withoutNeighbor?: boolean;
   /** Add `bridge fdb append 00:00:00:00:00:00 ... dst <remote>` (where the kernel sends its ARP). */
   defaultFdb?: boolean;
+  /** The peer reads the datagrams in userspace (default true): see the checksum note below. */
+  userspacePeer?: boolean;
 }
 
 export async function configureKernelVtep(v: KernelVtep): Promise<string> {
@@ -24,7 +26,7 @@ export async function configureKernelVtep(v: KernelVtep): Promise<string> {
   const lines = [
     // Over a veth the kernel leaves the inner TCP checksum for "hardware" to fill; no hardware
     // ever does, and a userspace peer would read the partial sum. A real NIC computes it.
-    'ethtool -K veth0 tx off >/dev/null',
+    v.userspacePeer === false ? '' : 'ethtool -K veth0 tx off >/dev/null',
     `ip link add ${dev} type vxlan id ${v.vni} local ${v.localIp} dstport ${v.port} nolearning dev veth0`,
     `ip link set ${dev} address ${v.vtepMac} mtu 1450`,
     `ip addr add ${v.vtepAddress}/32 dev ${dev}`,

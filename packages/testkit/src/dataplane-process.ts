@@ -1,9 +1,21 @@
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { Netns } from '@weft/testkit';
-import type { CounterSnapshot } from '../src/index.js';
+import type { Netns } from './netns.js';
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+/** The weft-dataplane CLI of this workspace (built by `pnpm build`). */
+export const DATAPLANE_CLI = fileURLToPath(new URL('../../dataplane/dist/cli.js', import.meta.url));
+
+/** What the CLI prints on SIGUSR1 (the shape of @weft/dataplane's CounterSnapshot). */
+export interface CounterSnapshot {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  drops: Record<string, number>;
+  icmpErrorsSent: number;
+  arpReplies: number;
+  backpressureEvents: number;
+}
 
 /** A weft-dataplane process running inside a node namespace. */
 export interface RunningNode {
@@ -18,8 +30,13 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-export async function startNode(ns: Netns, config: object): Promise<RunningNode> {
-  const child = ns.spawn([process.execPath, CLI, JSON.stringify(config)]);
+/** Starts `weft-dataplane <config>` in `ns` and waits for its `ready` line. */
+export async function startDataplane(
+  ns: Netns,
+  config: object,
+  nodeArgs: string[] = [],
+): Promise<RunningNode> {
+  const child = ns.spawn([process.execPath, ...nodeArgs, DATAPLANE_CLI, JSON.stringify(config)]);
   let buffer = '';
   let stderr = '';
   const waiters: { prefix: string; resolve: (line: string) => void }[] = [];

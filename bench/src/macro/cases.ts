@@ -1,0 +1,143 @@
+import {
+  configureKernelVtep,
+  createTwoNodes,
+  type Netns,
+  type RunningNode,
+  startDataplane,
+  type TwoNodes,
+} from '@weft/testkit';
+
+/**
+ * The benchmark's cases. Each builds its own pair of node namespaces joined by a veth underlay
+ * (MTU 1500), 198.18.0.1 (a) and 198.18.0.2 (b), and says where the iperf3 server listens in b.
+ * Overlay addresses are flannel's: node a owns 10.244.1.0/24, node b 10.244.2.0/24, and the
+ * workload endpoint is each node's own overlay address (10.244.X.0 on the overlay device).
+ */
+export interface CaseRuntime {
+  nodes: TwoNodes;
+  /** The address the client in a reaches the server in b at. */
+  serverAddress: string;
+  /** weft processes whose CPU and memory are measured. */
+  weft: RunningNode[];
+}
+
+export interface BenchCase {
+  name: string;
+  description: string;
+  setup(tag: string): Promise<CaseRuntime>;
+}
+
+const MAC_A = '02:00:00:00:01:01';
+const MAC_B = '02:00:00:00:02:01';
+
+function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  return configureKernelVtep({
+    ns,
+    localIp: side === 'a' ? nodes.ipA : nodes.ipB,
+    vni: 1,
+    port: 8472,
+    vtepMac: side === 'a' ? MAC_A : MAC_B,
+    vtepAddress: `10.244.${me}.0`,
+    remote: {
+      subnet: `10.244.${peer}.0/24`,
+      vtepAddress: `10.244.${peer}.0`,
+      vtepMac: side === 'a' ? MAC_B : MAC_A,
+      publicIp: side === 'a' ? nodes.ipB : nodes.ipA,
+    },
+    userspacePeer,
+  });
+}
+
+function weftVxlan(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNode> {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  return startDataplane(ns, {
+    type: 'vxlan',
+    deviceName: 'flannel.1',
+    vtepAddress: `10.244.${me}.0`,
+    vtepMac: side === 'a' ? MAC_A : MAC_B,
+    network: '10.244.0.0/16',
+    publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+    nodes: [
+      {
+        subnet: `10.244.${peer}.0/24`,
+        publicIp: side === 'a' ? nodes.ipB : nodes.ipA,
+        vtepMac: side === 'a' ? MAC_B : MAC_A,
+      },
+    ],
+  });
+}
+
+function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNode> {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  return startDataplane(ns, {
+    type: 'udp',
+    deviceName: 'flannel0',
+    nodeAddress: `10.244.${me}.0`,
+    network: '10.244.0.0/16',
+    publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+    nodes: [{ subnet: `10.244.${peer}.0/24`, publicIp: side === 'a' ? nodes.ipB : nodes.ipA }],
+  });
+}
+
+/** Starts things; if one fails, deletes the namespaces (which kills what did start). */
+async function guarded(
+  tag: string,
+  build: (nodes: TwoNodes) => Promise<Omit<CaseRuntime, 'nodes'>>,
+): Promise<CaseRuntime> {
+  const nodes = createTwoNodes(tag, { mtu: 1500 });
+  try {
+    return { nodes, ...(await build(nodes)) };
+  } catch (err) {
+    nodes.delete();
+    throw err;
+  }
+}
+
+export const CASES: BenchCase[] = [
+  {
+    name: 'veth',
+    description: 'the plain veth underlay, no overlay',
+    setup: (tag) => guarded(tag, async (nodes) => ({ serverAddress: nodes.ipB, weft: [] })),
+  },
+  {
+    name: 'kernel-vxlan',
+    description: "the kernel's VXLAN on both nodes, configured as flannel configures flannel.1",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await kernelVtep(nodes.a, nodes, 'a', false);
+        await kernelVtep(nodes.b, nodes, 'b', false);
+        return { serverAddress: '10.244.2.0', weft: [] };
+      }),
+  },
+  {
+    name: 'weft-vxlan',
+    description: "weft's userspace VXLAN on both nodes",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        const weft = [await weftVxlan(nodes.a, nodes, 'a'), await weftVxlan(nodes.b, nodes, 'b')];
+        return { serverAddress: '10.244.2.0', weft };
+      }),
+  },
+  {
+    name: 'weft-vxlan-kernel',
+    description: "weft's VXLAN on node a, the kernel's on node b",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await kernelVtep(nodes.b, nodes, 'b', true);
+        return { serverAddress: '10.244.2.0', weft: [await weftVxlan(nodes.a, nodes, 'a')] };
+      }),
+  },
+  {
+    name: 'weft-udp',
+    description: "weft's flannel-compatible udp backend on both nodes",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        const weft = [await weftUdp(nodes.a, nodes, 'a'), await weftUdp(nodes.b, nodes, 'b')];
+        return { serverAddress: '10.244.2.0', weft };
+      }),
+  },
+];

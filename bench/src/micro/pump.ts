@@ -1,0 +1,152 @@
+import { type PacketIo, UdpBackend, type UdpIo, VxlanBackend } from '@weft/dataplane';
+import { EtherType, IpProtocol, ipv4, ipv4FillChecksum, vxlanEncapInPlace } from '@weft/encap';
+import type { PacketRing, SendTable } from '@weft/tun';
+import type { MicroCase, MicroSuite } from './suite.js';
+
+/**
+ * One pump iteration over a synthetic batch, with no system calls: the backend runs over
+ * stand-in I/O whose reads are driven by the benchmark and whose sends return at once. It
+ * measures weft's own per-packet work (checks, lookups, headers, descriptors).
+ */
+const BATCH = 64;
+const PACKET_BYTES = 1400;
+
+class FakeIo implements UdpIo {
+  readonly family = 4 as const;
+  readonly port = 8472;
+  ring: PacketRing | undefined;
+  onBatch: ((count: number) => void) | undefined;
+  registerSlab(): void {}
+  setSendTable(_table: SendTable): void {}
+  startReading(ring: PacketRing, onBatch: (count: number) => void): void {
+    this.ring = ring;
+    this.onBatch = onBatch;
+  }
+  send(_start: number, count: number): number {
+    return count;
+  }
+  onWritable(): void {}
+  pause(): void {}
+  resume(): void {}
+  stats() {
+    return undefined;
+  }
+  close(): void {}
+}
+
+function io() {
+  const queue = new FakeIo();
+  const socket = new FakeIo();
+  const device = { name: 'fake0', mtu: 1450, queues: [queue as PacketIo], close() {} };
+  return { queue, socket, backendIo: { device, socket } };
+}
+
+/** Fills every slot of `ring` with a 1400-byte TCP packet from 10.244.1.5 to 10.244.2.(i). */
+function fillPackets(ring: PacketRing): void {
+  for (let i = 0; i < ring.slots; i++) {
+    ring.lengths[i] = PACKET_BYTES;
+    ipv4.emit(
+      {
+        src: 0x0af40105,
+        dst: 0x0af40200 + (i % 250) + 1,
+        protocol: IpProtocol.tcp,
+        ttl: 64,
+        payloadLength: PACKET_BYTES - 20,
+        identification: i,
+      },
+      ring.slab,
+      ring.slotOffset(i),
+    );
+  }
+}
+
+function resetTtl(ring: PacketRing): void {
+  for (let i = 0; i < ring.slots; i++) {
+    const off = ring.slotOffset(i);
+    ring.slab[off + 8] = 64;
+    ipv4FillChecksum(ring.slab, off);
+  }
+}
+
+const remoteNode = {
+  subnet: '10.244.2.0/24',
+  publicIp: '198.18.0.2',
+  vtepMac: '02:00:00:00:02:01',
+};
+const cases: MicroCase[] = [];
+
+{
+  const { queue, socket, backendIo } = io();
+  const backend = VxlanBackend.overIo(backendIo, {
+    vtepAddress: '10.244.1.0',
+    vtepMac: '02:00:00:00:01:01',
+    network: '10.244.0.0/16',
+  });
+  backend.setNodes([remoteNode]);
+  fillPackets(queue.ring!);
+  cases.push({
+    name: 'vxlan outbound: 64 packets TUN -> UDP (per packet)',
+    opsPerCall: BATCH,
+    fn: () => queue.onBatch!(BATCH),
+  });
+
+  // Inbound: the same packets, encapsulated as node b would send them, from b's address.
+  const rx = socket.ring!;
+  for (let i = 0; i < BATCH; i++) {
+    const off = rx.slotOffset(i);
+    ipv4.emit(
+      {
+        src: 0x0af40205,
+        dst: 0x0af40100 + (i % 250) + 1,
+        protocol: IpProtocol.tcp,
+        ttl: 64,
+        payloadLength: PACKET_BYTES - 20,
+      },
+      rx.slab,
+      off + 22,
+    );
+    vxlanEncapInPlace(rx.slab, off + 22, 1, 0x020000000101, 0x020000000201, EtherType.ipv4);
+    rx.lengths[i] = PACKET_BYTES + 22;
+    rx.families[i] = 4;
+    rx.addrs[i * 4] = 0xc6120002;
+  }
+  cases.push({
+    name: 'vxlan inbound: 64 datagrams UDP -> TUN (per packet)',
+    opsPerCall: BATCH,
+    fn: () => socket.onBatch!(BATCH),
+  });
+}
+
+{
+  const { queue, socket, backendIo } = io();
+  const backend = UdpBackend.overIo(backendIo, {
+    nodeAddress: '10.244.1.0',
+    network: '10.244.0.0/16',
+  });
+  backend.setNodes([remoteNode]);
+  fillPackets(queue.ring!);
+  cases.push({
+    name: 'udp outbound: 64 packets TUN -> UDP, TTL reset included',
+    opsPerCall: BATCH,
+    fn: () => {
+      resetTtl(queue.ring!);
+      queue.onBatch!(BATCH);
+    },
+  });
+  const rx = socket.ring!;
+  fillPackets(rx);
+  for (let i = 0; i < BATCH; i++) {
+    rx.families[i] = 4;
+    rx.addrs[i * 4] = 0xc6120002;
+  }
+  cases.push({
+    name: 'udp inbound: 64 datagrams UDP -> TUN, TTL reset included',
+    opsPerCall: BATCH,
+    fn: () => {
+      resetTtl(rx);
+      socket.onBatch!(BATCH);
+    },
+  });
+}
+
+export const pumpSuite: MicroSuite = { name: 'pump', cases };
