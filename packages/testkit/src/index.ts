@@ -32,4 +32,5 @@ export {
   type RunningNode,
   startDataplane,
 } from './dataplane-process.js';
+export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';

@@ -1,0 +1,285 @@
+import { readFileSync } from 'node:fs';
+import { WeftError } from '@weft/core';
+import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from 'etcd3';
+import { SubnetErrorCode } from './errors.js';
+import {
+  type StoredValue,
+  type StoreEvent,
+  type StoreWatch,
+  SUBNETS_PREFIX,
+  type SubnetStore,
+  type WatchHandlers,
+} from './store.js';
+
+/**
+ * The etcd v3 store, in flannel's layout: `<prefix>/config` and `<prefix>/subnets/<key>`,
+ * default prefix `/coreos.com/network`, lease TTLs as etcd leases (a key without one is a
+ * reservation), create-if-absent as a transaction on the key's version. `etcdctl` and flannel
+ * itself see a weft cluster as a flannel cluster.
+ */
+export interface EtcdStoreOptions {
+  /** e.g. ["http://127.0.0.1:2379"]. */
+  endpoints: string[];
+  /** Default `/coreos.com/network` (flannel's). */
+  prefix?: string;
+  /** TLS, as flannel's --etcd-cafile / --etcd-certfile / --etcd-keyfile. */
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** As flannel's --etcd-username / --etcd-password. */
+  username?: string;
+  password?: string;
+  /** Deadline of each request (default 5 s); watches have none. */
+  requestTimeoutMs?: number;
+}
+
+export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
+
+/** The key just past every key with this prefix (etcd's range end for a prefix). */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i] < 0xff) {
+      b[i]++;
+      return b.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+export class EtcdStore implements SubnetStore {
+  readonly description: string;
+  readonly prefix: string;
+  private readonly client: Etcd3;
+  private readonly watches = new Set<StoreWatch>();
+
+  constructor(readonly options: EtcdStoreOptions) {
+    this.prefix = `${(options.prefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, '')}/`;
+    this.description = `etcd ${options.endpoints.join(',')} ${this.prefix}`;
+    const timeout = options.requestTimeoutMs ?? 5000;
+    const config: IOptions = {
+      hosts: options.endpoints,
+      dialTimeout: timeout,
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+    };
+    if (options.caFile) {
+      try {
+        config.credentials = {
+          rootCertificate: readFileSync(options.caFile),
+          ...(options.keyFile ? { privateKey: readFileSync(options.keyFile) } : {}),
+          ...(options.certFile ? { certChain: readFileSync(options.certFile) } : {}),
+        };
+      } catch (err) {
+        throw new WeftError(
+          SubnetErrorCode.unavailable,
+          `cannot read the etcd TLS files: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    }
+    if (options.username)
+      config.auth = { username: options.username, password: options.password ?? '' };
+    this.client = new Etcd3(config);
+  }
+
+  /** Runs one request, turning etcd's failures into a WeftError that says which store. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new WeftError(
+        SubnetErrorCode.unavailable,
+        `etcd ${what} failed (${this.options.endpoints.join(', ')}): ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  private async ttlOf(lease: string): Promise<number | undefined> {
+    if (!lease || lease === '0') return undefined;
+    const res = await this.client.leaseClient.leaseTimeToLive({ ID: lease });
+    const ttl = Number(res.TTL);
+    return Math.max(ttl, 0);
+  }
+
+  getConfig(): Promise<string | undefined> {
+    return this.call(
+      'get config',
+      async () => (await this.client.get(`${this.prefix}config`).string()) ?? undefined,
+    );
+  }
+
+  async putConfig(json: string): Promise<void> {
+    await this.call('put config', () => this.client.put(`${this.prefix}config`).value(json).exec());
+  }
+
+  listSubnets(): Promise<{ values: StoredValue[]; revision: number }> {
+    return this.call('list subnets', async () => {
+      const key = `${this.prefix}${SUBNETS_PREFIX}`;
+      const res = await this.client.kv.range({ key: Buffer.from(key), range_end: prefixEnd(key) });
+      const values: StoredValue[] = [];
+      for (const kv of res.kvs) {
+        values.push({
+          key: kv.key.toString().slice(key.length),
+          value: kv.value.toString(),
+          modRevision: Number(kv.mod_revision),
+          ttlSeconds: await this.ttlOf(kv.lease),
+        });
+      }
+      return { values, revision: Number(res.header.revision) };
+    });
+  }
+
+  getSubnet(key: string): Promise<StoredValue | undefined> {
+    return this.call('get subnet', async () => {
+      const res = await this.client.kv.range({
+        key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`),
+      });
+      const kv = res.kvs[0];
+      if (!kv) return undefined;
+      return {
+        key,
+        value: kv.value.toString(),
+        modRevision: Number(kv.mod_revision),
+        ttlSeconds: await this.ttlOf(kv.lease),
+      };
+    });
+  }
+
+  createSubnet(key: string, value: string, ttlSeconds: number): Promise<boolean> {
+    return this.call('create subnet', async () => {
+      const full = `${this.prefix}${SUBNETS_PREFIX}${key}`;
+      const lease =
+        ttlSeconds > 0 ? (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
+      const res = await this.client.kv.txn({
+        compare: [{ key: Buffer.from(full), target: 'Version', result: 'Equal', version: 0 }],
+        success: [{ request_put: { key: Buffer.from(full), value: Buffer.from(value), lease } }],
+        failure: [],
+      });
+      if (!res.succeeded && lease !== '0') await this.client.leaseClient.leaseRevoke({ ID: lease });
+      return res.succeeded;
+    });
+  }
+
+  async putSubnet(key: string, value: string, ttlSeconds: number): Promise<void> {
+    await this.call('update subnet', async () => {
+      // As flannel: a fresh lease per renewal; the old one runs out unattached.
+      const lease =
+        ttlSeconds > 0 ? (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
+      await this.client.kv.put({
+        key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`),
+        value: Buffer.from(value),
+        lease,
+      });
+    });
+  }
+
+  async deleteSubnet(key: string): Promise<void> {
+    await this.call('delete subnet', () =>
+      this.client.kv.deleteRange({ key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`) }),
+    );
+  }
+
+  /**
+   * Watches from a revision. etcd's client reconnects on its own, but can skip changes across a
+   * second drop; so any reconnection (and any compaction) is reported as a resync, and the
+   * caller re-lists: nothing is missed, and its diff emits nothing twice.
+   */
+  watchSubnets(fromRevision: number, handlers: WatchHandlers): StoreWatch {
+    const key = `${this.prefix}${SUBNETS_PREFIX}`;
+    let watcher: Watcher | undefined;
+    let closed = false;
+    let wasDisconnected = false;
+    const resync = (reason: string) => {
+      if (closed) return;
+      watch.close();
+      handlers.onResync(reason);
+    };
+    const watch: StoreWatch = {
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.watches.delete(watch);
+        watcher?.removeAllListeners();
+        watcher?.on('error', () => undefined);
+        void watcher?.cancel().catch(() => undefined);
+      },
+    };
+    this.watches.add(watch);
+    this.client
+      .watch()
+      .prefix(key)
+      .startRevision(String(fromRevision + 1))
+      .create()
+      .then((w) => {
+        watcher = w;
+        if (closed) {
+          void w.cancel().catch(() => undefined);
+          return;
+        }
+        w.on('data', (res: IWatchResponse) => {
+          if (closed) return;
+          if (res.compact_revision && res.compact_revision !== '0') {
+            resync(`etcd compacted history to revision ${res.compact_revision}`);
+            return;
+          }
+          const events = res.events.map(
+            (e): StoreEvent => ({
+              type: e.type === 'Put' ? 'put' : 'delete',
+              key: e.kv.key.toString().slice(key.length),
+              value: e.type === 'Put' ? e.kv.value.toString() : undefined,
+              revision: Number(e.kv.mod_revision),
+            }),
+          );
+          if (events.length > 0) handlers.onEvents(events);
+        });
+        w.on('disconnected', (err: Error) => {
+          wasDisconnected = true;
+          handlers.onError?.(
+            new WeftError(
+              SubnetErrorCode.unavailable,
+              `etcd watch disconnected (${this.options.endpoints.join(', ')}): ${err?.message ?? 'stream ended'}; reconnecting`,
+            ),
+          );
+        });
+        w.on('connected', () => {
+          if (wasDisconnected) resync('the etcd watch reconnected');
+        });
+        w.on('error', (err: Error) => {
+          // etcd cancels a watch whose start revision was compacted, often without saying why:
+          // reading at that revision tells.
+          this.client.kv.range({ key: Buffer.from(key), revision: String(fromRevision + 1) }).then(
+            () => resync(`etcd watch failed: ${err.message}`),
+            (probe: Error) =>
+              resync(
+                /compacted/i.test(probe.message)
+                  ? `etcd compacted history past revision ${fromRevision}`
+                  : `etcd watch failed: ${err.message}`,
+              ),
+          );
+        });
+      })
+      .catch((err: Error) => {
+        if (closed) return;
+        handlers.onError?.(
+          new WeftError(SubnetErrorCode.unavailable, `etcd watch failed to start: ${err.message}`),
+        );
+        setTimeout(() => resync('the etcd watch could not start'), 1000);
+      });
+    return watch;
+  }
+
+  /** etcd's revision right now (for compaction in tests and tools). */
+  async revision(): Promise<number> {
+    return this.call('status', async () =>
+      Number(
+        (await this.client.kv.range({ key: Buffer.from(`${this.prefix}config`) })).header.revision,
+      ),
+    );
+  }
+
+  async close(): Promise<void> {
+    for (const w of [...this.watches]) w.close();
+    this.client.close();
+  }
+}

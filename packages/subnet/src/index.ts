@@ -1,0 +1,45 @@
+export {
+  type BackendConfig,
+  type BackendType,
+  type HostGwBackendConfig,
+  type NetworkConfig,
+  networkConfigJson,
+  parseNetworkConfig,
+  type UdpBackendConfig,
+  type VxlanBackendConfig,
+} from './config.js';
+export { EmbeddedStore, type EmbeddedStoreOptions } from './embedded-store.js';
+export { configError, SubnetErrorCode } from './errors.js';
+export { DEFAULT_ETCD_PREFIX, EtcdStore, type EtcdStoreOptions } from './etcd-store.js';
+export {
+  type Lease,
+  type LeaseAttrs,
+  leaseAttrsJson,
+  parseLeaseAttrs,
+  parseSubnetKey,
+  subnetKey,
+  type VxlanLeaseData,
+  vxlanLeaseData,
+} from './lease.js';
+export { consoleLogger, type Logger, silentLogger } from './logger.js';
+export {
+  type AcquireRequest,
+  LEASE_TTL_SECONDS,
+  type LeaseEvent,
+  type LeaseEventType,
+  type LeaseWatch,
+  type LeaseWatchHandlers,
+  RENEW_MARGIN_SECONDS,
+  RENEW_RETRY_SECONDS,
+  type RenewalHandle,
+  SubnetManager,
+  type SubnetManagerOptions,
+} from './manager.js';
+export type { StoredValue, StoreEvent, StoreWatch, SubnetStore, WatchHandlers } from './store.js';
+export {
+  previousSubnets,
+  readSubnetEnv,
+  type SubnetEnv,
+  subnetEnvText,
+  writeSubnetEnv,
+} from './subnet-env.js';

@@ -1,0 +1,16 @@
+/** The logging the control plane does; pino's `(object, message)` signature, so a pino logger fits. */
+export interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** Writes JSON lines to stderr; what runs when no logger is given. */
+export const consoleLogger: Logger = {
+  info: (obj, msg) => console.error(JSON.stringify({ level: 'info', msg, ...obj })),
+  warn: (obj, msg) => console.error(JSON.stringify({ level: 'warn', msg, ...obj })),
+  error: (obj, msg) => console.error(JSON.stringify({ level: 'error', msg, ...obj })),
+};
+
+/** Discards everything (tests that assert on other things). */
+export const silentLogger: Logger = { info() {}, warn() {}, error() {} };

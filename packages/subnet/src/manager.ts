@@ -1,0 +1,495 @@
+import {
+  type Cidr,
+  type Cidr4,
+  type Cidr6,
+  cidrNetwork,
+  formatCidr,
+  formatIpv4,
+  WeftError,
+} from '@weft/core';
+import { fromBig, type NetworkConfig, parseNetworkConfig, toBig } from './config.js';
+import { SubnetErrorCode } from './errors.js';
+import {
+  type Lease,
+  type LeaseAttrs,
+  leaseAttrsJson,
+  parseLeaseAttrs,
+  parseSubnetKey,
+  subnetKey,
+} from './lease.js';
+import { consoleLogger, type Logger } from './logger.js';
+import type { StoreEvent, StoreWatch, SubnetStore } from './store.js';
+
+/** flannel's lease lifetime and renewal margin. */
+export const LEASE_TTL_SECONDS = 24 * 3600;
+export const RENEW_MARGIN_SECONDS = 3600;
+export const RENEW_RETRY_SECONDS = 60;
+
+export interface SubnetManagerOptions {
+  logger?: Logger;
+  leaseTtlSeconds?: number;
+  renewMarginSeconds?: number;
+  renewRetrySeconds?: number;
+  /** How many times to pick again when another node takes the subnet first (default 32). */
+  raceRetries?: number;
+  random?: () => number;
+  now?: () => number;
+}
+
+export interface AcquireRequest {
+  attrs: LeaseAttrs;
+  /** The subnet recorded in this node's subnet.env: asked for again if it is free. */
+  previousSubnet?: Cidr;
+  previousSubnet6?: Cidr;
+}
+
+export type LeaseEventType = 'added' | 'removed' | 'changed';
+
+export interface LeaseEvent {
+  type: LeaseEventType;
+  lease: Lease;
+  previous?: Lease;
+}
+
+export interface LeaseWatchHandlers {
+  /** Other nodes' lease changes; the first call (`initial`) carries the snapshot as `added`. */
+  onEvents(events: LeaseEvent[], initial: boolean): void;
+  /** This node's own lease vanished from the store (expired, deleted by an operator). */
+  onOwnLeaseLost?(key: string): void;
+  onError?(err: Error): void;
+}
+
+export interface LeaseWatch {
+  /** The other nodes' leases as the watch knows them. */
+  leases(): Lease[];
+  close(): void;
+}
+
+export interface RenewalHandle {
+  current(): Lease;
+  stop(): void;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function overlaps(a: Cidr, b: Cidr): boolean {
+  if (a.family !== b.family) return false;
+  const len = Math.min(a.prefixLength, b.prefixLength);
+  const na = cidrNetwork({ ...a, prefixLength: len } as Cidr);
+  const nb = cidrNetwork({ ...b, prefixLength: len } as Cidr);
+  return formatCidr(na) === formatCidr(nb);
+}
+
+/**
+ * The lease manager: flannel's LocalManager over any SubnetStore. It acquires a node's subnet in
+ * flannel's order, renews it, releases it, makes reservations, and watches the other nodes'
+ * leases as a stream of changes that survives reconnects and compaction.
+ */
+export class SubnetManager {
+  private readonly log: Logger;
+  private readonly ttl: number;
+  private readonly margin: number;
+  private readonly retry: number;
+  private readonly raceRetries: number;
+  private readonly random: () => number;
+  private readonly now: () => number;
+
+  constructor(
+    readonly store: SubnetStore,
+    options: SubnetManagerOptions = {},
+  ) {
+    this.log = options.logger ?? consoleLogger;
+    this.ttl = options.leaseTtlSeconds ?? LEASE_TTL_SECONDS;
+    this.margin = options.renewMarginSeconds ?? RENEW_MARGIN_SECONDS;
+    this.retry = options.renewRetrySeconds ?? RENEW_RETRY_SECONDS;
+    this.raceRetries = options.raceRetries ?? 32;
+    this.random = options.random ?? Math.random;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Reads and checks the network config; a missing one says how to create it. */
+  async getNetworkConfig(): Promise<NetworkConfig> {
+    const json = await this.store.getConfig();
+    if (json === undefined) {
+      const where = this.store.description.startsWith('etcd')
+        ? 'etcdctl put /coreos.com/network/config'
+        : 'weftd put-config';
+      throw new WeftError(
+        SubnetErrorCode.noConfig,
+        `no network config in ${this.store.description}: create it, e.g. ${where} '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'`,
+      );
+    }
+    return parseNetworkConfig(json);
+  }
+
+  /** Turns a stored value into a lease; a malformed one is logged and skipped (undefined). */
+  private toLease(v: {
+    key: string;
+    value?: string;
+    modRevision?: number;
+    revision?: number;
+    ttlSeconds?: number;
+  }): Lease | undefined {
+    const subnets = parseSubnetKey(v.key);
+    if (!subnets) {
+      this.log.warn({ key: v.key }, 'skipping a key under subnets/ that is not a subnet');
+      return undefined;
+    }
+    try {
+      const attrs = parseLeaseAttrs(v.value ?? '', v.key);
+      const lease: Lease = {
+        key: v.key,
+        subnet: formatCidr(subnets.subnet),
+        attrs,
+        revision: v.modRevision ?? v.revision ?? 0,
+      };
+      if (subnets.subnet6) lease.subnet6 = formatCidr(subnets.subnet6);
+      if (v.ttlSeconds !== undefined) lease.expiresAt = this.now() + v.ttlSeconds * 1000;
+      return lease;
+    } catch (err) {
+      this.log.warn({ key: v.key, err: (err as Error).message }, 'skipping a malformed lease');
+      return undefined;
+    }
+  }
+
+  async listLeases(): Promise<{ leases: Lease[]; revision: number }> {
+    const { values, revision } = await this.store.listSubnets();
+    return {
+      leases: values.map((v) => this.toLease(v)).filter((l): l is Lease => l !== undefined),
+      revision,
+    };
+  }
+
+  /** The lease held by the node with this public IP, if any. */
+  async leaseFor(publicIp: string): Promise<Lease | undefined> {
+    return (await this.listLeases()).leases.find((l) => l.attrs.publicIp === publicIp);
+  }
+
+  private compatible(config: NetworkConfig, lease: Lease): boolean {
+    const keys = parseSubnetKey(lease.key);
+    if (!keys) return false;
+    const { subnet, subnet6 } = keys;
+    if (config.enableIpv4) {
+      if (
+        subnet.prefixLength !== config.subnetLen ||
+        subnet.address < config.subnetMin ||
+        subnet.address > config.subnetMax
+      )
+        return false;
+    }
+    if (!config.enableIpv6) return subnet6 === undefined;
+    if (!subnet6 || subnet6.prefixLength !== config.ipv6SubnetLen) return false;
+    const n = toBig(subnet6.address);
+    return n >= toBig(config.ipv6SubnetMin!) && n <= toBig(config.ipv6SubnetMax!);
+  }
+
+  /** Up to 100 free subnets from SubnetMin on, as flannel looks; one is picked at random. */
+  private pickFree(config: NetworkConfig, leases: Lease[]): { subnet: Cidr4; subnet6?: Cidr6 } {
+    const taken = leases.map((l) => parseSubnetKey(l.key)).filter((k) => k !== undefined);
+    const free4: number[] = [];
+    const size = 2 ** (32 - config.subnetLen);
+    for (let ip = config.subnetMin; ip <= config.subnetMax && free4.length < 100; ip += size) {
+      const c: Cidr4 = { family: 4, address: ip, prefixLength: config.subnetLen };
+      if (!taken.some((t) => overlaps(t.subnet, c))) free4.push(ip);
+    }
+    const free6: bigint[] = [];
+    if (config.enableIpv6) {
+      const step = 1n << BigInt(128 - config.ipv6SubnetLen);
+      for (
+        let n = toBig(config.ipv6SubnetMin!);
+        n <= toBig(config.ipv6SubnetMax!) && free6.length < 100;
+        n += step
+      ) {
+        const c: Cidr6 = { family: 6, address: fromBig(n), prefixLength: config.ipv6SubnetLen };
+        if (!taken.some((t) => t.subnet6 && overlaps(t.subnet6, c))) free6.push(n);
+      }
+    }
+    if (free4.length === 0 || (config.enableIpv6 && free6.length === 0)) {
+      const range = `${formatIpv4(config.subnetMin)}/${config.subnetLen} .. ${formatIpv4(config.subnetMax)}/${config.subnetLen}`;
+      throw new WeftError(
+        SubnetErrorCode.noFreeSubnet,
+        `no free subnet in ${config.network ? formatCidr(config.network) : 'the network'} (${range}): all ${leases.length} are leased; widen the network, or release a lease`,
+      );
+    }
+    const subnet: Cidr4 = {
+      family: 4,
+      address: free4[Math.floor(this.random() * free4.length)],
+      prefixLength: config.subnetLen,
+    };
+    if (!config.enableIpv6) return { subnet };
+    return {
+      subnet,
+      subnet6: {
+        family: 6,
+        address: fromBig(free6[Math.floor(this.random() * free6.length)]),
+        prefixLength: config.ipv6SubnetLen,
+      },
+    };
+  }
+
+  /**
+   * Acquires this node's lease, in flannel's order: its existing lease (same public IP) if it
+   * still fits the config; else the subnet from its subnet.env if free; else a random one of the
+   * first free subnets. The create is atomic (create-if-absent): racing nodes never share a
+   * subnet; the loser picks again.
+   */
+  async acquireLease(request: AcquireRequest): Promise<Lease> {
+    const config = await this.getNetworkConfig();
+    const value = leaseAttrsJson(request.attrs);
+    for (let attempt = 0; attempt < this.raceRetries; attempt++) {
+      const { leases } = await this.listLeases();
+      const own = leases.find((l) => l.attrs.publicIp === request.attrs.publicIp);
+      if (own) {
+        if (this.compatible(config, own)) {
+          // A reservation stays one: no TTL.
+          const ttl = own.expiresAt === undefined ? 0 : this.ttl;
+          await this.store.putSubnet(own.key, value, ttl);
+          this.log.info(
+            { subnet: own.subnet, publicIp: request.attrs.publicIp },
+            'reusing the lease this node already holds',
+          );
+          return {
+            ...own,
+            attrs: request.attrs,
+            expiresAt: ttl ? this.now() + ttl * 1000 : undefined,
+          };
+        }
+        this.log.warn(
+          { subnet: own.subnet },
+          "this node's lease does not fit the network config any more: deleting it",
+        );
+        await this.store.deleteSubnet(own.key);
+        continue;
+      }
+      let pick: { subnet: Cidr4; subnet6?: Cidr6 } | undefined;
+      const prev = request.previousSubnet;
+      if (prev?.family === 4) {
+        const prevKey = subnetKey(
+          prev,
+          request.previousSubnet6?.family === 6 ? request.previousSubnet6 : undefined,
+        );
+        const candidate: Lease = {
+          key: prevKey,
+          subnet: formatCidr(prev),
+          attrs: request.attrs,
+          revision: 0,
+        };
+        const taken = leases.some((l) => overlaps(parseSubnetKey(l.key)!.subnet, prev));
+        if (!taken && this.compatible(config, candidate)) pick = parseSubnetKey(prevKey);
+        else if (!taken)
+          this.log.warn(
+            { subnet: formatCidr(prev) },
+            'the subnet in subnet.env does not fit the network config: ignoring it',
+          );
+      }
+      pick ??= this.pickFree(config, leases);
+      const key = subnetKey(pick.subnet, pick.subnet6);
+      if (await this.store.createSubnet(key, value, this.ttl)) {
+        const lease: Lease = {
+          key,
+          subnet: formatCidr(pick.subnet),
+          attrs: request.attrs,
+          expiresAt: this.now() + this.ttl * 1000,
+          revision: 0,
+        };
+        if (pick.subnet6) lease.subnet6 = formatCidr(pick.subnet6);
+        this.log.info(
+          { subnet: lease.subnet, subnet6: lease.subnet6, publicIp: request.attrs.publicIp },
+          'leased a subnet',
+        );
+        return lease;
+      }
+      // Another node created it first: look again, after a short random pause.
+      await sleep(5 + this.random() * 20 * (attempt + 1));
+    }
+    throw new WeftError(
+      SubnetErrorCode.tooManyRetries,
+      `gave up leasing a subnet after ${this.raceRetries} tries: other nodes kept taking the subnets picked`,
+    );
+  }
+
+  /** Writes the lease again with a fresh TTL; returns it with the new expiry. */
+  async renewLease(lease: Lease): Promise<Lease> {
+    const ttl = lease.expiresAt === undefined ? 0 : this.ttl;
+    await this.store.putSubnet(lease.key, leaseAttrsJson(lease.attrs), ttl);
+    return { ...lease, expiresAt: ttl ? this.now() + ttl * 1000 : undefined };
+  }
+
+  async releaseLease(lease: Lease): Promise<void> {
+    await this.store.deleteSubnet(lease.key);
+    this.log.info({ subnet: lease.subnet }, 'released the lease');
+  }
+
+  /** Reserves a subnet for a node: a lease with no TTL, never reassigned. */
+  async reserve(subnet: Cidr4, attrs: LeaseAttrs, subnet6?: Cidr6): Promise<Lease> {
+    const key = subnetKey(subnet, subnet6);
+    await this.store.putSubnet(key, leaseAttrsJson(attrs), 0);
+    return {
+      key,
+      subnet: formatCidr(subnet),
+      ...(subnet6 ? { subnet6: formatCidr(subnet6) } : {}),
+      attrs,
+      revision: 0,
+    };
+  }
+
+  /**
+   * Renews the lease before it expires (renewMarginSeconds ahead), retrying every
+   * renewRetrySeconds on failure, for as long as it runs. Reservations need no renewal.
+   */
+  keepRenewed(
+    lease: Lease,
+    handlers: { onRenewed?(lease: Lease): void; onRenewFailed?(err: Error): void } = {},
+  ): RenewalHandle {
+    let current = lease;
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const schedule = (ms: number) => {
+      if (stopped) return;
+      timer = setTimeout(() => void renew(), Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+    };
+    const delay = () =>
+      current.expiresAt === undefined
+        ? undefined
+        : current.expiresAt - this.margin * 1000 - this.now();
+    const renew = async () => {
+      try {
+        current = await this.renewLease(current);
+        this.log.info({ subnet: current.subnet, expiresAt: current.expiresAt }, 'lease renewed');
+        handlers.onRenewed?.(current);
+        const next = delay();
+        if (next !== undefined) schedule(next);
+      } catch (err) {
+        this.log.error(
+          { subnet: current.subnet, err: (err as Error).message },
+          `renewing the lease failed: trying again in ${this.retry} s`,
+        );
+        handlers.onRenewFailed?.(err as Error);
+        schedule(this.retry * 1000);
+      }
+    };
+    const first = delay();
+    if (first !== undefined) schedule(first);
+    return {
+      current: () => current,
+      stop: () => {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+      },
+    };
+  }
+
+  /**
+   * Watches the other nodes' leases: first the snapshot (as `added`), then each change. On a
+   * reconnect or a compaction it re-lists and emits the difference, so across both it neither
+   * misses a change nor repeats one. A malformed lease is logged and skipped; the watch goes on.
+   */
+  watchLeases(handlers: LeaseWatchHandlers, options: { ownKey?: string } = {}): LeaseWatch {
+    const state = new Map<string, Lease>();
+    let storeWatch: StoreWatch | undefined;
+    let closed = false;
+    let ownSeen = false;
+    let backoff = 500;
+    const isOwn = (key: string) => key === options.ownKey;
+    const same = (a: Lease, b: Lease) =>
+      a.subnet === b.subnet &&
+      a.subnet6 === b.subnet6 &&
+      leaseAttrsJson(a.attrs) === leaseAttrsJson(b.attrs);
+
+    const sync = async (initial: boolean) => {
+      if (closed) return;
+      let listing: { leases: Lease[]; revision: number };
+      try {
+        listing = await this.listLeases();
+        backoff = 500;
+      } catch (err) {
+        handlers.onError?.(err as Error);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 10_000);
+        return sync(initial);
+      }
+      if (closed) return;
+      const events: LeaseEvent[] = [];
+      const seen = new Set<string>();
+      let ownPresent = false;
+      for (const lease of listing.leases) {
+        if (isOwn(lease.key)) {
+          ownPresent = true;
+          continue;
+        }
+        seen.add(lease.key);
+        const old = state.get(lease.key);
+        if (!old) events.push({ type: 'added', lease });
+        else if (!same(old, lease)) events.push({ type: 'changed', lease, previous: old });
+        state.set(lease.key, lease);
+      }
+      for (const [key, old] of [...state]) {
+        if (!seen.has(key)) {
+          state.delete(key);
+          events.push({ type: 'removed', lease: old });
+        }
+      }
+      if (options.ownKey) {
+        if (ownPresent) ownSeen = true;
+        else if (ownSeen || !initial) {
+          ownSeen = false;
+          this.log.error({ key: options.ownKey }, "this node's own lease is gone from the store");
+          handlers.onOwnLeaseLost?.(options.ownKey);
+        }
+      }
+      if (initial || events.length > 0) handlers.onEvents(events, initial);
+      storeWatch = this.store.watchSubnets(listing.revision, {
+        onEvents: (evs) => apply(evs),
+        onResync: (reason) => {
+          this.log.warn({ reason }, 'lease watch resynchronising: re-listing');
+          void sync(false);
+        },
+        onError: (err) => handlers.onError?.(err),
+      });
+    };
+
+    const apply = (evs: StoreEvent[]) => {
+      const events: LeaseEvent[] = [];
+      for (const e of evs) {
+        if (isOwn(e.key)) {
+          if (e.type === 'delete' && options.ownKey) {
+            ownSeen = false;
+            this.log.error({ key: e.key }, "this node's own lease is gone from the store");
+            handlers.onOwnLeaseLost?.(e.key);
+          } else ownSeen = true;
+          continue;
+        }
+        const old = state.get(e.key);
+        // An event at or before what we hold is one we have already reflected.
+        if (old && e.revision <= old.revision) continue;
+        if (e.type === 'delete') {
+          if (old) {
+            state.delete(e.key);
+            events.push({ type: 'removed', lease: old });
+          }
+          continue;
+        }
+        const lease = this.toLease({
+          key: e.key,
+          value: e.value,
+          revision: e.revision,
+          ttlSeconds: e.ttlSeconds,
+        });
+        if (!lease) continue;
+        state.set(e.key, lease);
+        if (!old) events.push({ type: 'added', lease });
+        else if (!same(old, lease)) events.push({ type: 'changed', lease, previous: old });
+      }
+      if (events.length > 0) handlers.onEvents(events, false);
+    };
+
+    void sync(true);
+    return {
+      leases: () => [...state.values()],
+      close: () => {
+        closed = true;
+        storeWatch?.close();
+      },
+    };
+  }
+}

@@ -1,0 +1,141 @@
+import { formatCidr, formatIpv4, formatIpv6, isWeftError } from '@weft/core';
+import { describe, expect, it } from 'vitest';
+import { parseNetworkConfig } from '../src/index.js';
+
+function fails(json: unknown): string {
+  try {
+    parseNetworkConfig(typeof json === 'string' ? json : JSON.stringify(json));
+  } catch (err) {
+    if (!isWeftError(err, 'ERR_CONFIG_INVALID')) throw err;
+    return err.message;
+  }
+  throw new Error('expected a config error');
+}
+
+describe("flannel's network config", () => {
+  it('applies flannel defaults: SubnetLen 24 for /22 and shorter, first and last subnets, udp backend', () => {
+    const c = parseNetworkConfig('{"Network": "10.244.0.0/16"}');
+    expect(formatCidr(c.network!)).toBe('10.244.0.0/16');
+    expect(c.subnetLen).toBe(24);
+    expect(formatIpv4(c.subnetMin)).toBe('10.244.1.0');
+    expect(formatIpv4(c.subnetMax)).toBe('10.244.255.0');
+    expect(c.backend).toEqual({ type: 'udp', port: 8285 });
+    expect(parseNetworkConfig('{"Network": "10.0.0.0/22"}').subnetLen).toBe(24);
+  });
+
+  it('uses prefix+2 for networks longer than /22, down to /28', () => {
+    expect(parseNetworkConfig('{"Network": "10.0.0.0/23"}').subnetLen).toBe(25);
+    const c = parseNetworkConfig('{"Network": "10.0.0.0/28"}');
+    expect(c.subnetLen).toBe(30);
+    expect(formatIpv4(c.subnetMin)).toBe('10.0.0.4');
+    expect(formatIpv4(c.subnetMax)).toBe('10.0.0.12');
+    expect(fails({ Network: '10.0.0.0/29' })).toMatch(
+      /Network \/29 is too small: the longest useful prefix is \/28/,
+    );
+  });
+
+  it('matches keys case-insensitively, as Go does', () => {
+    const c = parseNetworkConfig(
+      '{"network": "10.5.0.0/16", "subnetlen": 26, "BACKEND": {"type": "vxlan", "vni": 4096, "port": 4789}}',
+    );
+    expect(c.subnetLen).toBe(26);
+    expect(c.backend).toEqual({
+      type: 'vxlan',
+      vni: 4096,
+      port: 4789,
+      mtu: 0,
+      learning: false,
+      directRouting: false,
+      gbp: false,
+    });
+  });
+
+  it('checks SubnetLen against flannel rules, naming the field', () => {
+    expect(fails({ Network: '10.244.0.0/16', SubnetLen: 31 })).toMatch(
+      /SubnetLen 31 must be <= 30/,
+    );
+    expect(fails({ Network: '10.244.0.0/16', SubnetLen: 17 })).toMatch(
+      /SubnetLen 17 must be >= 18/,
+    );
+  });
+
+  it('checks SubnetMin and SubnetMax: inside the network and aligned', () => {
+    const c = parseNetworkConfig({
+      Network: '10.244.0.0/16',
+      SubnetMin: '10.244.10.0',
+      SubnetMax: '10.244.20.0',
+    });
+    expect(formatIpv4(c.subnetMin)).toBe('10.244.10.0');
+    expect(fails({ Network: '10.244.0.0/16', SubnetMin: '10.245.0.0' })).toMatch(
+      /SubnetMin 10\.245\.0\.0 is not inside Network 10\.244\.0\.0\/16/,
+    );
+    expect(fails({ Network: '10.244.0.0/16', SubnetMax: '10.244.3.7' })).toMatch(
+      /SubnetMax 10\.244\.3\.7 is not on a \/24 boundary/,
+    );
+    expect(fails({ Network: '10.244.0.0/16', SubnetMin: 'ten' })).toMatch(
+      /SubnetMin "ten" is not an IPv4 address/,
+    );
+  });
+
+  it('reads the backend options of udp and vxlan, and refuses unknown types', () => {
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'udp', Port: 9000 } }).backend,
+    ).toEqual({ type: 'udp', port: 9000 });
+    const v = parseNetworkConfig({
+      Network: '10.1.0.0/16',
+      Backend: { Type: 'vxlan', MTU: 1400, Learning: true, DirectRouting: true, GBP: true },
+    }).backend;
+    expect(v).toEqual({
+      type: 'vxlan',
+      vni: 1,
+      port: 0,
+      mtu: 1400,
+      learning: true,
+      directRouting: true,
+      gbp: true,
+    });
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'host-gw' } }).backend.type,
+    ).toBe('host-gw');
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'wireguard' } })).toMatch(
+      /Backend.Type "wireguard" is not a backend weft runs/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', VNI: 2 ** 24 } })).toMatch(
+      /Backend.VNI 16777216 must fit 24 bits/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', VNI: 'one' } })).toMatch(
+      /Backend.VNI must be a number/,
+    );
+  });
+
+  it('reads the IPv6 fields with their defaults', () => {
+    const c = parseNetworkConfig({
+      Network: '10.1.0.0/16',
+      EnableIPv6: true,
+      IPv6Network: 'fc00::/48',
+    });
+    expect(c.ipv6SubnetLen).toBe(64);
+    expect(formatIpv6(c.ipv6SubnetMin!)).toBe('fc00:0:0:1::');
+    expect(formatIpv6(c.ipv6SubnetMax!)).toBe('fc00:0:0:ffff::');
+    expect(fails({ Network: '10.1.0.0/16', EnableIPv6: true })).toMatch(
+      /IPv6Network is required when EnableIPv6 is true/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', EnableIPv6: true, IPv6Network: 'fc00::/125' })).toMatch(
+      /IPv6Network \/125 is too small/,
+    );
+    const v6only = parseNetworkConfig({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: 'fc00::/64',
+    });
+    expect(v6only.network).toBeUndefined();
+    expect(v6only.ipv6SubnetLen).toBe(66);
+  });
+
+  it('says what is wrong with malformed JSON and missing fields', () => {
+    expect(fails('{"Network": ')).toMatch(/network config is not JSON/);
+    expect(fails('[1]')).toMatch(/must be a JSON object/);
+    expect(fails({ Backend: { Type: 'vxlan' } })).toMatch(/Network is required/);
+    expect(fails({ Network: 'fc00::/48' })).toMatch(/Network "fc00::\/48" must be an IPv4 network/);
+  });
+});

@@ -1,0 +1,84 @@
+import { execFile } from 'node:child_process';
+import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { isWeftError } from '@weft/core';
+import { tempDir } from '@weft/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EmbeddedStore, SubnetManager, type SubnetStore, silentLogger } from '../src/index.js';
+import { CONFIG, storeSuite } from './store-suite.js';
+
+const execFileAsync = promisify(execFile);
+const dir = tempDir('weft-embedded-');
+afterAll(() => dir.remove());
+let n = 0;
+
+describe('the embedded store', () => {
+  storeSuite({
+    fresh: async () => new EmbeddedStore(join(dir.path, `store-${n++}.json`), { pollMs: 50 }),
+    open: async (sameAs: SubnetStore) =>
+      new EmbeddedStore((sameAs as EmbeddedStore).path, { pollMs: 50 }),
+  });
+
+  it('is shared safely by several processes: 12 agents acquiring at once get 12 subnets', async () => {
+    const path = join(dir.path, 'shared.json');
+    await new EmbeddedStore(path).putConfig(CONFIG);
+    const script = fileURLToPath(new URL('./fixtures/acquire.mjs', import.meta.url));
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        execFileAsync(process.execPath, [script, path, `198.18.2.${i + 1}`]),
+      ),
+    );
+    const subnets = results.map((r) => r.stdout.trim());
+    expect(new Set(subnets).size).toBe(12);
+    const stored = JSON.parse(readFileSync(path, 'utf8'));
+    expect(Object.keys(stored.keys).filter((k) => k.startsWith('subnets/')).length).toBe(12);
+  }, 60_000);
+
+  it('refuses a truncated or corrupt file with an error naming it, never an empty network', async () => {
+    const path = join(dir.path, 'corrupt.json');
+    const store = new EmbeddedStore(path);
+    await store.putConfig(CONFIG);
+    const m = new SubnetManager(store, { logger: silentLogger });
+    await m.acquireLease({ attrs: { publicIp: '198.18.0.1', backendType: 'udp' } });
+    const whole = readFileSync(path, 'utf8');
+    for (const damage of [
+      () => truncateSync(path, Math.floor(whole.length / 2)),
+      () => truncateSync(path, 0),
+      () => writeFileSync(path, '{"format":"something else"}'),
+    ]) {
+      damage();
+      const err = await m.listLeases().catch((e) => e);
+      expect(isWeftError(err, 'ERR_STORE_CORRUPT')).toBe(true);
+      expect(err.message).toContain(path);
+      expect(err.message).toMatch(/will not treat it as an empty network/);
+      await expect(
+        m.acquireLease({ attrs: { publicIp: '198.18.0.2', backendType: 'udp' } }),
+      ).rejects.toThrow(/is corrupt/);
+      writeFileSync(path, whole);
+    }
+  });
+
+  it('takes over a lock left by a process that died', async () => {
+    const path = join(dir.path, 'stale.json');
+    writeFileSync(`${path}.lock`, '999999');
+    const store = new EmbeddedStore(path, { lockTimeoutMs: 2000 });
+    await store.putConfig(CONFIG);
+    expect(await store.getConfig()).toBe(CONFIG);
+  });
+
+  it('tells a watcher that fell behind the kept history to re-list', async () => {
+    const path = join(dir.path, 'history.json');
+    const store = new EmbeddedStore(path, { historyLength: 5, pollMs: 50 });
+    await store.putConfig(CONFIG);
+    const { revision } = await store.listSubnets();
+    for (let i = 1; i <= 8; i++)
+      await store.putSubnet(`10.244.${i}.0-24`, '{"PublicIP":"198.18.0.1"}', 0);
+    const reason = await new Promise<string>((resolve) =>
+      store.watchSubnets(revision, { onEvents: () => undefined, onResync: resolve }),
+    );
+    expect(reason).toMatch(/history before revision \d+ is gone/);
+    await store.close();
+  });
+});

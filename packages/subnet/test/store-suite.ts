@@ -1,0 +1,246 @@
+import { type Cidr4, isWeftError, parseCidr } from '@weft/core';
+import { waitFor } from '@weft/testkit';
+import { expect, it } from 'vitest';
+import {
+  type LeaseEvent,
+  type LeaseWatch,
+  SubnetManager,
+  type SubnetManagerOptions,
+  type SubnetStore,
+  silentLogger,
+} from '../src/index.js';
+
+/**
+ * The behaviour every store must have, run against the embedded store and against a real etcd.
+ * `fresh()` gives a new, empty store (a new file, or a new etcd prefix); `open(sameAs)` another
+ * client of the same store, as a second node would have.
+ */
+export interface StoreUnderTest {
+  fresh(): Promise<SubnetStore>;
+  open(sameAs: SubnetStore): Promise<SubnetStore>;
+}
+
+export const CONFIG = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}';
+const attrs = (publicIp: string, mac = '02:00:00:00:00:01') => ({
+  publicIp,
+  backendType: 'vxlan',
+  backendData: { VNI: 1, VtepMAC: mac },
+});
+
+function manager(store: SubnetStore, options: SubnetManagerOptions = {}): SubnetManager {
+  return new SubnetManager(store, { logger: silentLogger, ...options });
+}
+
+/** Collects a watch's events, as strings `added 10.244.5.0/24`. */
+function collect(m: SubnetManager, ownKey?: string) {
+  const events: string[] = [];
+  const lost: string[] = [];
+  let initial = false;
+  const watch: LeaseWatch = m.watchLeases(
+    {
+      onEvents: (evs: LeaseEvent[], isInitial) => {
+        if (isInitial) initial = true;
+        for (const e of evs) events.push(`${e.type} ${e.lease.subnet}`);
+      },
+      onOwnLeaseLost: (key) => lost.push(key),
+    },
+    { ownKey },
+  );
+  return { events, lost, watch, ready: () => waitFor(() => initial, 'the initial snapshot') };
+}
+
+export function storeSuite(t: StoreUnderTest): void {
+  const withStores = async (fn: (a: SubnetStore, b: SubnetStore) => Promise<void>) => {
+    const a = await t.fresh();
+    const b = await t.open(a);
+    try {
+      await fn(a, b);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  };
+
+  it('says how to create the config when there is none, and refuses a malformed one', async () => {
+    await withStores(async (store) => {
+      await expect(manager(store).getNetworkConfig()).rejects.toThrow(
+        /no network config in .*: create it, e\.g\. .*"Network": "10\.244\.0\.0\/16"/,
+      );
+      await store.putConfig('{"Network": "10.244.0.0/16", "SubnetLen": 40}');
+      await expect(manager(store).getNetworkConfig()).rejects.toThrow(/SubnetLen 40 must be <= 30/);
+    });
+  });
+
+  it('leases a subnet in range, and gives the same node the same lease again', async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(CONFIG);
+      const m = manager(store);
+      const lease = await m.acquireLease({ attrs: attrs('198.18.0.1') });
+      const c = parseCidr(lease.subnet) as Cidr4;
+      expect(c.prefixLength).toBe(24);
+      expect(c.address).toBeGreaterThanOrEqual(0x0af40100);
+      expect(lease.expiresAt).toBeGreaterThan(Date.now() + 23 * 3600_000);
+      // Another client (a restart) with the same public IP gets the same subnet, with new attributes.
+      const again = await manager(other).acquireLease({
+        attrs: attrs('198.18.0.1', '02:00:00:00:00:99'),
+      });
+      expect(again.subnet).toBe(lease.subnet);
+      const { leases } = await manager(other).listLeases();
+      expect(leases.length).toBe(1);
+      expect(leases[0].attrs.backendData).toEqual({ VNI: 1, VtepMAC: '02:00:00:00:00:99' });
+    });
+  });
+
+  it("asks for the subnet in the node's subnet.env first, when it is free", async () => {
+    await withStores(async (store) => {
+      await store.putConfig(CONFIG);
+      const lease = await manager(store).acquireLease({
+        attrs: attrs('198.18.0.7'),
+        previousSubnet: parseCidr('10.244.77.0/24'),
+      });
+      expect(lease.subnet).toBe('10.244.77.0/24');
+      const taken = await manager(store).acquireLease({
+        attrs: attrs('198.18.0.8'),
+        previousSubnet: parseCidr('10.244.77.0/24'),
+      });
+      expect(taken.subnet).not.toBe('10.244.77.0/24');
+    });
+  });
+
+  it('never hands out a reservation, which keeps no TTL when its owner takes it', async () => {
+    await withStores(async (store) => {
+      await store.putConfig('{"Network": "10.9.0.0/28"}'); // room for three /30s: .4, .8, .12
+      const m = manager(store);
+      await m.reserve(parseCidr('10.9.0.8/30') as Cidr4, attrs('198.18.0.50'));
+      const a = await m.acquireLease({ attrs: attrs('198.18.0.1') });
+      const b = await m.acquireLease({ attrs: attrs('198.18.0.2') });
+      expect([a.subnet, b.subnet].sort()).toEqual(['10.9.0.12/30', '10.9.0.4/30']);
+      const err = await m.acquireLease({ attrs: attrs('198.18.0.3') }).catch((e) => e);
+      expect(isWeftError(err, 'ERR_SUBNET_NONE_FREE')).toBe(true);
+      expect(err.message).toMatch(/no free subnet in 10\.9\.0\.0\/28 .*all 3 are leased/);
+      const owner = await m.acquireLease({ attrs: attrs('198.18.0.50') });
+      expect(owner.subnet).toBe('10.9.0.8/30');
+      expect(owner.expiresAt).toBeUndefined();
+      const stored = (await m.listLeases()).leases.find((l) => l.subnet === '10.9.0.8/30');
+      expect(stored?.expiresAt).toBeUndefined();
+    });
+  });
+
+  it('renews with a fresh TTL and releases on request', async () => {
+    await withStores(async (store) => {
+      await store.putConfig(CONFIG);
+      const m = manager(store, { leaseTtlSeconds: 60 });
+      const lease = await m.acquireLease({ attrs: attrs('198.18.0.1') });
+      const renewed = await m.renewLease(lease);
+      expect(renewed.expiresAt! - Date.now()).toBeGreaterThan(55_000);
+      const stored = await store.getSubnet(lease.key);
+      expect(stored?.ttlSeconds).toBeGreaterThan(50);
+      await m.releaseLease(renewed);
+      expect(await store.getSubnet(lease.key)).toBeUndefined();
+    });
+  });
+
+  it("watches other nodes' leases: a snapshot, then added, changed and removed", async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(CONFIG);
+      const me = await manager(store).acquireLease({ attrs: attrs('198.18.0.1') });
+      const early = await manager(other).acquireLease({ attrs: attrs('198.18.0.2') });
+      const w = collect(manager(store), me.key);
+      await w.ready();
+      expect(w.events).toEqual([`added ${early.subnet}`]);
+      const late = await manager(other).acquireLease({ attrs: attrs('198.18.0.3') });
+      await waitFor(() => w.events.length === 2, 'the added event');
+      await manager(other).acquireLease({ attrs: attrs('198.18.0.3', '02:00:00:00:00:33') });
+      await waitFor(() => w.events.length === 3, 'the changed event');
+      await manager(other).releaseLease(late);
+      await waitFor(() => w.events.length === 4, 'the removed event');
+      expect(w.events).toEqual([
+        `added ${early.subnet}`,
+        `added ${late.subnet}`,
+        `changed ${late.subnet}`,
+        `removed ${late.subnet}`,
+      ]);
+      // Renewing a lease with the same attributes is not a change.
+      await manager(other).renewLease(early);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(w.events.length).toBe(4);
+      expect(w.lost).toEqual([]);
+      await manager(other).releaseLease(me);
+      await waitFor(() => w.lost.length === 1, 'the own-lease-lost signal');
+      expect(w.lost).toEqual([me.key]);
+      w.watch.close();
+    });
+  });
+
+  it('skips and logs a malformed lease; the watch goes on', async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(CONFIG);
+      const warnings: string[] = [];
+      const m = manager(store, {
+        logger: { ...silentLogger, warn: (_o, msg) => warnings.push(msg) },
+      });
+      const w = collect(m);
+      await w.ready();
+      await other.putSubnet('10.244.66.0-24', '{"PublicIP": "not an address"}', 0);
+      await other.putSubnet('10.244.67.0-24', '{broken', 0);
+      const good = await manager(other).acquireLease({ attrs: attrs('198.18.0.9') });
+      await waitFor(() => w.events.length === 1, 'the good lease');
+      expect(w.events).toEqual([`added ${good.subnet}`]);
+      expect(warnings.filter((x) => x === 'skipping a malformed lease').length).toBe(2);
+      expect((await m.listLeases()).leases.map((l) => l.subnet)).toEqual([good.subnet]);
+      w.watch.close();
+    });
+  });
+
+  it('a lease left to expire frees its subnet, and watchers see it removed', async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(CONFIG);
+      const w = collect(manager(store));
+      await w.ready();
+      const short = await manager(other, { leaseTtlSeconds: 2 }).acquireLease({
+        attrs: attrs('198.18.0.4'),
+      });
+      await waitFor(() => w.events.includes(`added ${short.subnet}`), 'the lease');
+      await waitFor(() => w.events.includes(`removed ${short.subnet}`), 'its expiry', {
+        timeoutMs: 10_000,
+      });
+      expect(await store.getSubnet(short.key)).toBeUndefined();
+      const next = await manager(store).acquireLease({
+        attrs: attrs('198.18.0.5'),
+        previousSubnet: parseCidr(short.subnet),
+      });
+      expect(next.subnet).toBe(short.subnet);
+      w.watch.close();
+    });
+  });
+
+  it('keeps a lease renewed before it expires', async () => {
+    await withStores(async (store) => {
+      await store.putConfig(CONFIG);
+      // TTL 4 s, renew 3 s ahead: a renewal about every second.
+      const m = manager(store, { leaseTtlSeconds: 4, renewMarginSeconds: 3 });
+      const lease = await m.acquireLease({ attrs: attrs('198.18.0.6') });
+      let renewals = 0;
+      const handle = m.keepRenewed(lease, { onRenewed: () => renewals++ });
+      await new Promise((r) => setTimeout(r, 6_000));
+      handle.stop();
+      expect(renewals).toBeGreaterThanOrEqual(3);
+      expect(await store.getSubnet(lease.key)).toBeDefined();
+    });
+  }, 15_000);
+
+  it('racing acquirers never share a subnet', async () => {
+    await withStores(async (store) => {
+      await store.putConfig(CONFIG);
+      const clients = await Promise.all(Array.from({ length: 20 }, () => t.open(store)));
+      try {
+        const leases = await Promise.all(
+          clients.map((c, i) => manager(c).acquireLease({ attrs: attrs(`198.18.1.${i + 1}`) })),
+        );
+        expect(new Set(leases.map((l) => l.subnet)).size).toBe(20);
+      } finally {
+        await Promise.all(clients.map((c) => c.close()));
+      }
+    });
+  }, 60_000);
+}

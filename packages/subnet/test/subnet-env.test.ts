@@ -1,0 +1,47 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { formatCidr } from '@weft/core';
+import { tempDir } from '@weft/testkit';
+import { describe, expect, it } from 'vitest';
+import {
+  parseNetworkConfig,
+  previousSubnets,
+  readSubnetEnv,
+  subnetEnvText,
+  writeSubnetEnv,
+} from '../src/index.js';
+
+describe('subnet.env', () => {
+  it("writes flannel's variables, first host address with the subnet's prefix, atomically", () => {
+    const dir = tempDir();
+    try {
+      const config = parseNetworkConfig({
+        Network: '10.244.0.0/16',
+        EnableIPv6: true,
+        IPv6Network: 'fc00::/48',
+      });
+      const path = join(dir.path, 'run/flannel/subnet.env');
+      writeSubnetEnv(
+        path,
+        subnetEnvText(config, { subnet: '10.244.1.0/24', subnet6: 'fc00:0:0:1::/64' }, 1450, true),
+      );
+      expect(readFileSync(path, 'utf8')).toBe(
+        'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
+      );
+      expect(readdirSync(join(dir.path, 'run/flannel'))).toEqual(['subnet.env']);
+      const env = readSubnetEnv(path);
+      expect(env).toMatchObject({
+        network: '10.244.0.0/16',
+        subnet: '10.244.1.1/24',
+        mtu: 1450,
+        ipMasq: true,
+      });
+      const prev = previousSubnets(env);
+      expect(formatCidr(prev.subnet!)).toBe('10.244.1.0/24');
+      expect(formatCidr(prev.subnet6!)).toBe('fc00:0:0:1::/64');
+      expect(readSubnetEnv(join(dir.path, 'missing.env'))).toBeUndefined();
+    } finally {
+      dir.remove();
+    }
+  });
+});
