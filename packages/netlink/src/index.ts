@@ -1,0 +1,34 @@
+export * as constants from './constants.js';
+export {
+  AddressFamily,
+  Iff,
+  NlmFlag,
+  Ntf,
+  Nud,
+  RtmType,
+  RtProtocol,
+  RtScope,
+  RtTable,
+} from './constants.js';
+export {
+  type Attr,
+  Attrs,
+  attr,
+  buildMessage,
+  type Message,
+  parseError,
+  parseMessages,
+} from './message.js';
+export {
+  type Address,
+  type FdbEntry,
+  type Link,
+  type Neighbor,
+  type NetlinkTransport,
+  netlinkError,
+  parseLink,
+  type Route,
+  Rtnl,
+  type VxlanInfo,
+  type VxlanSpec,
+} from './rtnl.js';

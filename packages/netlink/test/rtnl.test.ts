@@ -1,0 +1,261 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createTwoNodes, privileged, sweepNetns } from '@weft/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Rtnl } from '../src/index.js';
+
+const TAG = 'nl';
+
+interface IpLink {
+  ifname: string;
+  mtu: number;
+  address: string;
+  operstate: string;
+  flags: string[];
+  linkinfo?: {
+    info_kind: string;
+    info_data: { id: number; local?: string; port: number; learning: boolean; link?: string };
+  };
+}
+
+async function ipJson<T>(
+  ns: { exec(a: string[]): Promise<{ stdout: string }> },
+  args: string[],
+): Promise<T> {
+  return JSON.parse((await ns.exec(args)).stdout) as T;
+}
+
+describe.skipIf(!privileged('rtnetlink tests'))('rtnetlink against the kernel', () => {
+  afterAll(() => sweepNetns(TAG));
+
+  it('installs exactly the set flannel installs for one remote node, as iproute2 sees it', async () => {
+    const nodes = createTwoNodes(TAG);
+    const nl = Rtnl.open({ netns: nodes.a.name });
+    try {
+      const veth = await nl.link('veth0');
+      expect(veth?.up).toBe(true);
+      const { link, created } = await nl.ensureVxlan({
+        name: 'flannel.1',
+        vni: 1,
+        local: nodes.ipA,
+        port: 8472,
+        parentIndex: veth!.index,
+        mtu: 1450,
+        mac: '02:00:00:00:01:01',
+      });
+      expect(created).toBe(true);
+      await nl.setLink(link.index, { up: true });
+      await nl.replaceAddress(link.index, '10.244.1.0/32');
+      await nl.replaceRoute({
+        dst: '10.244.2.0/24',
+        gateway: '10.244.2.0',
+        oif: link.index,
+        onlink: true,
+      });
+      await nl.replaceNeighbor(link.index, '10.244.2.0', '02:00:00:00:02:01');
+      await nl.replaceFdb(link.index, '02:00:00:00:02:01', nodes.ipB);
+
+      const [dev] = await ipJson<IpLink[]>(nodes.a, [
+        'ip',
+        '-d',
+        '-j',
+        'link',
+        'show',
+        'flannel.1',
+      ]);
+      expect(dev.mtu).toBe(1450);
+      expect(dev.address).toBe('02:00:00:00:01:01');
+      expect(dev.flags).toContain('UP');
+      expect(dev.linkinfo?.info_kind).toBe('vxlan');
+      expect(dev.linkinfo?.info_data).toMatchObject({
+        id: 1,
+        local: nodes.ipA,
+        port: 8472,
+        learning: false,
+        link: 'veth0',
+      });
+      const addrs = await ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>(nodes.a, [
+        'ip',
+        '-j',
+        'addr',
+        'show',
+        'dev',
+        'flannel.1',
+      ]);
+      expect(addrs[0].addr_info.filter((x) => x.local.includes('.'))).toEqual([
+        expect.objectContaining({ local: '10.244.1.0', prefixlen: 32 }),
+      ]);
+      const routes = await ipJson<{ dst: string; gateway: string; dev: string; flags: string[] }[]>(
+        nodes.a,
+        ['ip', '-j', 'route', 'show', 'dev', 'flannel.1'],
+      );
+      expect(routes).toEqual([
+        expect.objectContaining({ dst: '10.244.2.0/24', gateway: '10.244.2.0', flags: ['onlink'] }),
+      ]);
+      const neigh = await ipJson<{ dst: string; lladdr: string; state: string[] }[]>(nodes.a, [
+        'ip',
+        '-j',
+        'neigh',
+        'show',
+        'dev',
+        'flannel.1',
+      ]);
+      expect(neigh).toEqual([
+        expect.objectContaining({
+          dst: '10.244.2.0',
+          lladdr: '02:00:00:00:02:01',
+          state: ['PERMANENT'],
+        }),
+      ]);
+      const fdb = await ipJson<{ mac: string; dst?: string; flags: string[]; state: string }[]>(
+        nodes.a,
+        ['bridge', '-j', 'fdb', 'show', 'dev', 'flannel.1'],
+      );
+      expect(fdb.filter((f) => f.dst)).toEqual([
+        expect.objectContaining({
+          mac: '02:00:00:00:02:01',
+          dst: nodes.ipB,
+          flags: ['self'],
+          state: 'permanent',
+        }),
+      ]);
+
+      // And our own dumps read back the same set.
+      expect(await nl.routes({ family: 4, oif: link.index })).toEqual([
+        expect.objectContaining({ dst: '10.244.2.0/24', gateway: '10.244.2.0', onlink: true }),
+      ]);
+      expect(await nl.neighbors({ family: 4, ifindex: link.index })).toEqual([
+        expect.objectContaining({ ip: '10.244.2.0', mac: '02:00:00:00:02:01', state: 0x80 }),
+      ]);
+      expect(await nl.fdb(link.index)).toEqual([
+        expect.objectContaining({ mac: '02:00:00:00:02:01', dst: nodes.ipB }),
+      ]);
+      expect((await nl.link('flannel.1'))?.vxlan).toMatchObject({
+        vni: 1,
+        local: nodes.ipA,
+        port: 8472,
+        learning: false,
+        parentIndex: veth!.index,
+      });
+
+      // Deleting removes exactly those entries.
+      await nl.deleteRoute({
+        dst: '10.244.2.0/24',
+        gateway: '10.244.2.0',
+        oif: link.index,
+        onlink: true,
+      });
+      await nl.deleteNeighbor(link.index, '10.244.2.0');
+      await nl.deleteFdb(link.index, '02:00:00:00:02:01', nodes.ipB);
+      expect(await nl.routes({ family: 4, oif: link.index })).toEqual([]);
+      expect(await nl.neighbors({ family: 4, ifindex: link.index })).toEqual([]);
+      expect(await nl.fdb(link.index)).toEqual([]);
+      expect(
+        (await nl.addresses(link.index)).map((a) => `${a.address}/${a.prefixLength}`),
+      ).toContain('10.244.1.0/32');
+    } finally {
+      nl.close();
+      nodes.delete();
+    }
+  });
+
+  it('builds a working kernel VXLAN overlay between two namespaces through this API alone', async () => {
+    const nodes = createTwoNodes(TAG);
+    const sides = [
+      { ns: nodes.a, me: 1, peer: 2, local: nodes.ipA, remote: nodes.ipB },
+      { ns: nodes.b, me: 2, peer: 1, local: nodes.ipB, remote: nodes.ipA },
+    ];
+    const clients = sides.map((s) => Rtnl.open({ netns: s.ns.name }));
+    try {
+      for (const [i, s] of sides.entries()) {
+        const nl = clients[i];
+        const parent = await nl.link('veth0');
+        const { link } = await nl.ensureVxlan({
+          name: 'flannel.1',
+          vni: 1,
+          local: s.local,
+          parentIndex: parent!.index,
+          mtu: 1450,
+          mac: `02:00:00:00:0${s.me}:01`,
+        });
+        await nl.setLink(link.index, { up: true });
+        await nl.replaceAddress(link.index, `10.244.${s.me}.0/32`);
+        await nl.replaceRoute({
+          dst: `10.244.${s.peer}.0/24`,
+          gateway: `10.244.${s.peer}.0`,
+          oif: link.index,
+          onlink: true,
+        });
+        await nl.replaceNeighbor(link.index, `10.244.${s.peer}.0`, `02:00:00:00:0${s.peer}:01`);
+        await nl.replaceFdb(link.index, `02:00:00:00:0${s.peer}:01`, s.remote);
+      }
+      const { stdout } = await nodes.a.exec([
+        'ping',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        '10.244.2.0',
+      ]);
+      expect(stdout).toMatch(/3 packets transmitted, 3 received/);
+      // ensureVxlan again with the same spec reuses the device; a conflicting one replaces it.
+      const parent = await clients[0].link('veth0');
+      const again = await clients[0].ensureVxlan({
+        name: 'flannel.1',
+        vni: 1,
+        local: nodes.ipA,
+        parentIndex: parent!.index,
+      });
+      expect(again.created).toBe(false);
+      const other = await clients[0].ensureVxlan({
+        name: 'flannel.1',
+        vni: 7,
+        local: nodes.ipA,
+        parentIndex: parent!.index,
+      });
+      expect(other.created).toBe(true);
+      expect(other.link.vxlan?.vni).toBe(7);
+    } finally {
+      for (const c of clients) c.close();
+      nodes.delete();
+    }
+  });
+
+  it('turns kernel refusals into WeftErrors with the errno and what was attempted', async () => {
+    const nodes = createTwoNodes(TAG);
+    const nl = Rtnl.open({ netns: nodes.a.name });
+    try {
+      await nl.createVxlan({ name: 'vx0', vni: 5, local: nodes.ipA });
+      await expect(nl.createVxlan({ name: 'vx0', vni: 5, local: nodes.ipA })).rejects.toThrow(
+        expect.objectContaining({
+          code: 'ERR_NETLINK_EEXIST',
+          message: expect.stringMatching(/^RTM_NEWLINK vx0: File already exists \(EEXIST\)/),
+        }),
+      );
+      await expect(nl.deleteLink(9999)).rejects.toThrow(
+        expect.objectContaining({ code: 'ERR_NETLINK_ENODEV' }),
+      );
+      expect(await nl.link('no-such-dev')).toBeUndefined();
+      await expect(
+        nl.replaceRoute({ dst: '10.9.0.0/16', gateway: '10.8.0.1', oif: 1 }),
+      ).rejects.toThrow(/RTM_NEWROUTE 10\.9\.0\.0\/16 via 10\.8\.0\.1: .*\((ENETUNREACH|EINVAL)\)/);
+    } finally {
+      nl.close();
+      nodes.delete();
+    }
+  });
+
+  it('says it needs CAP_NET_ADMIN when the process lacks it', () => {
+    const script = fileURLToPath(new URL('./fixtures/no-cap.mjs', import.meta.url));
+    const result = spawnSync(
+      'setpriv',
+      ['--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, script],
+      { encoding: 'utf8' },
+    );
+    const outcome = JSON.parse(result.stdout) as { code: string; message: string };
+    expect(outcome.code).toBe('ERR_NETLINK_EPERM');
+    expect(outcome.message).toMatch(/Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/);
+  });
+});
