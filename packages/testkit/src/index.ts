@@ -26,6 +26,7 @@ export { type TransferResult, tcpTransfer } from './transfer.js';
 import { fileURLToPath } from 'node:url';
 /** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
+export { Cluster, type ClusterNode, type Pod } from './cluster.js';
 export {
   type CounterSnapshot,
   DATAPLANE_CLI,
@@ -34,3 +35,4 @@ export {
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';
+export { type RunningWeftd, startWeftd, WEFTD_CLI } from './weftd-process.js';

@@ -1,0 +1,199 @@
+import {
+  type Cidr4,
+  cidrNetwork,
+  formatCidr,
+  formatIpv4,
+  ipv4InCidr,
+  parseCidr,
+  parseIpv4,
+} from '@weft/core';
+import type { Link, Rtnl } from '@weft/netlink';
+
+/** A remote node as the kernel programming needs it, from its lease. */
+export interface RemoteNode {
+  key: string;
+  subnet: string;
+  publicIp: string;
+  vtepMac?: string;
+}
+
+/** The address of a node's VTEP: its subnet's first address (flannel's convention). */
+export function vtepAddress(subnet: string): string {
+  return formatCidr(cidrNetwork(parseCidr(subnet))).split('/')[0];
+}
+
+/** True when `ip` is inside one of the networks directly connected to the underlay interface. */
+export function onSameLink(ip: string, connected: Cidr4[]): boolean {
+  const n = parseIpv4(ip);
+  return connected.some((c) => ipv4InCidr(n, c));
+}
+
+export interface KernelRoutesOptions {
+  /** The cluster network: routes into it on our devices are ours to manage. */
+  network: Cidr4;
+  /** The underlay interface. */
+  iface: Link;
+}
+
+/**
+ * Routes straight to remote nodes over the underlay (host-gw, and vxlan's DirectRouting):
+ * `ip route replace SUBNET via PUBLIC_IP dev IFACE`. sync() makes the kernel hold exactly the
+ * desired set: what is missing is added, what a previous run or a gone node left is removed.
+ */
+export class DirectRoutes {
+  constructor(
+    private readonly nl: Rtnl,
+    private readonly options: KernelRoutesOptions,
+  ) {}
+
+  async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
+    const { iface, network } = this.options;
+    const want = new Map(
+      nodes.map((n) => [formatCidr(cidrNetwork(parseCidr(n.subnet))), n.publicIp]),
+    );
+    const have = (await this.nl.routes({ family: 4, oif: iface.index })).filter(
+      (r) => r.gateway && ipv4InCidr(parseCidr(r.dst).address as number, network),
+    );
+    let removed = 0;
+    for (const r of have) {
+      if (want.get(r.dst) !== r.gateway) {
+        await this.nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: iface.index });
+        removed++;
+      }
+    }
+    let added = 0;
+    for (const [dst, gateway] of want) {
+      if (!have.some((r) => r.dst === dst && r.gateway === gateway)) {
+        await this.nl.replaceRoute({ dst, gateway, oif: iface.index });
+        added++;
+      }
+    }
+    return { added, removed };
+  }
+}
+
+export interface KernelVxlanOptions {
+  name: string;
+  vni: number;
+  /** 0: the kernel's default, 8472. */
+  port: number;
+  publicIp: string;
+  iface: Link;
+  mtu: number;
+  vtepMac: string;
+  /** Our VTEP address (our subnet's first address), a /32 on the device. */
+  vtepAddress: string;
+  network: Cidr4;
+  gbp: boolean;
+  learning: boolean;
+}
+
+/**
+ * The kernel's VXLAN, programmed exactly as flannel programs it: a `flannel.<VNI>` device (no
+ * learning, our VTEP MAC kept across restarts), our VTEP address as a /32, and per remote node a
+ * route via its VTEP address (onlink), a permanent neighbor for that address, and an FDB entry
+ * sending its VTEP MAC to its public IP. sync() reconciles with what the kernel holds.
+ */
+export class KernelVxlan {
+  link: Link | undefined;
+  created = false;
+
+  constructor(
+    private readonly nl: Rtnl,
+    readonly options: KernelVxlanOptions,
+  ) {}
+
+  /** Creates (or reuses a matching) device, brings it up with our address. */
+  async setup(): Promise<Link> {
+    const o = this.options;
+    const { link, created } = await this.nl.ensureVxlan({
+      name: o.name,
+      vni: o.vni,
+      local: o.publicIp,
+      port: o.port || undefined,
+      parentIndex: o.iface.index,
+      mtu: o.mtu,
+      mac: o.vtepMac,
+      gbp: o.gbp,
+      learning: o.learning,
+    });
+    this.created = created;
+    if (!created) await this.nl.setLink(link.index, { mtu: o.mtu, mac: o.vtepMac });
+    await this.nl.setLink(link.index, { up: true });
+    // Only our /32: drop any other IPv4 address a previous run with another lease left.
+    for (const a of await this.nl.addresses(link.index)) {
+      if (a.address.includes('.') && !(a.address === o.vtepAddress && a.prefixLength === 32))
+        await this.nl.deleteAddress(link.index, `${a.address}/${a.prefixLength}`);
+    }
+    await this.nl.replaceAddress(link.index, `${o.vtepAddress}/32`);
+    this.link = link;
+    return link;
+  }
+
+  async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
+    const link = this.link;
+    if (!link) throw new Error('KernelVxlan.sync before setup');
+    const idx = link.index;
+    const withMac = nodes.filter((n) => n.vtepMac);
+    const wantRoutes = new Map(
+      withMac.map((n) => [formatCidr(cidrNetwork(parseCidr(n.subnet))), vtepAddress(n.subnet)]),
+    );
+    const wantNeigh = new Map(withMac.map((n) => [vtepAddress(n.subnet), n.vtepMac!]));
+    const wantFdb = new Map(withMac.map((n) => [n.vtepMac!, n.publicIp]));
+    let added = 0;
+    let removed = 0;
+
+    const routes = (await this.nl.routes({ family: 4, oif: idx })).filter((r) => r.gateway);
+    for (const r of routes) {
+      if (wantRoutes.get(r.dst) !== r.gateway || !r.onlink) {
+        await this.nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: idx, onlink: r.onlink });
+        removed++;
+      }
+    }
+    const neighbors = await this.nl.neighbors({ family: 4, ifindex: idx });
+    for (const n of neighbors) {
+      if (wantNeigh.get(n.ip) !== n.mac) {
+        await this.nl.deleteNeighbor(idx, n.ip);
+        removed++;
+      }
+    }
+    const fdb = await this.nl.fdb(idx);
+    for (const f of fdb) {
+      if (f.dst !== undefined && wantFdb.get(f.mac) !== f.dst) {
+        await this.nl.deleteFdb(idx, f.mac, f.dst);
+        removed++;
+      }
+    }
+    // Neighbor and FDB first, then the route, so the first packet routed finds them (flannel's order).
+    for (const [ip, mac] of wantNeigh) {
+      if (!neighbors.some((n) => n.ip === ip && n.mac === mac)) {
+        await this.nl.replaceNeighbor(idx, ip, mac);
+        added++;
+      }
+    }
+    for (const [mac, dst] of wantFdb) {
+      if (!fdb.some((f) => f.mac === mac && f.dst === dst)) {
+        await this.nl.replaceFdb(idx, mac, dst);
+        added++;
+      }
+    }
+    for (const [dst, gateway] of wantRoutes) {
+      if (!routes.some((r) => r.dst === dst && r.gateway === gateway && r.onlink)) {
+        await this.nl.replaceRoute({ dst, gateway, oif: idx, onlink: true });
+        added++;
+      }
+    }
+    return { added, removed };
+  }
+
+  /** Removes the device (when this run created it and failed before it was used). */
+  async remove(): Promise<void> {
+    if (this.link) await this.nl.deleteLink(this.link.index);
+  }
+}
+
+export function describeNode(n: RemoteNode): string {
+  return `${n.subnet} at ${n.publicIp}${n.vtepMac ? ` (VTEP ${n.vtepMac})` : ''}`;
+}
+
+export { formatIpv4 };
