@@ -282,6 +282,15 @@ export class Daemon {
             { reason: '--vxlan-mode userspace' },
             "vxlan: running weft's userspace VTEP",
           );
+        // A kernel-mode run before this one leaves its device behind (as flannel does): it has our name.
+        const leftover = await this.nl.link(`flannel.${this.vni}`);
+        if (leftover?.kind === 'vxlan') {
+          this.log.info(
+            { device: leftover.name },
+            'removing the kernel VXLAN device a kernel-mode run left',
+          );
+          await this.nl.deleteLink(leftover.index);
+        }
         this.backend = VxlanBackend.open({
           deviceName: `flannel.${this.vni}`,
           vni: this.vni,

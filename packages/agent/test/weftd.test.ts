@@ -1,0 +1,376 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { EmbeddedStore, SubnetManager, silentLogger } from '@weft/subnet';
+import {
+  Cluster,
+  type ClusterNode,
+  createNetns,
+  type Netns,
+  privileged,
+  type RunningWeftd,
+  startEtcd,
+  startWeftd,
+  sweepNetns,
+  tempDir,
+  WEFTD_CLI,
+  waitFor,
+} from '@weft/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const TAG = 'wd';
+const CONFIG = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}';
+
+interface Setup {
+  cluster: Cluster;
+  dir: string;
+  store: string;
+  daemons: RunningWeftd[];
+  start(node: ClusterNode, flags: string[]): Promise<RunningWeftd>;
+  subnetEnv(node: ClusterNode): string;
+  done(): Promise<void>;
+}
+
+async function setup(config = CONFIG): Promise<Setup> {
+  const dir = tempDir('weft-weftd-');
+  const store = join(dir.path, 'subnets.json');
+  await new EmbeddedStore(store).putConfig(config);
+  const cluster = new Cluster(TAG);
+  const daemons: RunningWeftd[] = [];
+  const s: Setup = {
+    cluster,
+    dir: dir.path,
+    store,
+    daemons,
+    subnetEnv: (node) => join(dir.path, `${node.name}.env`),
+    async start(node, flags) {
+      const d = startWeftd(node.ns, [
+        '--store-path',
+        store,
+        '--subnet-file',
+        s.subnetEnv(node),
+        '--iface',
+        'eth0',
+        ...flags,
+      ]);
+      daemons.push(d);
+      await d.waitForLog('ready');
+      return d;
+    },
+    async done() {
+      await Promise.all(daemons.map((d) => d.stop().catch(() => undefined)));
+      cluster.delete();
+      dir.remove();
+    },
+  };
+  return s;
+}
+
+async function httpGet(ns: Netns, url: string): Promise<{ status: number; body: string }> {
+  const { stdout } = await ns.exec([
+    process.execPath,
+    '-e',
+    `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => console.log(JSON.stringify({ status: 0, body: e.message })))`,
+  ]);
+  return JSON.parse(stdout);
+}
+
+/** Runs weftd to its exit: its code and stderr. */
+function runToExit(
+  ns: Netns,
+  args: string[],
+  wrap: string[] = [],
+): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', ns.name, ...wrap, process.execPath, WEFTD_CLI, ...args],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('exit', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe.skipIf(!privileged('weftd tests'))('weftd', () => {
+  afterAll(() => sweepNetns(TAG));
+
+  it('reconciles what a previous run left, and a restart keeps the subnet, the VTEP MAC and the pods reachable', async () => {
+    const s = await setup();
+    try {
+      const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
+      const kernel = await s.start(n1, ['--vxlan-mode', 'kernel']);
+      await s.start(n2, ['--vxlan-mode', 'userspace']);
+      const [p1] = s.cluster.addPods(n1, s.subnetEnv(n1), 1);
+      const [p2] = s.cluster.addPods(n2, s.subnetEnv(n2), 1);
+      await waitFor(() => s.cluster.reaches(p1, p2), 'pod to pod across the overlay', {
+        timeoutMs: 10_000,
+      });
+      const envBefore = readFileSync(s.subnetEnv(n1), 'utf8');
+      const macBefore = JSON.parse(
+        (await n1.ns.exec(['ip', '-j', 'link', 'show', 'flannel.1'])).stdout,
+      )[0].address;
+
+      // Stale state from a "previous run": a node that no longer exists.
+      await kernel.stop();
+      await n1.ns.sh(
+        'ip neigh replace 10.244.250.0 lladdr 02:de:ad:00:00:01 dev flannel.1 nud permanent && bridge fdb append 02:de:ad:00:00:01 dev flannel.1 dst 198.18.0.99 self permanent && ip route replace 10.244.250.0/24 via 10.244.250.0 dev flannel.1 onlink',
+      );
+      await s.start(n1, ['--vxlan-mode', 'kernel']);
+      expect(readFileSync(s.subnetEnv(n1), 'utf8')).toBe(envBefore);
+      expect(
+        JSON.parse((await n1.ns.exec(['ip', '-j', 'link', 'show', 'flannel.1'])).stdout)[0].address,
+      ).toBe(macBefore);
+      const routes = JSON.parse(
+        (await n1.ns.exec(['ip', '-j', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout,
+      ) as { dst: string }[];
+      const p2Subnet = readFileSync(s.subnetEnv(n2), 'utf8').match(
+        /FLANNEL_SUBNET=10\.244\.(\d+)\.1/,
+      )![1];
+      expect(routes.map((r) => r.dst)).toEqual([`10.244.${p2Subnet}.0/24`]);
+      const neigh = JSON.parse(
+        (await n1.ns.exec(['ip', '-j', '-4', 'neigh', 'show', 'dev', 'flannel.1'])).stdout,
+      ) as { dst: string }[];
+      expect(neigh.map((n) => n.dst)).toEqual([`10.244.${p2Subnet}.0`]);
+      const fdb = JSON.parse(
+        (await n1.ns.exec(['bridge', '-j', 'fdb', 'show', 'dev', 'flannel.1'])).stdout,
+      ) as { dst?: string }[];
+      expect(fdb.filter((f) => f.dst).map((f) => f.dst)).toEqual([n2.ip]);
+      await waitFor(() => s.cluster.reaches(p1, p2), 'pod to pod after the kernel-mode restart', {
+        timeoutMs: 10_000,
+      });
+
+      // The userspace node restarts: its TUN goes and comes back; same subnet, pods reachable.
+      const envN2 = readFileSync(s.subnetEnv(n2), 'utf8');
+      await s.daemons[1].stop();
+      expect(await s.cluster.reaches(p1, p2)).toBe(false);
+      await s.start(n2, ['--vxlan-mode', 'userspace']);
+      expect(readFileSync(s.subnetEnv(n2), 'utf8')).toBe(envN2);
+      await waitFor(() => s.cluster.reaches(p2, p1), 'pod to pod after the userspace restart', {
+        timeoutMs: 10_000,
+      });
+      const { leases } = await new SubnetManager(new EmbeddedStore(s.store), {
+        logger: silentLogger,
+      }).listLeases();
+      expect(leases.length).toBe(2);
+    } finally {
+      await s.done();
+    }
+  }, 90_000);
+
+  it('host-gw: a route per remote subnet via its public IP', async () => {
+    const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}');
+    try {
+      const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
+      await s.start(n1, []);
+      await s.start(n2, []);
+      const [p1] = s.cluster.addPods(n1, s.subnetEnv(n1), 1);
+      const [p2] = s.cluster.addPods(n2, s.subnetEnv(n2), 1);
+      const sub2 = readFileSync(s.subnetEnv(n2), 'utf8').match(
+        /FLANNEL_SUBNET=(10\.244\.\d+)\.1\/24/,
+      )![1];
+      await waitFor(async () => {
+        const routes = JSON.parse(
+          (await n1.ns.exec(['ip', '-j', 'route', 'show', `${sub2}.0/24`])).stdout,
+        ) as { gateway?: string; dev: string }[];
+        return routes[0]?.gateway === n2.ip && routes[0].dev === 'eth0';
+      }, 'the host-gw route');
+      await waitFor(() => s.cluster.reaches(p1, p2), 'pod to pod over host-gw', {
+        timeoutMs: 10_000,
+      });
+      expect(readFileSync(s.subnetEnv(n1), 'utf8')).toMatch(/FLANNEL_MTU=1500/);
+    } finally {
+      await s.done();
+    }
+  }, 60_000);
+
+  it('says so while etcd cannot be reached, is alive but not ready, then gets ready; serves metrics; installs masquerade rules', async () => {
+    const cluster = new Cluster(TAG);
+    let etcd: Awaited<ReturnType<typeof startEtcd>> | undefined;
+    const dir = tempDir('weft-weftd-');
+    let d: RunningWeftd | undefined;
+    try {
+      const n1 = cluster.addNode();
+      const etcdNs = createNetns(TAG);
+      cluster.plug(etcdNs, '198.18.0.100/24');
+      d = startWeftd(n1.ns, [
+        '--etcd-endpoints',
+        'http://198.18.0.100:2379',
+        '--etcd-prefix',
+        '/weft-test',
+        '--subnet-file',
+        join(dir.path, 'subnet.env'),
+        '--iface',
+        'eth0',
+        '--healthz-port',
+        '9471',
+        '--metrics-port',
+        '9472',
+        '--ip-masq',
+      ]);
+      await d.waitForLog('the store cannot be reached; retrying');
+      expect(await httpGet(n1.ns, 'http://127.0.0.1:9471/healthz')).toEqual({
+        status: 200,
+        body: 'ok\n',
+      });
+      expect(await httpGet(n1.ns, 'http://127.0.0.1:9471/readyz')).toEqual({
+        status: 503,
+        body: 'not ready: no lease yet\n',
+      });
+      etcd = await startEtcd({
+        netns: etcdNs,
+        host: '198.18.0.100',
+        clientPort: 2379,
+        peerPort: 2380,
+      });
+      await etcd.etcdctl(['put', '/weft-test/config', CONFIG]);
+      await d.waitForLog('ready', 30_000);
+      expect((await httpGet(n1.ns, 'http://127.0.0.1:9471/readyz')).status).toBe(200);
+      const metrics = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
+      expect(metrics).toMatch(/weft_remote_nodes 0/);
+      expect(metrics).toMatch(/weft_lease_expiry_timestamp_seconds \d{10}/);
+      const rules = (await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'WEFT-POSTRTG'])).stdout;
+      expect(rules).toMatch(
+        /-A WEFT-POSTRTG -s 10\.244\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE --random-fully/,
+      );
+      expect((await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'POSTROUTING'])).stdout).toMatch(
+        /-j WEFT-POSTRTG/,
+      );
+      expect(readFileSync(join(dir.path, 'subnet.env'), 'utf8')).toMatch(/FLANNEL_IPMASQ=true/);
+    } finally {
+      await d?.stop();
+      await etcd?.stop();
+      cluster.delete();
+      dir.remove();
+    }
+  }, 60_000);
+
+  describe('fails with one clear line, exit code non-zero, nothing half-configured', () => {
+    const expectClean = async (node: ClusterNode, store: string) => {
+      const links = (await node.ns.exec(['ip', '-o', 'link', 'show'])).stdout;
+      expect(links).not.toMatch(/flannel/);
+      expect(
+        (await new SubnetManager(new EmbeddedStore(store), { logger: silentLogger }).listLeases())
+          .leases,
+      ).toEqual([]);
+    };
+
+    it('bad config in the store', async () => {
+      const s = await setup('{"Network": "10.244.0.0/16", "SubnetLen": 31}');
+      try {
+        const n1 = s.cluster.addNode();
+        const r = await runToExit(n1.ns, [
+          '--store-path',
+          s.store,
+          '--subnet-file',
+          s.subnetEnv(n1),
+          '--iface',
+          'eth0',
+        ]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(
+          'weftd: ERR_CONFIG_INVALID: network config: SubnetLen 31 must be <= 30 (a node needs room for a tunnel and a bridge address)\n',
+        );
+        await expectClean(n1, s.store);
+      } finally {
+        await s.done();
+      }
+    });
+
+    it('no config in the store', async () => {
+      const dir = tempDir('weft-weftd-');
+      const ns = createNetns(TAG);
+      try {
+        const r = await runToExit(ns, [
+          '--store-path',
+          join(dir.path, 'empty.json'),
+          '--iface',
+          'lo',
+          '--public-ip',
+          '127.0.0.1',
+        ]);
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim().split('\n')).toEqual([
+          expect.stringMatching(
+            /^weftd: ERR_CONFIG_MISSING: no network config in embedded .*: create it, e\.g\. weftd put-config '\{"Network": "10\.244\.0\.0\/16"/,
+          ),
+        ]);
+      } finally {
+        ns.delete();
+        dir.remove();
+      }
+    });
+
+    it('a bad flag', async () => {
+      const ns = createNetns(TAG);
+      try {
+        const r = await runToExit(ns, ['--vxlan-mode', 'sometimes']);
+        expect(r.code).toBe(2);
+        expect(r.stderr).toBe(
+          'weftd: ERR_WEFTD_FLAG: --vxlan-mode: "sometimes" must be one of kernel, userspace, auto\n',
+        );
+      } finally {
+        ns.delete();
+      }
+    });
+
+    it('a missing privilege: the lease it took is given back and no device is left', async () => {
+      const s = await setup();
+      try {
+        const n1 = s.cluster.addNode();
+        const r = await runToExit(
+          n1.ns,
+          [
+            '--store-path',
+            s.store,
+            '--subnet-file',
+            s.subnetEnv(n1),
+            '--iface',
+            'eth0',
+            '--vxlan-mode',
+            'kernel',
+          ],
+          ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin'],
+        );
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim().split('\n')).toEqual([
+          expect.stringMatching(
+            /^weftd: ERR_NETLINK_EPERM: RTM_NEWLINK flannel\.1: Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/,
+          ),
+        ]);
+        await expectClean(n1, s.store);
+      } finally {
+        await s.done();
+      }
+    });
+
+    it('no free subnet', async () => {
+      const s = await setup('{"Network": "10.9.0.0/28"}');
+      try {
+        const m = new SubnetManager(new EmbeddedStore(s.store), { logger: silentLogger });
+        for (const ip of ['198.18.9.1', '198.18.9.2', '198.18.9.3'])
+          await m.acquireLease({ attrs: { publicIp: ip, backendType: 'udp' } });
+        const n1 = s.cluster.addNode();
+        const r = await runToExit(n1.ns, [
+          '--store-path',
+          s.store,
+          '--subnet-file',
+          s.subnetEnv(n1),
+          '--iface',
+          'eth0',
+        ]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(
+          /^weftd: ERR_SUBNET_NONE_FREE: no free subnet in 10\.9\.0\.0\/28 .*\n$/,
+        );
+        expect(r.stderr.trim().split('\n').length).toBe(1);
+        expect((await n1.ns.exec(['ip', '-o', 'link', 'show'])).stdout).not.toMatch(/flannel/);
+      } finally {
+        await s.done();
+      }
+    });
+  });
+});
