@@ -1,4 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { sweepNetns } from '@weft/testkit';
 import { machineInfo } from '../machine.js';
 import { type BenchCase, CASES, type CaseRuntime } from './cases.js';
@@ -132,5 +133,5 @@ writeFileSync(`${outDir}/macro-${stamp}.json`, json);
 writeFileSync(`${outDir}/macro-latest.json`, json);
 writeFileSync(`${outDir}/macro-latest.svg`, svgChart(report));
 console.log(`\n${table(report)}\n`);
-console.log(`wrote ${outDir}macro-latest.json, macro-latest.svg and macro-${stamp}.json`);
+console.log(`wrote ${join(outDir, 'macro-latest.json')}, macro-latest.svg and macro-${stamp}.json`);
 if (results.some((r) => r.skipped)) process.exitCode = 1;

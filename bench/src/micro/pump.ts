@@ -1,4 +1,11 @@
-import { type PacketIo, UdpBackend, type UdpIo, VxlanBackend } from '@weft/dataplane';
+import {
+  type PacketIo,
+  segmentTcp4,
+  TcpCoalescer,
+  UdpBackend,
+  type UdpIo,
+  VxlanBackend,
+} from '@weft/dataplane';
 import { EtherType, IpProtocol, ipv4, ipv4FillChecksum, vxlanEncapInPlace } from '@weft/encap';
 import type { PacketRing, SendTable } from '@weft/tun';
 import type { MicroCase, MicroSuite } from './suite.js';
@@ -145,6 +152,47 @@ const cases: MicroCase[] = [];
     fn: () => {
       resetTtl(rx);
       socket.onBatch!(BATCH);
+    },
+  });
+}
+
+{
+  // Offloads: a 64 KiB TSO super-packet cut into 1386-byte segments (VXLAN prefix room left), and
+  // the segments coalesced back, per segment.
+  const payload = 64_000;
+  const superPacket = Buffer.alloc(20 + 32 + payload, 0x5a);
+  ipv4.emit(
+    {
+      src: 0x0af40105,
+      dst: 0x0af40207,
+      protocol: IpProtocol.tcp,
+      ttl: 64,
+      payloadLength: 32 + payload,
+    },
+    superPacket,
+  );
+  superPacket[20 + 12] = 8 << 4;
+  superPacket[20 + 13] = 0x10;
+  const out = Buffer.alloc(90_000);
+  const first = segmentTcp4(superPacket, 0, superPacket.length, 1386, out, 0, 22, false)!;
+  cases.push({
+    name: 'offload: cut a 64 KiB super-packet (per segment)',
+    opsPerCall: first.count,
+    fn: () => segmentTcp4(superPacket, 0, superPacket.length, 1386, out, 0, 22, false),
+  });
+  const segments = Buffer.alloc(first.count * 1438);
+  segmentTcp4(superPacket, 0, superPacket.length, 1386, segments, 0, 0, false);
+  const staging = Buffer.alloc(70_000);
+  let emitted = 0;
+  const coalescer = new TcpCoalescer(staging, () => emitted++);
+  cases.push({
+    name: 'offload: coalesce segments into a super-packet (per segment)',
+    opsPerCall: first.count,
+    fn: () => {
+      coalescer.reset();
+      for (let k = 0; k < first.count; k++)
+        coalescer.push(segments, k * 1438, segments.readUInt16BE(k * 1438 + 2));
+      coalescer.flush();
     },
   });
 }

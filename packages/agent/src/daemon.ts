@@ -323,6 +323,13 @@ export class Daemon {
       this.mode = 'host-gw';
     }
     this.forwarding = true;
+    if (this.backend)
+      this.log.info(
+        { offload: this.backend.offload, device: this.backend.deviceName, mtu: this.backend.mtu },
+        this.backend.offload
+          ? 'userspace dataplane up, with segmentation and coalescing offloads'
+          : 'userspace dataplane up, without offloads',
+      );
 
     writeSubnetEnv(o.subnetFile, subnetEnvText(config, this.lease, mtu, o.ipMasq));
     this.subnetFileWritten = true;

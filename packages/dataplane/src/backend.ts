@@ -1,8 +1,26 @@
 import { formatIp, parseIp, WeftError } from '@weft/core';
+import {
+  VirtioField,
+  VirtioFlag,
+  VirtioGso,
+  virtioRead16,
+  writeIcmpv4Error,
+  writeVirtioNetHdr,
+} from '@weft/encap';
 import { type FdbDump, Ipv6Map, type NeighborDump, type RouteDump } from '@weft/fdb';
-
+import { TunDevice, TunOffload, UdpSocket } from '@weft/tun';
+import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode, parseNode, type RemoteNode } from './nodes.js';
-import { type PacketIo, Pump, type PumpOptions, type UdpIo } from './pump.js';
+import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from './offload.js';
+import {
+  DeviceSlab,
+  type PacketIo,
+  Pump,
+  type PumpOptions,
+  SCRATCH_STRIDE,
+  type UdpIo,
+  UdpSlab,
+} from './pump.js';
 
 /** The device side of a backend: @weft/tun's TunDevice, or a stand-in with the same shape. */
 export interface DeviceIo {
@@ -10,6 +28,62 @@ export interface DeviceIo {
   readonly mtu: number;
   readonly queues: readonly PacketIo[];
   close(): void;
+}
+
+export interface OpenIoOptions {
+  deviceName: string;
+  mode: 'tun' | 'tap';
+  netns?: string;
+  offload: boolean;
+  address: string;
+  port: number;
+  socketBufferBytes: number;
+}
+
+/**
+ * Opens a backend's device and socket, with offloads when asked and the kernel has them (a TUN
+ * with vnet_hdr and TSO, a socket with UDP GRO), and without them otherwise. `configure` sets the
+ * device up (MTU, addresses, routes); its errors are the caller's.
+ */
+export function openBackendIo(
+  o: OpenIoOptions,
+  configure: (tun: TunDevice) => void,
+): { device: TunDevice; socket: UdpSocket; offload: boolean } {
+  const attempt = (offload: boolean) => {
+    const device = TunDevice.open({
+      name: o.deviceName,
+      mode: o.mode,
+      netns: o.netns,
+      vnetHdr: offload,
+    });
+    let socket: UdpSocket | undefined;
+    try {
+      if (offload) device.setOffload(TunOffload.csum | TunOffload.tso4 | TunOffload.tsoEcn);
+      configure(device);
+      socket = UdpSocket.open({
+        address: o.address,
+        port: o.port,
+        netns: o.netns,
+        receiveBufferBytes: o.socketBufferBytes,
+        sendBufferBytes: o.socketBufferBytes,
+        gro: offload,
+      });
+      return { device, socket, offload };
+    } catch (err) {
+      socket?.close();
+      device.close();
+      throw err;
+    }
+  };
+  if (o.offload && o.mode === 'tun') {
+    try {
+      return attempt(true);
+    } catch (err) {
+      // Only an offload the kernel refuses is a reason to go on without; anything else is not.
+      if (!(err instanceof WeftError) || !/TUNSETOFFLOAD|udpGro/.test(err.message)) throw err;
+    }
+  }
+  return attempt(false);
 }
 
 /** What a backend runs over; `open` makes real ones, `overIo` takes any. */
@@ -37,6 +111,11 @@ export interface CommonBackendOptions extends PumpOptions {
   dropUnknownSources?: boolean;
   /** UDP socket buffer sizes (default 4 MiB each). */
   socketBufferBytes?: number;
+  /**
+   * Segmentation and coalescing offloads (TSO from the TUN, UDP GSO out, UDP GRO in, super-packet
+   * writes to the TUN). Default true; weft falls back without them where the kernel lacks them.
+   */
+  offload?: boolean;
 }
 
 /**
@@ -52,11 +131,134 @@ export abstract class Backend extends Pump {
   protected readonly dropUnknownSources: boolean;
   private readonly source6 = new Uint8Array(16);
   private closed = false;
+  /** Offloads: inbound packets are coalesced here into TUN writes; outbound segments go to txStaging at txPos. */
+  protected readonly coalescer: TcpCoalescer | undefined;
+  protected devOut = 0;
+  protected txPos = 0;
+  /** The GSO segment size of the device packet last read by deviceHeader(). */
+  protected gsoSize = 0;
 
   protected constructor(tun: DeviceIo, socket: UdpIo, options: CommonBackendOptions) {
     super(tun.queues[0], socket, options);
     this.tun = tun;
     this.dropUnknownSources = options.dropUnknownSources ?? true;
+    if (this.offload) {
+      this.coalescer = new TcpCoalescer(this.rxStaging, (off, len) => {
+        if (this.devOut < this.deviceReplyBase)
+          this.toDevice.setLocal(this.devOut++, DeviceSlab.staging, off, len);
+        else this.counts[Counter.dropSendError]++;
+      });
+    }
+  }
+
+  /**
+   * Offloads: reads the virtio_net_hdr in front of a device packet (at base; the packet of `len`
+   * bytes follows). Finishes a checksum the kernel left partial. Returns the GSO type (0 for a
+   * plain packet, with gsoSize set otherwise), or -1 for a header weft cannot honour.
+   */
+  protected deviceHeader(slab: Buffer, base: number, len: number): number {
+    const gso = slab[base + VirtioField.gsoType] & ~VirtioGso.ecn;
+    this.gsoSize = virtioRead16(slab, base + VirtioField.gsoSize);
+    if (gso !== VirtioGso.none) return gso === VirtioGso.tcpv4 && this.gsoSize > 0 ? gso : -1;
+    if (slab[base + VirtioField.flags] & VirtioFlag.needsCsum) {
+      const pkt = base + this.deviceHeaderBytes;
+      if (
+        !finishPartialChecksum(
+          slab,
+          pkt,
+          len,
+          virtioRead16(slab, base + VirtioField.csumStart),
+          virtioRead16(slab, base + VirtioField.csumOffset),
+        )
+      )
+        return -1;
+    }
+    return VirtioGso.none;
+  }
+
+  /**
+   * Offloads: cuts the TSO super-packet at slab[off] into segments in txStaging (each behind
+   * `prefixBytes` the subclass fills in writeSegmentPrefix) and queues them as UDP GSO sends to
+   * the destination. Returns the next free descriptor index.
+   */
+  protected queueSegments(
+    slab: Buffer,
+    off: number,
+    len: number,
+    prefixBytes: number,
+    decrementTtl: boolean,
+    dst4: number,
+    dst6: Uint8Array | undefined,
+    port: number,
+    n: number,
+  ): number {
+    const r = segmentTcp4(
+      slab,
+      off,
+      len,
+      this.gsoSize,
+      this.txStaging,
+      this.txPos,
+      prefixBytes,
+      decrementTtl,
+    );
+    if (r === undefined) {
+      this.counts[Counter.dropUnsupported]++;
+      return n;
+    }
+    for (let k = 0; k < r.count; k++)
+      this.writeSegmentPrefix(this.txStaging, this.txPos + k * r.segmentBytes);
+    // A UDP datagram is at most 64 KiB before the kernel cuts it: some super-packets take two sends.
+    const perSend = Math.max(1, Math.floor(65_000 / r.segmentBytes));
+    const table = this.toUdp;
+    for (let k = 0; k < r.count && n < this.udpReplyBase; k += perSend) {
+      const segs = Math.min(perSend, r.count - k);
+      const start = this.txPos + k * r.segmentBytes;
+      const bytes =
+        k + segs === r.count ? r.totalBytes - k * r.segmentBytes : segs * r.segmentBytes;
+      if (dst6 === undefined) table.set4(n, UdpSlab.staging, start, bytes, dst4, port);
+      else table.set6(n, UdpSlab.staging, start, bytes, dst6, 0, port);
+      table.gso[n] = segs > 1 ? r.segmentBytes : 0;
+      n++;
+    }
+    this.txPos += r.totalBytes;
+    this.counts[Counter.txPackets] += r.count;
+    this.counts[Counter.txBytes] += r.totalBytes - r.count * prefixBytes;
+    return n;
+  }
+
+  /** Offloads: writes the encapsulation in front of one segment (the prefixBytes at `at`). */
+  protected writeSegmentPrefix(_out: Buffer, _at: number): void {}
+
+  /** Builds an ICMP error about the device packet at `off` into scratch slot j; 1 if one was queued. */
+  protected queueIcmpError(
+    off: number,
+    len: number,
+    j: number,
+    type: number,
+    code: number,
+    source4: number,
+    ttl = 64,
+  ): number {
+    if (j >= this.batch || source4 < 0) return 0;
+    const at = j * SCRATCH_STRIDE;
+    const h = this.deviceHeaderBytes;
+    const written = writeIcmpv4Error(
+      this.scratch,
+      at + h,
+      this.deviceRing.slab,
+      off,
+      len,
+      type,
+      code,
+      source4,
+      ttl,
+    );
+    if (written === 0) return 0;
+    if (h !== 0) writeVirtioNetHdr(this.scratch, at, 0, VirtioGso.none, 0, 0, 0, 0);
+    this.toDevice.setLocal(this.deviceReplyBase + j, DeviceSlab.scratch, at, written + h);
+    this.counts[Counter.icmpErrorsSent]++;
+    return 1;
   }
 
   get deviceName(): string {
@@ -152,7 +354,9 @@ export abstract class Backend extends Pump {
   }
 
   counters() {
-    return this.counterSnapshot();
+    const snapshot = this.counterSnapshot();
+    if (this.coalescer) snapshot.drops.badHeader += this.coalescer.badChecksums;
+    return snapshot;
   }
 
   /** The forwarding tables as plain values, for status output. */

@@ -1,3 +1,4 @@
+import { VIRTIO_NET_HDR_BYTES } from '@weft/encap';
 import { type IoStats, PacketRing, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
 
@@ -24,8 +25,13 @@ export interface UdpIo extends PacketIo {
 }
 
 /** Slab indices as each handle knows them (a send descriptor names the slab it points into). */
-export const UdpSlab = { udpRing: 0, deviceRing: 1 } as const;
-export const DeviceSlab = { deviceRing: 0, udpRing: 1, scratch: 2 } as const;
+export const UdpSlab = { udpRing: 0, deviceRing: 1, staging: 2 } as const;
+export const DeviceSlab = { deviceRing: 0, udpRing: 1, scratch: 2, staging: 3 } as const;
+
+/** With offloads a slot holds a 64 KiB super-packet (plus headroom and a virtio_net_hdr). */
+const OFFLOAD_STRIDE = 65_536 + 128;
+/** Room per batch slot for a super-packet cut into segments, each with its own headers. */
+const OFFLOAD_STAGING_PER_SLOT = 72 * 1024;
 
 /** Room for one locally generated reply (an ICMP error is at most 96 bytes). */
 export const SCRATCH_STRIDE = 128;
@@ -37,6 +43,11 @@ export interface PumpOptions {
   stride?: number;
   /** UDP descriptors one device batch may fill (default batch; more when frames are replicated). */
   udpTxCapacity?: number;
+  /**
+   * Segmentation and coalescing offloads (TSO from the TUN, UDP GSO out, UDP GRO in, GSO writes
+   * to the TUN): the device and socket must have been opened for them (vnet_hdr, UDP_GRO).
+   */
+  offload?: boolean;
 }
 
 /**
@@ -66,6 +77,14 @@ export abstract class Pump {
   readonly scratch: Buffer;
   /** Where reply descriptors start in toUdp (after the outbound batch's own). */
   readonly udpReplyBase: number;
+  /** Where reply descriptors start in toDevice (after the inbound batch's own). */
+  readonly deviceReplyBase: number;
+  readonly offload: boolean;
+  /** Bytes of virtio_net_hdr in front of every packet read from or written to the device. */
+  readonly deviceHeaderBytes: number;
+  /** Offloads: outbound segments are built here (UdpSlab.staging), inbound super-packets here (DeviceSlab.staging). */
+  readonly txStaging: Buffer;
+  readonly rxStaging: Buffer;
   protected readonly counts = new Float64Array(COUNTER_COUNT);
 
   private udpPending = 0;
@@ -84,13 +103,26 @@ export abstract class Pump {
     options: PumpOptions = {},
   ) {
     this.batch = options.batch ?? 64;
-    const stride = options.stride ?? 2048;
+    this.offload = options.offload ?? false;
+    this.deviceHeaderBytes = this.offload ? VIRTIO_NET_HDR_BYTES : 0;
+    const stride = this.offload ? OFFLOAD_STRIDE : (options.stride ?? 2048);
     this.deviceRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
     this.udpRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
-    this.udpReplyBase = options.udpTxCapacity ?? this.batch;
+    // Offloads: a super-packet becomes up to two GSO sends; a GRO datagram up to ~45 writes.
+    this.udpReplyBase = Math.max(
+      options.udpTxCapacity ?? this.batch,
+      this.offload ? this.batch * 4 : 0,
+    );
+    this.deviceReplyBase = this.offload ? this.batch * 48 : this.batch;
     this.toUdp = new SendTable(this.udpReplyBase + this.batch);
-    this.toDevice = new SendTable(this.batch * 2);
+    this.toDevice = new SendTable(this.deviceReplyBase + this.batch);
     this.scratch = Buffer.alloc(this.batch * SCRATCH_STRIDE);
+    this.txStaging = Buffer.allocUnsafeSlow(
+      this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0,
+    );
+    this.rxStaging = Buffer.allocUnsafeSlow(
+      this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0,
+    );
   }
 
   /** Starts both directions. */
@@ -99,6 +131,10 @@ export abstract class Pump {
     this.socket.setSendTable(this.toUdp);
     this.device.registerSlab(DeviceSlab.udpRing, this.udpRing.slab);
     this.device.registerSlab(DeviceSlab.scratch, this.scratch);
+    if (this.offload) {
+      this.socket.registerSlab(UdpSlab.staging, this.txStaging);
+      this.device.registerSlab(DeviceSlab.staging, this.rxStaging);
+    }
     this.device.setSendTable(this.toDevice);
     this.device.startReading(
       this.deviceRing,
@@ -167,10 +203,10 @@ export abstract class Pump {
     }
   }
 
-  /** Sends reply descriptors toDevice[batch, batch + n) now; what the kernel refuses is counted. */
+  /** Sends reply descriptors toDevice[deviceReplyBase, deviceReplyBase + n) now; what the kernel refuses is counted. */
   protected sendDeviceReplies(n: number): void {
     if (n === 0) return;
-    const sent = this.device.send(this.batch, n);
+    const sent = this.device.send(this.deviceReplyBase, n);
     this.counts[Counter.dropSendError] += n - sent;
   }
 

@@ -10,14 +10,18 @@ import {
   ipv4TotalLength,
   overlayMtu,
   Status,
-  writeIcmpv4Error,
 } from '@weft/encap';
 import { RouteTable } from '@weft/fdb';
-import { TunDevice, UdpSocket } from '@weft/tun';
-import { Backend, type BackendIo, type CommonBackendOptions, type DeviceIo } from './backend.js';
+import {
+  Backend,
+  type BackendIo,
+  type CommonBackendOptions,
+  type DeviceIo,
+  openBackendIo,
+} from './backend.js';
 import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { DeviceSlab, SCRATCH_STRIDE, type UdpIo, UdpSlab } from './pump.js';
+import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 
 export interface UdpBackendOptions extends CommonBackendOptions {
   /** This node's overlay address, put on the device as a /32 (flannel: the lease's first address, 10.244.1.0). */
@@ -79,26 +83,30 @@ export class UdpBackend extends Backend {
       );
     if (options.icmpSource !== undefined) parseIpv4(options.icmpSource);
     const mtu = overlayMtu(options.underlayMtu ?? 1500, 'flannel-udp');
-    const tun = TunDevice.open({ name: options.deviceName ?? 'weft%d', netns: options.netns });
-    let socket: UdpSocket | undefined;
-    try {
-      tun.setMtu(mtu);
-      // IPv4 only: no IPv6 link-local chatter (router solicitations, MLD) into the pump.
-      tun.disableIpv6();
-      tun.addAddress(`${options.nodeAddress}/32`);
-      tun.up();
-      tun.addRoute(formatCidr(network));
-      socket = UdpSocket.open({
+    const io = openBackendIo(
+      {
+        deviceName: options.deviceName ?? 'weft%d',
+        mode: 'tun',
+        netns: options.netns,
+        offload: options.offload ?? true,
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? FLANNEL_UDP_PORT,
-        netns: options.netns,
-        receiveBufferBytes: options.socketBufferBytes ?? 4 << 20,
-        sendBufferBytes: options.socketBufferBytes ?? 4 << 20,
-      });
-      return UdpBackend.overIo({ device: tun, socket }, options);
+        socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+      },
+      (tun) => {
+        tun.setMtu(mtu);
+        // IPv4 only: no IPv6 link-local chatter (router solicitations, MLD) into the pump.
+        tun.disableIpv6();
+        tun.addAddress(`${options.nodeAddress}/32`);
+        tun.up();
+        tun.addRoute(formatCidr(network));
+      },
+    );
+    try {
+      return UdpBackend.overIo(io, { ...options, offload: io.offload });
     } catch (err) {
-      socket?.close();
-      tun.close();
+      io.socket.close();
+      io.device.close();
       throw err;
     }
   }
@@ -139,14 +147,22 @@ export class UdpBackend extends Backend {
     const lengths = ring.lengths;
     const stride = ring.stride;
     const headroom = ring.headroom;
+    const h = this.deviceHeaderBytes;
     const c = this.counts;
     const routes = this.routes;
     const table = this.toUdp;
     let n = 0;
     let replies = 0;
+    this.txPos = 0;
     for (let i = 0; i < count; i++) {
-      const off = i * stride + headroom;
-      const len = lengths[i];
+      const base = i * stride + headroom;
+      const off = base + h;
+      const len = lengths[i] - h;
+      const gso = h === 0 ? 0 : this.deviceHeader(slab, base, len);
+      if (gso < 0) {
+        c[Counter.dropBadHeader]++;
+        continue;
+      }
       if ((slab[off] & 0xf0) !== 0x40) {
         c[Counter.dropUnsupported]++; // flannel's udp backend carries IPv4 only
         continue;
@@ -159,47 +175,42 @@ export class UdpBackend extends Backend {
       const hop = routes.lookup4(ipv4Dst(slab, off));
       if (hop === undefined || hop.underlay4 < 0) {
         c[Counter.dropNoRoute]++;
-        replies += this.icmpError(
+        replies += this.queueIcmpError(
           off,
           len,
           replies,
           IcmpType.destinationUnreachable,
           IcmpCode.netUnreachable,
+          this.icmpSource4,
+          this.icmpTtl,
         );
         continue;
       }
-      if (ipv4DecrementTtl(slab, off) !== Status.ok) {
+      if (slab[off + 8] <= 1) {
         c[Counter.dropTtl]++;
-        replies += this.icmpError(off, len, replies, IcmpType.timeExceeded, IcmpCode.ttlExceeded);
+        replies += this.queueIcmpError(
+          off,
+          len,
+          replies,
+          IcmpType.timeExceeded,
+          IcmpCode.ttlExceeded,
+          this.icmpSource4,
+          this.icmpTtl,
+        );
         continue;
       }
+      if (gso !== 0) {
+        // A TSO super-packet: cut into segments, each one TTL lower, sent in one GSO call.
+        n = this.queueSegments(slab, off, len, 0, true, hop.underlay4, undefined, hop.port, n);
+        continue;
+      }
+      ipv4DecrementTtl(slab, off);
       table.set4(n++, UdpSlab.deviceRing, off, len, hop.underlay4, hop.port);
       c[Counter.txPackets]++;
       c[Counter.txBytes] += len;
     }
     this.sendDeviceReplies(replies);
     return n;
-  }
-
-  /** Builds an ICMP error about the packet at `off` into scratch slot j; returns 1 if one was built. */
-  private icmpError(off: number, len: number, j: number, type: number, code: number): number {
-    if (j >= this.batch) return 0;
-    const at = j * SCRATCH_STRIDE;
-    const written = writeIcmpv4Error(
-      this.scratch,
-      at,
-      this.deviceRing.slab,
-      off,
-      len,
-      type,
-      code,
-      this.icmpSource4,
-      this.icmpTtl,
-    );
-    if (written === 0) return 0;
-    this.toDevice.setLocal(this.batch + j, DeviceSlab.scratch, at, written);
-    this.counts[Counter.icmpErrorsSent]++;
-    return 1;
   }
 
   protected inbound(count: number): number {
@@ -211,10 +222,13 @@ export class UdpBackend extends Backend {
     const c = this.counts;
     const table = this.toDevice;
     const checkSource = this.dropUnknownSources;
+    const coalescer = this.coalescer;
     let n = 0;
+    this.devOut = 0;
+    coalescer?.reset();
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
-      if (len < 0) {
+      if (len <= 0) {
         c[Counter.dropTruncated]++;
         continue;
       }
@@ -222,16 +236,33 @@ export class UdpBackend extends Backend {
         c[Counter.dropUnknownSource]++;
         continue;
       }
-      const off = i * stride + headroom;
-      const status = flannelTtlStep(slab, off, len);
-      if (status !== Status.ok) {
-        c[dropFor(status)]++;
-        continue;
+      const base = i * stride + headroom;
+      // With UDP GRO one slot may hold several datagrams of ring.gso[i] bytes each.
+      const step = ring.gso[i] > 0 ? ring.gso[i] : len;
+      for (let at = 0; at < len; at += step) {
+        const off = base + at;
+        const dlen = Math.min(step, len - at);
+        const status = flannelTtlStep(slab, off, dlen);
+        if (status !== Status.ok) {
+          c[dropFor(status)]++;
+          continue;
+        }
+        const total = ipv4TotalLength(slab, off);
+        if (coalescer) {
+          if (!coalescer.push(slab, off, total)) {
+            c[Counter.dropSendError]++;
+            continue;
+          }
+        } else {
+          table.setLocal(n++, DeviceSlab.udpRing, off, total);
+        }
+        c[Counter.rxPackets]++;
+        c[Counter.rxBytes] += total;
       }
-      const total = ipv4TotalLength(slab, off);
-      table.setLocal(n++, DeviceSlab.udpRing, off, total);
-      c[Counter.rxPackets]++;
-      c[Counter.rxBytes] += total;
+    }
+    if (coalescer) {
+      coalescer.flush();
+      return this.devOut;
     }
     return n;
   }

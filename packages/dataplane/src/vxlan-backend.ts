@@ -37,15 +37,19 @@ import {
   vxlanCheck,
   vxlanDecapCheck,
   vxlanEncapInPlace,
-  writeIcmpv4Error,
   writeVxlanHeader,
 } from '@weft/encap';
 import { Fdb, type FdbEntry, NeighborTable, RouteTable } from '@weft/fdb';
-import { TunDevice, UdpSocket } from '@weft/tun';
-import { Backend, type BackendIo, type CommonBackendOptions, type DeviceIo } from './backend.js';
+import {
+  Backend,
+  type BackendIo,
+  type CommonBackendOptions,
+  type DeviceIo,
+  openBackendIo,
+} from './backend.js';
 import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { DeviceSlab, SCRATCH_STRIDE, type UdpIo, UdpSlab } from './pump.js';
+import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 
 export interface VxlanBackendOptions extends CommonBackendOptions {
   /** `tun` (L3, flannel's model; default) or `tap` (an L2 segment with learning). */
@@ -167,41 +171,43 @@ export class VxlanBackend extends Backend {
         "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet)",
       );
     }
-    const tun = TunDevice.open({
-      name: options.deviceName ?? 'weft%d',
-      mode,
-      netns: options.netns,
-    });
-    let socket: UdpSocket | undefined;
-    try {
-      tun.setMtu(mtu);
-      if (mode === 'tap') {
-        tun.setMac(vtepMac);
-        if (options.tapAddress) tun.addAddress(options.tapAddress);
-        tun.up();
-      } else {
-        // Without an IPv6 overlay, no IPv6 link-local chatter (router solicitations, MLD) into the pump.
-        if (!options.vtepAddress6) tun.disableIpv6();
-        tun.addAddress(`${options.vtepAddress}/32`);
-        if (options.vtepAddress6) tun.addAddress(`${options.vtepAddress6}/128`);
-        tun.up();
-        if (options.network) tun.addRoute(formatCidr(parseCidr(options.network)));
-        if (options.network6) tun.addRoute(formatCidr(parseCidr(options.network6)));
-      }
-      socket = UdpSocket.open({
+    const io = openBackendIo(
+      {
+        deviceName: options.deviceName ?? 'weft%d',
+        mode,
+        netns: options.netns,
+        // TAP mode moves Ethernet frames: no TSO to cut, so no offloads.
+        offload: mode === 'tun' && (options.offload ?? true),
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? VXLAN_PORT_LINUX,
-        netns: options.netns,
-        receiveBufferBytes: options.socketBufferBytes ?? 4 << 20,
-        sendBufferBytes: options.socketBufferBytes ?? 4 << 20,
+        socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+      },
+      (tun) => {
+        tun.setMtu(mtu);
+        if (mode === 'tap') {
+          tun.setMac(vtepMac);
+          if (options.tapAddress) tun.addAddress(options.tapAddress);
+          tun.up();
+        } else {
+          // Without an IPv6 overlay, no IPv6 link-local chatter (router solicitations, MLD) into the pump.
+          if (!options.vtepAddress6) tun.disableIpv6();
+          tun.addAddress(`${options.vtepAddress}/32`);
+          if (options.vtepAddress6) tun.addAddress(`${options.vtepAddress6}/128`);
+          tun.up();
+          if (options.network) tun.addRoute(formatCidr(parseCidr(options.network)));
+          if (options.network6) tun.addRoute(formatCidr(parseCidr(options.network6)));
+        }
+      },
+    );
+    try {
+      return VxlanBackend.overIo(io, {
+        ...options,
+        vtepMac: formatMac(vtepMac),
+        offload: io.offload,
       });
-      return VxlanBackend.overIo(
-        { device: tun, socket },
-        { ...options, vtepMac: formatMac(vtepMac) },
-      );
     } catch (err) {
-      socket?.close();
-      tun.close();
+      io.socket.close();
+      io.device.close();
       throw err;
     }
   }
@@ -279,6 +285,20 @@ export class VxlanBackend extends Backend {
     return true;
   }
 
+  /** The inner destination MAC of the super-packet being segmented. */
+  private segmentMac = 0;
+
+  protected override writeSegmentPrefix(out: Buffer, at: number): void {
+    vxlanEncapInPlace(
+      out,
+      at + VXLAN_ENCAP_HEADROOM,
+      this.vni,
+      this.segmentMac,
+      this.vtepMac,
+      EtherType.ipv4,
+    );
+  }
+
   private outboundL3(count: number): number {
     const ring = this.deviceRing;
     const slab = ring.slab;
@@ -291,12 +311,20 @@ export class VxlanBackend extends Backend {
     const fdb = this.fdb;
     const vni = this.vni;
     const ourMac = this.vtepMac;
+    const h = this.deviceHeaderBytes;
     const nowMs = Date.now();
     let n = 0;
     let replies = 0;
+    this.txPos = 0;
     for (let i = 0; i < count; i++) {
-      const off = i * stride + headroom;
-      const len = lengths[i];
+      const base = i * stride + headroom;
+      const off = base + h;
+      const len = lengths[i] - h;
+      const gso = h === 0 ? 0 : this.deviceHeader(slab, base, len);
+      if (gso < 0) {
+        c[Counter.dropBadHeader]++;
+        continue;
+      }
       const version = slab[off] >>> 4;
       let mac: number;
       let ethertype: number;
@@ -310,7 +338,14 @@ export class VxlanBackend extends Backend {
         const hop = routes.lookup4(dst);
         if (hop === undefined) {
           c[Counter.dropNoRoute]++;
-          replies += this.icmpUnreachable(off, len, replies);
+          replies += this.queueIcmpError(
+            off,
+            len,
+            replies,
+            IcmpType.destinationUnreachable,
+            IcmpCode.netUnreachable,
+            this.icmpSource4,
+          );
           continue;
         }
         mac = neighbors.lookup4(hop.gateway4 >= 0 ? hop.gateway4 : dst);
@@ -343,6 +378,26 @@ export class VxlanBackend extends Backend {
         c[Counter.dropNoFdb]++;
         continue;
       }
+      if (gso !== 0) {
+        // A TSO super-packet: segments, each behind its own VXLAN and inner Ethernet headers.
+        if (entry.remote4 >= 0 ? this.socket.family !== 4 : this.socket.family !== 6) {
+          c[Counter.dropUnsupported]++;
+          continue;
+        }
+        this.segmentMac = mac;
+        n = this.queueSegments(
+          slab,
+          off,
+          len,
+          VXLAN_ENCAP_HEADROOM,
+          false,
+          entry.remote4,
+          entry.remote4 >= 0 ? undefined : (entry.remote.address as Uint8Array),
+          entry.port,
+          n,
+        );
+        continue;
+      }
       const start = vxlanEncapInPlace(slab, off, vni, mac, ourMac, ethertype);
       if (!this.queue(n, UdpSlab.deviceRing, start, len + VXLAN_ENCAP_HEADROOM, entry)) {
         c[Counter.dropUnsupported]++;
@@ -356,41 +411,21 @@ export class VxlanBackend extends Backend {
     return n;
   }
 
-  private icmpUnreachable(off: number, len: number, j: number): number {
-    if (j >= this.batch || this.icmpSource4 < 0) return 0;
-    const at = j * SCRATCH_STRIDE;
-    const written = writeIcmpv4Error(
-      this.scratch,
-      at,
-      this.deviceRing.slab,
-      off,
-      len,
-      IcmpType.destinationUnreachable,
-      IcmpCode.netUnreachable,
-      this.icmpSource4,
-    );
-    if (written === 0) return 0;
-    this.toDevice.setLocal(this.batch + j, DeviceSlab.scratch, at, written);
-    this.counts[Counter.icmpErrorsSent]++;
-    return 1;
-  }
-
   private inboundL3(count: number): number {
     const ring = this.udpRing;
-    const slab = ring.slab;
     const lengths = ring.lengths;
     const stride = ring.stride;
     const headroom = ring.headroom;
     const c = this.counts;
-    const table = this.toDevice;
-    const vni = this.vni;
-    const ourMac = this.vtepMac;
     const checkSource = this.dropUnknownSources;
-    let n = 0;
+    const coalescer = this.coalescer;
+    this.inboundCount = 0;
+    this.devOut = 0;
+    coalescer?.reset();
     let replies = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
-      if (len < 0) {
+      if (len <= 0) {
         c[Counter.dropTruncated]++;
         continue;
       }
@@ -398,48 +433,77 @@ export class VxlanBackend extends Backend {
         c[Counter.dropUnknownSource]++;
         continue;
       }
-      const off = i * stride + headroom;
-      const status = vxlanDecapCheck(slab, off, len, vni, ourMac);
-      if (status !== Status.ok) {
-        c[dropForVxlan(status)]++;
-        continue;
-      }
-      const inner = off + VXLAN_HEADER_BYTES;
-      const innerLen = len - VXLAN_HEADER_BYTES;
-      const type = ethernetType(slab, inner, innerLen);
-      const pkt = inner + ETHERNET_HEADER_BYTES;
-      const pktLen = innerLen - ETHERNET_HEADER_BYTES;
-      let total: number;
-      if (type === EtherType.ipv4) {
-        const s = ipv4Check(slab, pkt, pktLen);
-        if (s !== Status.ok) {
-          c[
-            s === Status.truncated || s === Status.badTotalLength
-              ? Counter.dropTruncated
-              : Counter.dropBadHeader
-          ]++;
-          continue;
-        }
-        total = ipv4TotalLength(slab, pkt);
-      } else if (type === EtherType.ipv6) {
-        if (ipv6Check(slab, pkt, pktLen) !== Status.ok) {
-          c[Counter.dropBadHeader]++;
-          continue;
-        }
-        total = IPV6_HEADER_BYTES + ipv6PayloadLength(slab, pkt);
-      } else if (type === EtherType.arp) {
-        replies += this.handleArp(i, off, len, replies);
-        continue;
-      } else {
-        c[Counter.dropUnsupported]++;
-        continue;
-      }
-      table.setLocal(n++, DeviceSlab.udpRing, pkt, total);
-      c[Counter.rxPackets]++;
-      c[Counter.rxBytes] += total;
+      const base = i * stride + headroom;
+      // With UDP GRO one slot may hold several datagrams of ring.gso[i] bytes each.
+      const step = ring.gso[i] > 0 ? ring.gso[i] : len;
+      for (let at = 0; at < len; at += step)
+        replies += this.inboundDatagram(i, base + at, Math.min(step, len - at), replies);
     }
     this.sendUdpReplies(replies);
-    return n;
+    if (coalescer) {
+      coalescer.flush();
+      return this.devOut;
+    }
+    return this.inboundCount;
+  }
+
+  /** Descriptors queued by inboundDatagram without offloads. */
+  private inboundCount = 0;
+
+  /** One received VXLAN datagram: checked, stripped, queued for the TUN. Returns 1 if it queued an ARP reply. */
+  private inboundDatagram(i: number, off: number, len: number, replies: number): number {
+    const slab = this.udpRing.slab;
+    const c = this.counts;
+    const status = vxlanDecapCheck(slab, off, len, this.vni, this.vtepMac);
+    if (status !== Status.ok) {
+      c[dropForVxlan(status)]++;
+      return 0;
+    }
+    const inner = off + VXLAN_HEADER_BYTES;
+    const innerLen = len - VXLAN_HEADER_BYTES;
+    const type = ethernetType(slab, inner, innerLen);
+    const pkt = inner + ETHERNET_HEADER_BYTES;
+    const pktLen = innerLen - ETHERNET_HEADER_BYTES;
+    let total: number;
+    if (type === EtherType.ipv4) {
+      const s = ipv4Check(slab, pkt, pktLen);
+      if (s !== Status.ok) {
+        c[
+          s === Status.truncated || s === Status.badTotalLength
+            ? Counter.dropTruncated
+            : Counter.dropBadHeader
+        ]++;
+        return 0;
+      }
+      total = ipv4TotalLength(slab, pkt);
+    } else if (type === EtherType.ipv6) {
+      if (ipv6Check(slab, pkt, pktLen) !== Status.ok) {
+        c[Counter.dropBadHeader]++;
+        return 0;
+      }
+      total = IPV6_HEADER_BYTES + ipv6PayloadLength(slab, pkt);
+    } else if (type === EtherType.arp) {
+      return this.handleArp(i, off, len, replies);
+    } else {
+      c[Counter.dropUnsupported]++;
+      return 0;
+    }
+    const coalescer = this.coalescer;
+    if (coalescer) {
+      const queued =
+        type === EtherType.ipv4
+          ? coalescer.push(slab, pkt, total)
+          : coalescer.passThrough(slab, pkt, total);
+      if (!queued) {
+        c[Counter.dropSendError]++;
+        return 0;
+      }
+    } else {
+      this.toDevice.setLocal(this.inboundCount++, DeviceSlab.udpRing, pkt, total);
+    }
+    c[Counter.rxPackets]++;
+    c[Counter.rxBytes] += total;
+    return 0;
   }
 
   /**

@@ -10,91 +10,103 @@ describe.skipIf(!privileged('dataplane udp end-to-end tests'))(
   () => {
     afterAll(() => sweepNetns(TAG));
 
-    it('ping both ways, 50 MB intact over TCP, ICMP net unreachable for an unrouted address', async () => {
-      const nodes = createTwoNodes(TAG);
-      try {
-        const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0' };
-        const a = await startDataplane(nodes.a, {
-          ...common,
-          nodeAddress: '10.244.1.0',
-          publicIp: nodes.ipA,
-          nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
-        });
-        const b = await startDataplane(nodes.b, {
-          ...common,
-          nodeAddress: '10.244.2.0',
-          publicIp: nodes.ipB,
-          nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
-        });
-        expect(a.ready.mtu).toBe(1472);
-        expect(a.ready.port).toBe(8285);
+    for (const offload of [true, false]) {
+      it(`offloads ${offload ? 'on' : 'off'}: ping both ways, 50 MB intact over TCP, ICMP net unreachable for an unrouted address`, async () => {
+        const nodes = createTwoNodes(TAG);
+        try {
+          const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0', offload };
+          const a = await startDataplane(nodes.a, {
+            ...common,
+            nodeAddress: '10.244.1.0',
+            publicIp: nodes.ipA,
+            nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
+          });
+          const b = await startDataplane(nodes.b, {
+            ...common,
+            nodeAddress: '10.244.2.0',
+            publicIp: nodes.ipB,
+            nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
+          });
+          expect(a.ready.mtu).toBe(1472);
+          expect(a.ready.offload).toBe(offload);
+          expect(a.ready.port).toBe(8285);
 
-        const ab = await nodes.a.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.244.2.0']);
-        expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
-        // flannel's proxy decrements the TTL on each side: 64 -> 62 for a reply from the far node.
-        expect(ab.stdout).toMatch(/ttl=62/);
-        const ba = await nodes.b.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.244.1.0']);
-        expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
+          const ab = await nodes.a.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.244.2.0']);
+          expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
+          // flannel's proxy decrements the TTL on each side: 64 -> 62 for a reply from the far node.
+          expect(ab.stdout).toMatch(/ttl=62/);
+          const ba = await nodes.b.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.244.1.0']);
+          expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
 
-        const t = await tcpTransfer(nodes.b, nodes.a, '10.244.2.0', 5201, 50 * 1024 * 1024);
-        expect(t.receivedBytes).toBe(50 * 1024 * 1024);
-        expect(t.receivedSha256).toBe(t.sentSha256);
+          const t = await tcpTransfer(nodes.b, nodes.a, '10.244.2.0', 5201, 50 * 1024 * 1024);
+          expect(t.receivedBytes).toBe(50 * 1024 * 1024);
+          expect(t.receivedSha256).toBe(t.sentSha256);
 
-        const unreachable = await nodes.a
-          .exec(['ping', '-c', '1', '-W', '2', '10.244.77.1'])
-          .catch((e: { stdout: string }) => e);
-        expect(unreachable.stdout).toMatch(/Destination Net Unreachable/);
-        // Hostile datagrams from b's address: each dropped and counted, and the pump goes on.
-        const good = Buffer.alloc(28);
-        ipv4.emit(
-          {
-            src: parseIpv4('10.244.2.9'),
-            dst: parseIpv4('10.244.1.0'),
-            protocol: 17,
-            ttl: 1,
-            payloadLength: 8,
-          },
-          good,
-        );
-        const ttlOne = Buffer.from(good);
-        const badIhl = Buffer.from(good);
-        badIhl[0] = 0x44;
-        const lying = Buffer.from(good);
-        lying.writeUInt16BE(900, 2);
-        ipv4FillChecksum(lying, 0);
-        const v6 = Buffer.alloc(40);
-        v6[0] = 0x60;
-        const hostile = [
-          Buffer.alloc(0),
-          Buffer.from('garbage'),
-          good.subarray(0, 19),
-          ttlOne,
-          badIhl,
-          lying,
-          v6,
-        ];
-        await nodes.b.exec([
-          process.execPath,
-          '-e',
-          SEND_ALL,
-          nodes.ipB,
-          nodes.ipA,
-          '8285',
-          JSON.stringify(hostile.map((h) => h.toString('hex'))),
-        ]);
-        const again = await nodes.a.exec(['ping', '-c', '2', '-i', '0.2', '-W', '2', '10.244.2.0']);
-        expect(again.stdout).toMatch(/2 received/);
-        const counters = await a.counters();
-        expect(counters.drops).toMatchObject({ truncated: 3, ttl: 1, badHeader: 3 });
-        expect(counters.drops.noRoute).toBe(1);
-        expect(counters.icmpErrorsSent).toBe(1);
-        expect(counters.txPackets).toBeGreaterThan(30_000);
-        await a.stop();
-        await b.stop();
-      } finally {
-        nodes.delete();
-      }
-    });
+          const unreachable = await nodes.a
+            .exec(['ping', '-c', '1', '-W', '2', '10.244.77.1'])
+            .catch((e: { stdout: string }) => e);
+          expect(unreachable.stdout).toMatch(/Destination Net Unreachable/);
+          // Hostile datagrams from b's address: each dropped and counted, and the pump goes on.
+          const good = Buffer.alloc(28);
+          ipv4.emit(
+            {
+              src: parseIpv4('10.244.2.9'),
+              dst: parseIpv4('10.244.1.0'),
+              protocol: 17,
+              ttl: 1,
+              payloadLength: 8,
+            },
+            good,
+          );
+          const ttlOne = Buffer.from(good);
+          const badIhl = Buffer.from(good);
+          badIhl[0] = 0x44;
+          const lying = Buffer.from(good);
+          lying.writeUInt16BE(900, 2);
+          ipv4FillChecksum(lying, 0);
+          const v6 = Buffer.alloc(40);
+          v6[0] = 0x60;
+          const hostile = [
+            Buffer.alloc(0),
+            Buffer.from('garbage'),
+            good.subarray(0, 19),
+            ttlOne,
+            badIhl,
+            lying,
+            v6,
+          ];
+          await nodes.b.exec([
+            process.execPath,
+            '-e',
+            SEND_ALL,
+            nodes.ipB,
+            nodes.ipA,
+            '8285',
+            JSON.stringify(hostile.map((h) => h.toString('hex'))),
+          ]);
+          const again = await nodes.a.exec([
+            'ping',
+            '-c',
+            '2',
+            '-i',
+            '0.2',
+            '-W',
+            '2',
+            '10.244.2.0',
+          ]);
+          expect(again.stdout).toMatch(/2 received/);
+          const counters = await a.counters();
+          expect(counters.drops).toMatchObject({ truncated: 3, ttl: 1, badHeader: 3 });
+          expect(counters.drops.noRoute).toBe(1);
+          expect(counters.icmpErrorsSent).toBe(1);
+          expect(counters.txPackets).toBeGreaterThan(30_000);
+          await a.stop();
+          await b.stop();
+        } finally {
+          nodes.delete();
+        }
+      });
+    }
   },
 );
 

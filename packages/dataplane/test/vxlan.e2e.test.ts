@@ -31,7 +31,12 @@ async function weftAndKernel(
   nodes: TwoNodes,
   vni: number,
   port: number,
-  extra: { withoutNeighbor?: boolean; defaultFdb?: boolean; dropUnknownSources?: boolean } = {},
+  extra: {
+    withoutNeighbor?: boolean;
+    defaultFdb?: boolean;
+    dropUnknownSources?: boolean;
+    offload?: boolean;
+  } = {},
 ) {
   await configureKernelVtep({
     ns: nodes.b,
@@ -58,6 +63,7 @@ async function weftAndKernel(
     network: '10.244.0.0/16',
     publicIp: nodes.ipA,
     dropUnknownSources: extra.dropUnknownSources,
+    offload: extra.offload,
     nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB, vtepMac: MAC_B }],
   });
 }
@@ -67,15 +73,16 @@ describe.skipIf(!privileged('dataplane vxlan end-to-end tests'))(
   () => {
     afterAll(() => sweepNetns(TAG));
 
-    for (const { vni, port } of [
-      { vni: 1, port: 8472 },
-      { vni: 4096, port: 4789 },
+    for (const { vni, port, offload } of [
+      { vni: 1, port: 8472, offload: true },
+      { vni: 4096, port: 4789, offload: false },
     ]) {
-      it(`VNI ${vni} on port ${port}: ping and 50 MB intact over TCP, both directions`, async () => {
+      it(`VNI ${vni} on port ${port}, offloads ${offload ? 'on' : 'off'}: ping and 50 MB intact over TCP, both directions`, async () => {
         const nodes = createTwoNodes(TAG);
         try {
-          const a = await weftAndKernel(nodes, vni, port);
+          const a = await weftAndKernel(nodes, vni, port, { offload });
           expect(a.ready.mtu).toBe(1450);
+          expect(a.ready.offload).toBe(offload);
           const ab = await nodes.a.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.244.2.0']);
           expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
           const ba = await nodes.b.exec([

@@ -100,6 +100,20 @@ export {
 } from './mtu.js';
 export { EncapError, EncapErrorCode, STATUS_COUNT, Status, statusName } from './status.js';
 export {
+  TCP_HEADER_BYTES,
+  TcpField,
+  TcpFlag,
+  tcpAck,
+  tcpChecksum4,
+  tcpChecksumOk4,
+  tcpFlags,
+  tcpHeaderLength,
+  tcpPseudoSum4,
+  tcpSeq,
+  writeTcpPartialChecksum4,
+  writeTcpSeq,
+} from './tcp.js';
+export {
   UDP_HEADER_BYTES,
   type UdpContext,
   UdpField,
@@ -113,6 +127,15 @@ export {
   udpSrcPort,
   writeUdpHeader,
 } from './udp.js';
+export {
+  VIRTIO_NET_HDR_BYTES,
+  VirtioField,
+  VirtioFlag,
+  VirtioGso,
+  virtioRead16,
+  virtioWrite16,
+  writeVirtioNetHdr,
+} from './virtio.js';
 export {
   VXLAN_ENCAP_HEADROOM,
   VXLAN_FLAG_I,

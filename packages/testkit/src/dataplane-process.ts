@@ -20,7 +20,7 @@ export interface CounterSnapshot {
 /** A weft-dataplane process running inside a node namespace. */
 export interface RunningNode {
   child: ChildProcess;
-  ready: { device: string; mtu: number; port: number; type: string };
+  ready: { device: string; mtu: number; port: number; type: string; offload: boolean };
   counters(): Promise<CounterSnapshot>;
   tables(): Promise<{
     routes: unknown[];

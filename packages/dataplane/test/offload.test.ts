@@ -1,0 +1,204 @@
+import { randomBytes } from 'node:crypto';
+import {
+  IpProtocol,
+  ipv4,
+  ipv4Check,
+  Status,
+  TcpField,
+  TcpFlag,
+  tcpChecksumOk4,
+  tcpPseudoSum4,
+  VIRTIO_NET_HDR_BYTES,
+  VirtioFlag,
+  VirtioGso,
+  virtioRead16,
+  write16,
+} from '@weft/encap';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from '../src/offload.js';
+
+/** A TCPv4 packet (20-byte IP header, TCP with a 12-byte timestamp option) carrying `payload`. */
+function tcpPacket(
+  payload: Buffer,
+  opts: { seq?: number; flags?: number; src?: number; sport?: number; ttl?: number } = {},
+): Buffer {
+  const thl = 32;
+  const buf = Buffer.alloc(20 + thl + payload.length);
+  ipv4.emit(
+    {
+      src: opts.src ?? 0x0af40105,
+      dst: 0x0af40207,
+      protocol: IpProtocol.tcp,
+      ttl: opts.ttl ?? 64,
+      payloadLength: thl + payload.length,
+      identification: 100,
+      dontFragment: true,
+    },
+    buf,
+  );
+  const tcp = 20;
+  buf.writeUInt16BE(opts.sport ?? 40000, tcp);
+  buf.writeUInt16BE(5201, tcp + 2);
+  buf.writeUInt32BE((opts.seq ?? 1_000_000) >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(77, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (thl / 4) << 4;
+  buf[tcp + TcpField.flags] = opts.flags ?? TcpFlag.ack;
+  buf.writeUInt16BE(501, tcp + TcpField.window);
+  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
+  payload.copy(buf, 20 + thl);
+  // As the kernel hands it over with NEEDS_CSUM: the pseudo-header sum in the checksum field.
+  write16(buf, tcp + TcpField.checksum, 0);
+  const partial = tcpPseudoSum4(buf, 0, thl + payload.length);
+  write16(buf, tcp + TcpField.checksum, (partial & 0xffff) + (partial >>> 16));
+  return buf;
+}
+
+function finished(packet: Buffer): Buffer {
+  expect(finishPartialChecksum(packet, 0, packet.length, 20, TcpField.checksum)).toBe(true);
+  return packet;
+}
+
+describe('TSO segmentation', () => {
+  it('cuts a super-packet into valid segments that carry the payload in order', () => {
+    const payload = randomBytes(60_000);
+    const superPacket = tcpPacket(payload, { flags: TcpFlag.ack | TcpFlag.psh | TcpFlag.cwr });
+    const out = Buffer.alloc(80_000);
+    const mss = 1386;
+    const r = segmentTcp4(superPacket, 0, superPacket.length, mss, out, 0, 22, false)!;
+    expect(r.count).toBe(Math.ceil(60_000 / mss));
+    expect(r.segmentBytes).toBe(22 + 52 + mss);
+    const chunks: Buffer[] = [];
+    for (let k = 0; k < r.count; k++) {
+      const seg = k * r.segmentBytes + 22;
+      const len = out.readUInt16BE(seg + 2);
+      expect(ipv4Check(out, seg, len)).toBe(Status.ok);
+      expect(out.readUInt16BE(seg + 4)).toBe(100 + k);
+      expect(tcpChecksumOk4(out, seg, seg + 20, len - 20)).toBe(true);
+      expect(out.readUInt32BE(seg + 20 + TcpField.seq)).toBe(1_000_000 + k * mss);
+      const flags = out[seg + 20 + TcpField.flags];
+      expect((flags & TcpFlag.psh) !== 0).toBe(k === r.count - 1);
+      expect((flags & TcpFlag.cwr) !== 0).toBe(k === 0);
+      chunks.push(out.subarray(seg + 52, seg + len));
+    }
+    expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+    expect(r.totalBytes).toBe(r.count * 74 + 60_000);
+  });
+
+  it("decrements each segment's TTL for flannel's udp step, and refuses what it cannot cut", () => {
+    const p = tcpPacket(randomBytes(3000), { ttl: 9 });
+    const out = Buffer.alloc(10_000);
+    const r = segmentTcp4(p, 0, p.length, 1400, out, 0, 0, true)!;
+    for (let k = 0; k < r.count; k++) expect(out[k * r.segmentBytes + 8]).toBe(8);
+    expect(
+      segmentTcp4(tcpPacket(Buffer.alloc(10), { ttl: 1 }), 0, 62, 1400, out, 0, 0, true),
+    ).toBeUndefined();
+    const udpish = Buffer.from(p);
+    udpish[9] = IpProtocol.udp;
+    expect(segmentTcp4(udpish, 0, udpish.length, 1400, out, 0, 0, false)).toBeUndefined();
+    expect(segmentTcp4(p, 0, p.length, 1400, Buffer.alloc(100), 0, 0, false)).toBeUndefined();
+  });
+});
+
+describe('coalescing for TUN writes', () => {
+  const collect = () => {
+    const staging = Buffer.alloc(200_000);
+    const emitted: Buffer[] = [];
+    const c = new TcpCoalescer(staging, (off, len) =>
+      emitted.push(Buffer.from(staging.subarray(off, off + len))),
+    );
+    return { c, emitted };
+  };
+
+  it('turns the segments of a super-packet back into one GSO write the kernel can finish', () => {
+    const payload = randomBytes(50_000);
+    const sp = tcpPacket(payload, { flags: TcpFlag.ack | TcpFlag.psh });
+    const segs = Buffer.alloc(70_000);
+    const r = segmentTcp4(sp, 0, sp.length, 1386, segs, 0, 0, false)!;
+    const { c, emitted } = collect();
+    for (let k = 0; k < r.count; k++)
+      c.push(segs, k * r.segmentBytes, segs.readUInt16BE(k * r.segmentBytes + 2));
+    c.flush();
+    expect(emitted.length).toBe(1);
+    const w = emitted[0];
+    expect(w[0]).toBe(VirtioFlag.needsCsum);
+    expect(w[1]).toBe(VirtioGso.tcpv4);
+    expect(virtioRead16(w, 2)).toBe(52);
+    expect(virtioRead16(w, 4)).toBe(1386);
+    expect(virtioRead16(w, 6)).toBe(20);
+    expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
+    const packet = w.subarray(VIRTIO_NET_HDR_BYTES);
+    expect(ipv4Check(packet, 0, packet.length)).toBe(Status.ok);
+    expect(packet.subarray(52).equals(payload)).toBe(true);
+    expect(packet[20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
+    // What the kernel does with NEEDS_CSUM gives a correct checksum.
+    expect(tcpChecksumOk4(finished(Buffer.from(packet)), 0, 20, packet.length - 20)).toBe(true);
+  });
+
+  it('keeps flows, gaps, control segments and other protocols apart, in order', () => {
+    const { c, emitted } = collect();
+    const seg = (seq: number, bytes: number, o: Parameters<typeof tcpPacket>[1] = {}) =>
+      finished(tcpPacket(Buffer.alloc(bytes, seq & 0xff), { seq, ...o }));
+    const parts = [
+      seg(1000, 100),
+      seg(1100, 100),
+      seg(5000, 100, { sport: 40001 }), // another flow: the first group ends
+      seg(5100, 100, { sport: 40001 }),
+      seg(9999, 100, { sport: 40001 }), // a gap
+      seg(1200, 100, { flags: TcpFlag.ack | TcpFlag.fin }), // FIN: alone
+      Buffer.from(ipv4Packet17()),
+    ];
+    for (const p of parts) c.push(p, 0, p.length);
+    c.flush();
+    const summary = emitted.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`);
+    expect(summary).toEqual([
+      `${VirtioGso.tcpv4}:252`,
+      `${VirtioGso.tcpv4}:252`,
+      `0:152`,
+      '0:152',
+      '0:28',
+    ]);
+  });
+
+  it('drops and counts a segment whose checksum is wrong', () => {
+    const { c, emitted } = collect();
+    const good = finished(tcpPacket(Buffer.alloc(100, 1), { seq: 1 }));
+    const bad = finished(tcpPacket(Buffer.alloc(100, 2), { seq: 101 }));
+    bad[60] ^= 0xff;
+    c.push(good, 0, good.length);
+    c.push(bad, 0, bad.length);
+    c.flush();
+    expect(c.badChecksums).toBe(1);
+    expect(emitted.length).toBe(1);
+    expect(emitted[0][1]).toBe(VirtioGso.none);
+  });
+
+  it('round-trips any payload size and MSS', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        (bytes, mss) => {
+          const payload = randomBytes(bytes);
+          const sp = tcpPacket(payload);
+          const segs = Buffer.alloc(bytes + 200 * Math.ceil(bytes / mss) + 200);
+          const r = segmentTcp4(sp, 0, sp.length, mss, segs, 0, 0, false)!;
+          const { c, emitted } = collect();
+          for (let k = 0; k < r.count; k++)
+            c.push(segs, k * r.segmentBytes, segs.readUInt16BE(k * r.segmentBytes + 2));
+          c.flush();
+          expect(emitted.length).toBe(1);
+          expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES + 52).equals(payload)).toBe(true);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
+
+/** A small UDP packet: not TCP, it passes through alone. */
+function ipv4Packet17(): Buffer {
+  const b = Buffer.alloc(28);
+  ipv4.emit({ src: 1, dst: 2, protocol: IpProtocol.udp, ttl: 5, payloadLength: 8 }, b);
+  return b;
+}
