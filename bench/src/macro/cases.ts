@@ -28,6 +28,9 @@ export interface BenchCase {
 }
 
 const MAC_A = '02:00:00:00:01:01';
+/** WEFT_BENCH_CPU_PROF=DIR: each weft process writes a V8 CPU profile there when it stops. */
+const PROFILE_DIR = process.env.WEFT_BENCH_CPU_PROF;
+const NODE_ARGS = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
 const MAC_B = '02:00:00:00:02:01';
 
 function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
@@ -53,34 +56,42 @@ function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: 
 function weftVxlan(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNode> {
   const me = side === 'a' ? 1 : 2;
   const peer = side === 'a' ? 2 : 1;
-  return startDataplane(ns, {
-    type: 'vxlan',
-    deviceName: 'flannel.1',
-    vtepAddress: `10.244.${me}.0`,
-    vtepMac: side === 'a' ? MAC_A : MAC_B,
-    network: '10.244.0.0/16',
-    publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
-    nodes: [
-      {
-        subnet: `10.244.${peer}.0/24`,
-        publicIp: side === 'a' ? nodes.ipB : nodes.ipA,
-        vtepMac: side === 'a' ? MAC_B : MAC_A,
-      },
-    ],
-  });
+  return startDataplane(
+    ns,
+    {
+      type: 'vxlan',
+      deviceName: 'flannel.1',
+      vtepAddress: `10.244.${me}.0`,
+      vtepMac: side === 'a' ? MAC_A : MAC_B,
+      network: '10.244.0.0/16',
+      publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+      nodes: [
+        {
+          subnet: `10.244.${peer}.0/24`,
+          publicIp: side === 'a' ? nodes.ipB : nodes.ipA,
+          vtepMac: side === 'a' ? MAC_B : MAC_A,
+        },
+      ],
+    },
+    NODE_ARGS,
+  );
 }
 
 function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNode> {
   const me = side === 'a' ? 1 : 2;
   const peer = side === 'a' ? 2 : 1;
-  return startDataplane(ns, {
-    type: 'udp',
-    deviceName: 'flannel0',
-    nodeAddress: `10.244.${me}.0`,
-    network: '10.244.0.0/16',
-    publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
-    nodes: [{ subnet: `10.244.${peer}.0/24`, publicIp: side === 'a' ? nodes.ipB : nodes.ipA }],
-  });
+  return startDataplane(
+    ns,
+    {
+      type: 'udp',
+      deviceName: 'flannel0',
+      nodeAddress: `10.244.${me}.0`,
+      network: '10.244.0.0/16',
+      publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+      nodes: [{ subnet: `10.244.${peer}.0/24`, publicIp: side === 'a' ? nodes.ipB : nodes.ipA }],
+    },
+    NODE_ARGS,
+  );
 }
 
 /** Starts things; if one fails, deletes the namespaces (which kills what did start). */
