@@ -1,11 +1,14 @@
 import {
   closeSync,
   fsyncSync,
+  linkSync,
   mkdirSync,
   openSync,
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
@@ -22,8 +25,8 @@ import {
 
 /**
  * The embedded store: one JSON file that several agent processes on a host share. Every change
- * is a read-modify-write under an advisory lock file (created exclusively; a lock whose owner
- * died is taken over), written crash-safely (temp file, fsync, rename, fsync of the directory).
+ * is a read-modify-write under an advisory lock file (created atomically with its owner's pid; a
+ * lock whose owner died is broken, once), written crash-safely (temp file, fsync, rename, fsync of the directory).
  * It keeps revisions and a bounded history so watches work as they do on etcd: a watcher that
  * falls behind the kept history is told to re-list. TTLs expire keys, and the expiry is written
  * like any change, so every watcher sees the delete.
@@ -65,6 +68,19 @@ function emptyState(): State {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The pid in a lock file; undefined when there is none or it cannot be read. */
+function lockOwner(path: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path, 'utf8'));
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How old a breaker file must be to count as left by a process that died holding it. */
+const STALE_BREAKER_MS = 5000;
 
 function pidAlive(pid: number): boolean {
   try {
@@ -129,11 +145,34 @@ export class EmbeddedStore implements SubnetStore {
       throw corrupt('not a weft subnet store');
     if (
       !Number.isInteger(state.revision) ||
+      !Number.isInteger(state.compactedRevision) ||
+      (state.config !== undefined && typeof state.config !== 'string') ||
       typeof state.keys !== 'object' ||
       state.keys === null ||
+      Array.isArray(state.keys) ||
       !Array.isArray(state.history)
     ) {
       throw corrupt('fields are missing or of the wrong type');
+    }
+    for (const [key, e] of Object.entries(state.keys)) {
+      if (
+        typeof e !== 'object' ||
+        e === null ||
+        typeof e.value !== 'string' ||
+        !Number.isInteger(e.modRevision) ||
+        (e.expiresAt !== undefined && !Number.isFinite(e.expiresAt))
+      )
+        throw corrupt(`the entry ${JSON.stringify(key)} is malformed`);
+    }
+    for (const e of state.history) {
+      if (
+        typeof e !== 'object' ||
+        e === null ||
+        (e.type !== 'put' && e.type !== 'delete') ||
+        typeof e.key !== 'string' ||
+        !Number.isInteger(e.revision)
+      )
+        throw corrupt('an entry of the change history is malformed');
     }
     return state;
   }
@@ -141,14 +180,24 @@ export class EmbeddedStore implements SubnetStore {
   /** Writes the whole state crash-safely: temp file, fsync, rename over, fsync the directory. */
   private write(state: State): void {
     const tmp = `${this.path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    const fd = openSync(tmp, 'w', 0o600);
     try {
-      writeSync(fd, `${JSON.stringify(state)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, `${JSON.stringify(state)}\n`);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.path);
+    } catch (err) {
+      // The old file stays whole; only the half-written temp goes.
+      rmSync(tmp, { force: true });
+      throw new WeftError(
+        SubnetErrorCode.unavailable,
+        `cannot write the embedded store ${this.path}: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
-    renameSync(tmp, this.path);
     const dir = openSync(dirname(this.path), 'r');
     try {
       fsyncSync(dir);
@@ -161,26 +210,12 @@ export class EmbeddedStore implements SubnetStore {
     const deadline = Date.now() + this.lockTimeoutMs;
     let wait = 2;
     for (;;) {
-      try {
-        const fd = openSync(this.lockPath, 'wx', 0o600);
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      // A lock whose owner is gone (crashed mid-change) is taken over.
-      try {
-        const owner = Number(readFileSync(this.lockPath, 'utf8'));
-        if (owner > 0 && !pidAlive(owner)) {
-          rmSync(this.lockPath, { force: true });
-          continue;
-        }
-      } catch {}
+      if (this.tryLock()) return;
+      this.breakStaleLock();
       if (Date.now() > deadline) {
         throw new WeftError(
           SubnetErrorCode.unavailable,
-          `could not lock the embedded store ${this.path} within ${this.lockTimeoutMs} ms (${this.lockPath} is held by a live process)`,
+          `could not lock the embedded store ${this.path} within ${this.lockTimeoutMs} ms (${this.lockPath} is held by live process ${lockOwner(this.lockPath) ?? 'unknown'})`,
         );
       }
       await sleep(wait + Math.random() * wait);
@@ -188,8 +223,57 @@ export class EmbeddedStore implements SubnetStore {
     }
   }
 
+  /**
+   * Creates the lock with our pid already in it: written to a temp file, then hard-linked into
+   * place (link fails if the lock exists), so nobody ever reads a lock without its owner.
+   */
+  private tryLock(): boolean {
+    const tmp = `${this.lockPath}.${process.pid}-${Math.random().toString(36).slice(2)}`;
+    try {
+      writeFileSync(tmp, String(process.pid), { mode: 0o600 });
+      linkSync(tmp, this.lockPath);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw new WeftError(
+        SubnetErrorCode.unavailable,
+        `cannot lock the embedded store ${this.path} (${this.lockPath}): ${(err as Error).message}`,
+        { cause: err },
+      );
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Removes a lock whose owner died mid-change. Only under a second lock (`.break`), and only if
+   * the lock still names the dead owner: two processes that both saw it dead cannot each remove
+   * it, the second deleting the lock the first has since taken.
+   */
+  private breakStaleLock(): void {
+    const owner = lockOwner(this.lockPath);
+    if (owner === undefined || pidAlive(owner)) return;
+    const breaker = `${this.lockPath}.break`;
+    try {
+      closeSync(openSync(breaker, 'wx', 0o600));
+    } catch {
+      // Held for microseconds; one this old was left by a process that died holding it.
+      try {
+        if (Date.now() - statSync(breaker).mtimeMs > STALE_BREAKER_MS)
+          rmSync(breaker, { force: true });
+      } catch {}
+      return;
+    }
+    try {
+      if (lockOwner(this.lockPath) === owner) rmSync(this.lockPath, { force: true });
+    } finally {
+      rmSync(breaker, { force: true });
+    }
+  }
+
   private unlock(): void {
-    rmSync(this.lockPath, { force: true });
+    // Only our own: this process's queue holds it once at a time.
+    if (lockOwner(this.lockPath) === process.pid) rmSync(this.lockPath, { force: true });
   }
 
   /** Runs a change under the lock; expired keys are removed (and recorded) first. */

@@ -153,10 +153,20 @@ export class SubnetManager {
   }
 
   async listLeases(): Promise<{ leases: Lease[]; revision: number }> {
+    return this.listing();
+  }
+
+  /** Leases, plus the subnets of every key (a malformed lease still occupies its subnet). */
+  private async listing(): Promise<{
+    leases: Lease[];
+    revision: number;
+    taken: { subnet: Cidr4; subnet6?: Cidr6 }[];
+  }> {
     const { values, revision } = await this.store.listSubnets();
     return {
       leases: values.map((v) => this.toLease(v)).filter((l): l is Lease => l !== undefined),
       revision,
+      taken: values.map((v) => parseSubnetKey(v.key)).filter((k) => k !== undefined),
     };
   }
 
@@ -184,8 +194,10 @@ export class SubnetManager {
   }
 
   /** Up to 100 free subnets from SubnetMin on, as flannel looks; one is picked at random. */
-  private pickFree(config: NetworkConfig, leases: Lease[]): { subnet: Cidr4; subnet6?: Cidr6 } {
-    const taken = leases.map((l) => parseSubnetKey(l.key)).filter((k) => k !== undefined);
+  private pickFree(
+    config: NetworkConfig,
+    taken: { subnet: Cidr4; subnet6?: Cidr6 }[],
+  ): { subnet: Cidr4; subnet6?: Cidr6 } {
     const free4: number[] = [];
     const size = 2 ** (32 - config.subnetLen);
     for (let ip = config.subnetMin; ip <= config.subnetMax && free4.length < 100; ip += size) {
@@ -208,7 +220,7 @@ export class SubnetManager {
       const range = `${formatIpv4(config.subnetMin)}/${config.subnetLen} .. ${formatIpv4(config.subnetMax)}/${config.subnetLen}`;
       throw new WeftError(
         SubnetErrorCode.noFreeSubnet,
-        `no free subnet in ${config.network ? formatCidr(config.network) : 'the network'} (${range}): all ${leases.length} are leased; widen the network, or release a lease`,
+        `no free subnet in ${config.network ? formatCidr(config.network) : 'the network'} (${range}): all ${taken.length} are leased; widen the network, or release a lease`,
       );
     }
     const subnet: Cidr4 = {
@@ -237,7 +249,7 @@ export class SubnetManager {
     const config = await this.getNetworkConfig();
     const value = leaseAttrsJson(request.attrs);
     for (let attempt = 0; attempt < this.raceRetries; attempt++) {
-      const { leases } = await this.listLeases();
+      const { leases, taken } = await this.listing();
       const own = leases.find((l) => l.attrs.publicIp === request.attrs.publicIp);
       if (own) {
         if (this.compatible(config, own)) {
@@ -274,15 +286,25 @@ export class SubnetManager {
           attrs: request.attrs,
           revision: 0,
         };
-        const taken = leases.some((l) => overlaps(parseSubnetKey(l.key)!.subnet, prev));
-        if (!taken && this.compatible(config, candidate)) pick = parseSubnetKey(prevKey);
-        else if (!taken)
+        const prev6 = request.previousSubnet6;
+        const inUse = taken.some(
+          (t) =>
+            overlaps(t.subnet, prev) ||
+            (t.subnet6 !== undefined && prev6 !== undefined && overlaps(t.subnet6, prev6)),
+        );
+        if (!inUse && this.compatible(config, candidate)) pick = parseSubnetKey(prevKey);
+        else if (inUse)
+          this.log.info(
+            { subnet: formatCidr(prev) },
+            'the subnet in subnet.env is leased by another node: picking another',
+          );
+        else
           this.log.warn(
             { subnet: formatCidr(prev) },
             'the subnet in subnet.env does not fit the network config: ignoring it',
           );
       }
-      pick ??= this.pickFree(config, leases);
+      pick ??= this.pickFree(config, taken);
       const key = subnetKey(pick.subnet, pick.subnet6);
       if (await this.store.createSubnet(key, value, this.ttl)) {
         const lease: Lease = {

@@ -66,8 +66,23 @@ export function storeSuite(t: StoreUnderTest): void {
       await expect(manager(store).getNetworkConfig()).rejects.toThrow(
         /no network config in .*: create it, e\.g\. .*"Network": "10\.244\.0\.0\/16"/,
       );
+      const missing = await manager(store)
+        .getNetworkConfig()
+        .catch((e) => e);
+      expect(isWeftError(missing, 'ERR_CONFIG_MISSING')).toBe(true);
       await store.putConfig('{"Network": "10.244.0.0/16", "SubnetLen": 40}');
-      await expect(manager(store).getNetworkConfig()).rejects.toThrow(/SubnetLen 40 must be <= 30/);
+      const rule = await manager(store)
+        .getNetworkConfig()
+        .catch((e) => e);
+      expect(isWeftError(rule, 'ERR_CONFIG_INVALID')).toBe(true);
+      expect(rule.message).toMatch(/network config: SubnetLen 40 must be <= 30/);
+      await store.putConfig('{"Network": "10.244.0.0/16", ');
+      const broken = await manager(store)
+        .acquireLease({ attrs: attrs('198.18.0.1') })
+        .catch((e) => e);
+      expect(isWeftError(broken, 'ERR_CONFIG_INVALID')).toBe(true);
+      expect(broken.message).toMatch(/network config is not JSON/);
+      expect((await store.listSubnets()).values).toEqual([]);
     });
   });
 
@@ -191,6 +206,69 @@ export function storeSuite(t: StoreUnderTest): void {
       w.watch.close();
     });
   });
+
+  it('counts the subnet of a malformed lease as taken, even when subnet.env asks for it', async () => {
+    await withStores(async (store) => {
+      await store.putConfig('{"Network": "10.9.0.0/28"}'); // three /30s: .4, .8, .12
+      await store.putSubnet('10.9.0.4-30', '{"PublicIP": 7}', 0);
+      const m = manager(store);
+      const a = await m.acquireLease({
+        attrs: attrs('198.18.0.1'),
+        previousSubnet: parseCidr('10.9.0.4/30'),
+      });
+      const b = await m.acquireLease({ attrs: attrs('198.18.0.2') });
+      expect([a.subnet, b.subnet].sort()).toEqual(['10.9.0.12/30', '10.9.0.8/30']);
+      const err = await m.acquireLease({ attrs: attrs('198.18.0.3') }).catch((e) => e);
+      expect(isWeftError(err, 'ERR_SUBNET_NONE_FREE')).toBe(true);
+      expect((await store.getSubnet('10.9.0.4-30'))?.value).toBe('{"PublicIP": 7}');
+    });
+  });
+
+  it('retries a failed renewal every renewRetrySeconds until it succeeds', async () => {
+    await withStores(async (store) => {
+      await store.putConfig(CONFIG);
+      let failures = 2;
+      // The same store, with renewals failing while `failures` lasts (an unreachable store).
+      const flaky: SubnetStore = Object.create(store, {
+        putSubnet: {
+          value: (key: string, value: string, ttl: number) => {
+            if (failures > 0) {
+              failures--;
+              return Promise.reject(new Error('store unreachable'));
+            }
+            return store.putSubnet(key, value, ttl);
+          },
+        },
+      });
+      const errors: string[] = [];
+      // TTL 60 s, margin 59 s: the first renewal is due a second after the lease is taken.
+      const m = manager(flaky, {
+        leaseTtlSeconds: 60,
+        renewMarginSeconds: 59,
+        renewRetrySeconds: 1,
+      });
+      const lease = await manager(store, { leaseTtlSeconds: 60 }).acquireLease({
+        attrs: attrs('198.18.0.1'),
+      });
+      const started = Date.now();
+      let renewedAt = 0;
+      const handle = m.keepRenewed(lease, {
+        onRenewed: () => {
+          renewedAt ||= Date.now();
+        },
+        onRenewFailed: (err) => errors.push(err.message),
+      });
+      try {
+        await waitFor(() => renewedAt > 0, 'the renewal after two failures', { timeoutMs: 8_000 });
+      } finally {
+        handle.stop();
+      }
+      expect(errors).toEqual(['store unreachable', 'store unreachable']);
+      // Due after 1 s, then two retries a second apart.
+      expect(renewedAt - started).toBeGreaterThanOrEqual(2_800);
+      expect((await store.getSubnet(lease.key))?.ttlSeconds).toBeGreaterThan(50);
+    });
+  }, 15_000);
 
   it('a lease left to expire frees its subnet, and watchers see it removed', async () => {
     await withStores(async (store, other) => {
