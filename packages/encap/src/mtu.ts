@@ -24,6 +24,13 @@ export function overheadBytes(encapsulation: Encapsulation): number {
       return VXLAN_IPV6_OVERHEAD_BYTES;
     case 'flannel-udp':
       return FLANNEL_UDP_OVERHEAD_BYTES;
+    default:
+      // Reachable from untyped callers (a config file): a NaN MTU would pass every comparison.
+      throw new EncapError(
+        EncapErrorCode.badValue,
+        'encapsulation',
+        `encapsulation: ${JSON.stringify(encapsulation)} is not one of vxlan, vxlan6, flannel-udp`,
+      );
   }
 }
 

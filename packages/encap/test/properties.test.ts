@@ -7,12 +7,15 @@ import {
   arpReplyInPlace,
   EncapError,
   EtherType,
+  emitFlannelFrame,
+  emitVxlanFrame,
   ethernet,
   ethernetHeaderLength,
   ethernetType,
   flannelTtlStep,
   fold,
   IcmpType,
+  type IpHeaderRepr,
   IpProtocol,
   type Ipv4Repr,
   icmp,
@@ -28,6 +31,7 @@ import {
   parseVxlanFrame,
   Status,
   sum16,
+  type UdpFrameRepr,
   udp,
   vxlan,
   vxlanCheck,
@@ -304,6 +308,108 @@ describe('parse(emit(repr)) == repr for every format', () => {
         buf[0] &= 0xf7;
         expect(vxlanCheck(buf, 0, buf.length, vni)).toBe(Status.vxlanNoIFlag);
         expect(() => vxlan.parse(buf)).toThrow(/I flag is not set/);
+      }),
+    );
+  });
+});
+
+/** Outer headers of an underlay frame: IPv4 or IPv6, tagged or not. */
+const outerRepr: fc.Arbitrary<UdpFrameRepr> = fc.record({
+  ethernet: fc.record({
+    dst: mac,
+    src: mac,
+    ethertype: fc.constant(0),
+    vlan: fc.option(
+      fc.record({
+        pcp: fc.integer({ min: 0, max: 7 }),
+        dei: fc.integer({ min: 0, max: 1 }),
+        vid: fc.integer({ min: 0, max: 4095 }),
+      }),
+      { nil: undefined },
+    ),
+  }),
+  ip: fc.oneof(
+    ipv4Repr.map(
+      (h): IpHeaderRepr => ({
+        version: 4,
+        header: { ...h, moreFragments: false, fragmentOffset: 0 },
+      }),
+    ),
+    fc
+      .record({
+        src: bytes16,
+        dst: bytes16,
+        hopLimit: u8,
+        trafficClass: u8,
+        flowLabel: fc.integer({ min: 0, max: 0xfffff }),
+      })
+      .map(
+        (h): IpHeaderRepr => ({ version: 6, header: { ...h, nextHeader: 0, payloadLength: 0 } }),
+      ),
+  ),
+  udp: fc.record({ srcPort: u16, dstPort: u16, payloadLength: fc.constant(0) }),
+});
+
+describe('whole frames: parse(emit(fields)) == fields, and emit(parse(bytes)) == bytes', () => {
+  it('VXLAN frames over IPv4 and IPv6, with a checksum that verifies', () => {
+    fc.assert(
+      fc.property(
+        outerRepr,
+        fc.integer({ min: 0, max: 0xffffff }),
+        mac,
+        mac,
+        fc.integer({ min: 0x0600, max: 0xffff }).filter((t) => t !== EtherType.vlan),
+        fc.uint8Array({ maxLength: 100 }),
+        (repr, vni, innerDst, innerSrc, innerType, innerPayload) => {
+          const inner = Buffer.alloc(14 + innerPayload.length);
+          ethernet.emit({ dst: innerDst, src: innerSrc, ethertype: innerType }, inner);
+          inner.set(innerPayload, 14);
+          const bytes = emitVxlanFrame(repr, vni, inner);
+          const f = parseVxlanFrame(bytes, { udpChecksum: true });
+          expect(f.vxlan).toEqual({ vni, flags: 0x08 });
+          expect(f.inner).toEqual({ dst: innerDst, src: innerSrc, ethertype: innerType });
+          expect(bytes.subarray(f.innerOffset, f.innerOffset + f.innerLength).equals(inner)).toBe(
+            true,
+          );
+          expect(f.udp).toMatchObject({ srcPort: repr.udp.srcPort, dstPort: repr.udp.dstPort });
+          expect(f.ethernet.src).toBe(repr.ethernet.src);
+          expect(f.ethernet.vlan).toEqual(repr.ethernet.vlan);
+          expect(f.ip.version).toBe(repr.ip.version);
+          if (f.ip.version === 4 && repr.ip.version === 4) {
+            expect(f.ip.header).toMatchObject({
+              src: repr.ip.header.src,
+              dst: repr.ip.header.dst,
+              ttl: repr.ip.header.ttl,
+              identification: repr.ip.header.identification,
+              protocol: IpProtocol.udp,
+            });
+          } else if (f.ip.version === 6 && repr.ip.version === 6) {
+            expect(f.ip.header).toMatchObject({
+              src: repr.ip.header.src,
+              dst: repr.ip.header.dst,
+              hopLimit: repr.ip.header.hopLimit,
+              flowLabel: repr.ip.header.flowLabel,
+              nextHeader: IpProtocol.udp,
+            });
+          }
+          const again = emitVxlanFrame(f, f.vxlan.vni, inner, { udpChecksum: 'keep' });
+          expect(again.equals(bytes)).toBe(true);
+        },
+      ),
+    );
+  });
+
+  it('flannel UDP frames: the payload is the bare inner packet, byte for byte', () => {
+    fc.assert(
+      fc.property(outerRepr, ipv4Repr, (repr, innerRepr) => {
+        const inner = packetOf(innerRepr, 0x5a);
+        const bytes = emitFlannelFrame(repr, inner);
+        const f = parseFlannelFrame(bytes, { udpChecksum: true });
+        expect(f.inner).toEqual(
+          innerRepr.options ? innerRepr : { ...innerRepr, options: undefined },
+        );
+        expect(bytes.subarray(f.payloadOffset).equals(inner)).toBe(true);
+        expect(emitFlannelFrame(f, inner, { udpChecksum: 'keep' }).equals(bytes)).toBe(true);
       }),
     );
   });

@@ -171,6 +171,20 @@ describe('kernel-vxlan-l2-4789.pcap (an L2 segment with ARP and IPv6)', () => {
     expect(reply!.arp.targetMac).toBe(macA);
   });
 
+  it('reads the 2 pings a->b: inner addresses, MACs and ICMP types', () => {
+    const pings = all
+      .map((d) => ({ d, f: parseVxlanFrame(d) }))
+      .filter(({ f }) => f.inner.ethertype === EtherType.ipv4)
+      .map(({ d, f }) => {
+        const ip = ipv4.parse(d, f.innerOffset + 14, f.innerLength - 14);
+        const message = icmp.parse(d, f.innerOffset + 14 + 20, ip.payloadLength);
+        return [formatMac(f.inner.src), formatIpv4(ip.src), formatIpv4(ip.dst), message.type];
+      });
+    const request = ['02:00:00:00:0a:01', '10.99.0.1', '10.99.0.2', 8];
+    const reply = ['02:00:00:00:0b:01', '10.99.0.2', '10.99.0.1', 0];
+    expect(pings).toEqual([request, reply, request, reply]);
+  });
+
   it('reads the IPv6 fixed header of the ND and MLD frames', () => {
     const v6 = all
       .map((d) => ({ d, f: parseVxlanFrame(d) }))
