@@ -31,6 +31,8 @@ const MAC_A = '02:00:00:00:01:01';
 /** WEFT_BENCH_CPU_PROF=DIR: each weft process writes a V8 CPU profile there when it stops. */
 const PROFILE_DIR = process.env.WEFT_BENCH_CPU_PROF;
 const NODE_ARGS = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
+/** WEFT_BENCH_OFFLOAD=0: weft runs without segmentation offloads, to see what they buy. */
+const OFFLOAD = process.env.WEFT_BENCH_OFFLOAD !== '0';
 const MAC_B = '02:00:00:00:02:01';
 
 function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
