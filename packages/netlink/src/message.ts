@@ -114,6 +114,15 @@ export function parseMessages(datagram: Buffer): Message[] {
   return out;
 }
 
+/** The gate before a fixed header is read: a reply too short for it is malformed, not a RangeError. */
+export function requirePayload(msg: Message, bytes: number, what: string): void {
+  if (msg.payload.length < bytes)
+    throw new WeftError(
+      'ERR_NETLINK_MALFORMED',
+      `${what} reply of ${msg.payload.length} bytes is shorter than its ${bytes}-byte header`,
+    );
+}
+
 /** Parsed attributes: by type, the last value of each, plus every value in order. */
 export class Attrs {
   readonly list: { type: number; nested: boolean; value: Buffer }[] = [];
@@ -177,9 +186,10 @@ export class Attrs {
 
 /** The errno an NLMSG_ERROR carries (0 is an ACK), and the kernel's extended-ack text. */
 export function parseError(msg: Message): { errno: number; text?: string } {
+  requirePayload(msg, 4, 'NLMSG_ERROR');
   const errno = -msg.payload.readInt32LE(0);
   let text: string | undefined;
-  if (msg.flags & NlmFlag.ackTlvs) {
+  if (msg.flags & NlmFlag.ackTlvs && msg.payload.length >= 8) {
     // The original request follows: its header only when capped, else all of it.
     const requestLen = msg.flags & NlmFlag.capped ? NLMSG_HDRLEN : msg.payload.readUInt32LE(4);
     text = new Attrs(msg.payload, 4 + align4(requestLen)).string(NLMSGERR_ATTR_MSG);

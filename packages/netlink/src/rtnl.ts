@@ -38,6 +38,7 @@ import {
   type Message,
   parseError,
   parseMessages,
+  requirePayload,
 } from './message.js';
 
 /** A network interface as the kernel reports it. */
@@ -199,6 +200,7 @@ function ndmsg(fam: number, ifindex: number, state: number, flags: number, type 
 }
 
 export function parseLink(msg: Message): Link {
+  requirePayload(msg, 16, 'link');
   const p = msg.payload;
   const index = p.readInt32LE(4);
   const flags = p.readUInt32LE(8);
@@ -233,6 +235,7 @@ export function parseLink(msg: Message): Link {
 }
 
 function parseAddress(msg: Message): Address {
+  requirePayload(msg, 8, 'address');
   const p = msg.payload;
   const a = new Attrs(p, 8);
   return {
@@ -243,6 +246,7 @@ function parseAddress(msg: Message): Address {
 }
 
 function parseRoute(msg: Message): Route {
+  requirePayload(msg, 12, 'route');
   const p = msg.payload;
   const a = new Attrs(p, 12);
   const fam = p[0];
@@ -264,6 +268,7 @@ function parseRoute(msg: Message): Route {
 }
 
 function parseNeighbor(msg: Message): { fam: number; n: Neighbor; dst?: string } {
+  requirePayload(msg, 12, 'neighbor');
   const p = msg.payload;
   const a = new Attrs(p, 12);
   return {
@@ -326,7 +331,10 @@ export class Rtnl {
     let messages: Message[];
     try {
       messages = parseMessages(datagram);
-    } catch {
+    } catch (err) {
+      // Which request it answered is unknowable: fail them all rather than leave one hanging.
+      for (const p of this.pending.values()) p.reject(err as Error);
+      this.pending.clear();
       return;
     }
     for (const msg of messages) {
@@ -334,9 +342,15 @@ export class Rtnl {
       if (!p) continue;
       if (msg.type === NlmsgType.error) {
         this.pending.delete(msg.seq);
-        const { errno, text } = parseError(msg);
-        if (errno === 0) p.resolve(p.messages);
-        else p.reject(netlinkError(p.what, errno, text));
+        let reply: { errno: number; text?: string };
+        try {
+          reply = parseError(msg);
+        } catch (err) {
+          p.reject(err as Error);
+          continue;
+        }
+        if (reply.errno === 0) p.resolve(p.messages);
+        else p.reject(netlinkError(p.what, reply.errno, reply.text));
       } else if (msg.type === NlmsgType.done) {
         this.pending.delete(msg.seq);
         p.resolve(p.messages);
@@ -657,6 +671,7 @@ export class Rtnl {
     );
     return msgs
       .map((m) => {
+        requirePayload(m, 12, 'fdb');
         const p = m.payload;
         const a = new Attrs(p, 12);
         return {
@@ -729,7 +744,10 @@ function p0(e: { mac: string }): boolean {
   return e.mac !== '';
 }
 
-const ERRNO = getSystemErrorMap();
+const ERRNO = new Map(getSystemErrorMap());
+// Linux's 95 is both ENOTSUP and EOPNOTSUPP; libuv names it ENOTSUP ("on socket"), but what
+// rtnetlink means by it (an unknown link kind, an unsupported operation) is EOPNOTSUPP.
+ERRNO.set(-95, ['EOPNOTSUPP', 'operation not supported']);
 
 /** A NLMSG_ERROR as a WeftError: `ERR_NETLINK_EEXIST`, "RTM_NEWLINK flannel.1: File exists (EEXIST)". */
 export function netlinkError(what: string, errno: number, text?: string): WeftError {

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createTwoNodes, privileged, sweepNetns } from '@weft/testkit';
+import { createNetns, createTwoNodes, privileged, sweepNetns } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Rtnl } from '../src/index.js';
+import { attr, constants, NlmFlag, RtmType, Rtnl } from '../src/index.js';
 
 const TAG = 'nl';
 
@@ -241,6 +241,26 @@ describe.skipIf(!privileged('rtnetlink tests'))('rtnetlink against the kernel', 
       await expect(
         nl.replaceRoute({ dst: '10.9.0.0/16', gateway: '10.8.0.1', oif: 1 }),
       ).rejects.toThrow(/RTM_NEWROUTE 10\.9\.0\.0\/16 via 10\.8\.0\.1: .*\((ENETUNREACH|EINVAL)\)/);
+      // A link kind the kernel has no driver for: what weftd's --vxlan-mode auto reads as "no VXLAN".
+      await expect(
+        nl.request(
+          RtmType.newLink,
+          NlmFlag.create | NlmFlag.excl,
+          Buffer.alloc(16),
+          [
+            attr.string(constants.IflaAttr.ifname, 'nokind0'),
+            attr.nested(constants.IflaAttr.linkinfo, [
+              attr.bareString(constants.IflaInfo.kind, 'weftnokind'),
+            ]),
+          ],
+          'nokind0',
+        ),
+      ).rejects.toThrow(
+        expect.objectContaining({
+          code: 'ERR_NETLINK_EOPNOTSUPP',
+          message: expect.stringMatching(/^RTM_NEWLINK nokind0: Operation not supported/),
+        }),
+      );
     } finally {
       nl.close();
       nodes.delete();
@@ -249,13 +269,28 @@ describe.skipIf(!privileged('rtnetlink tests'))('rtnetlink against the kernel', 
 
   it('says it needs CAP_NET_ADMIN when the process lacks it', () => {
     const script = fileURLToPath(new URL('./fixtures/no-cap.mjs', import.meta.url));
-    const result = spawnSync(
-      'setpriv',
-      ['--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, script],
-      { encoding: 'utf8' },
-    );
-    const outcome = JSON.parse(result.stdout) as { code: string; message: string };
-    expect(outcome.code).toBe('ERR_NETLINK_EPERM');
-    expect(outcome.message).toMatch(/Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/);
+    // In a namespace of its own, so that even a wrongly granted create touches nothing shared.
+    const ns = createNetns(TAG);
+    try {
+      const result = spawnSync(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns.name,
+          'setpriv',
+          '--inh-caps=-net_admin',
+          '--bounding-set=-net_admin',
+          process.execPath,
+          script,
+        ],
+        { encoding: 'utf8' },
+      );
+      const outcome = JSON.parse(result.stdout) as { code: string; message: string };
+      expect(outcome.code).toBe('ERR_NETLINK_EPERM');
+      expect(outcome.message).toMatch(/Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/);
+    } finally {
+      ns.delete();
+    }
   });
 });
