@@ -11,7 +11,7 @@ import { type FdbDump, Ipv6Map, type NeighborDump, type RouteDump } from '@weft/
 import { TunDevice, TunOffload, UdpSocket } from '@weft/tun';
 import { Counter } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode, parseNode, type RemoteNode } from './nodes.js';
-import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from './offload.js';
+import { finishPartialChecksum, type Segmented, segmentTcp4, TcpCoalescer } from './offload.js';
 import {
   DeviceSlab,
   type PacketIo,
@@ -135,6 +135,7 @@ export abstract class Backend extends Pump {
   protected readonly coalescer: TcpCoalescer | undefined;
   protected devOut = 0;
   protected txPos = 0;
+  private readonly segmented: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
   /** The GSO segment size of the device packet last read by deviceHeader(). */
   protected gsoSize = 0;
 
@@ -201,6 +202,7 @@ export abstract class Backend extends Pump {
       this.txPos,
       prefixBytes,
       decrementTtl,
+      this.segmented,
     );
     if (r === undefined) {
       this.counts[Counter.dropUnsupported]++;

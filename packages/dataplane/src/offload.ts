@@ -57,7 +57,8 @@ export interface Segmented {
  * each written to out[outOff + k*segmentBytes + prefixBytes] as a whole IPv4/TCP packet with its
  * own length, identification, sequence number, flags and checksums. `prefixBytes` are left free
  * in front of each for encapsulation headers. With decrementTtl, each segment's TTL is one lower
- * (flannel's udp step). Returns undefined for anything that is not a plain TCPv4 super-packet.
+ * (flannel's udp step). Returns `into` (pass one to reuse: the hot path allocates nothing), or
+ * undefined for anything that is not a plain TCPv4 super-packet.
  */
 export function segmentTcp4(
   src: Buffer,
@@ -68,6 +69,7 @@ export function segmentTcp4(
   outOff: number,
   prefixBytes: number,
   decrementTtl: boolean,
+  into: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 },
 ): Segmented | undefined {
   if (
     len < 40 ||
@@ -125,7 +127,10 @@ export function segmentTcp4(
     );
     totalBytes += prefixBytes + hdrBytes + chunk;
   }
-  return { count, segmentBytes, totalBytes };
+  into.count = count;
+  into.segmentBytes = segmentBytes;
+  into.totalBytes = totalBytes;
+  return into;
 }
 
 /**

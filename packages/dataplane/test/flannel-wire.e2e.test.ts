@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ipv4Check, Status } from '@weft/encap';
 import {
@@ -101,7 +101,7 @@ describe.skipIf(!privileged('the flannel wire test') || !hasCommand('dumpcap'))(
         // dumpcap says it is capturing a little before it is: small probe pings until one lands.
         await waitFor(async () => {
           await nodes.a.exec(['ping', '-c', '1', '-s', '8', '10.244.2.0']);
-          return statSync(file).size > 24;
+          return existsSync(file) && statSync(file).size > 24;
         }, 'dumpcap to capture');
         const ping = await nodes.a.exec([
           'ping',
