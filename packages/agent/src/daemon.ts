@@ -1,3 +1,4 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import {
   type Cidr4,
@@ -29,6 +30,7 @@ import type { Logger as PinoLogger } from 'pino';
 import type { Options } from './flags.js';
 import { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
 import {
+  chooseVxlanMode,
   DirectRoutes,
   describeNode,
   KernelVxlan,
@@ -45,6 +47,14 @@ export const DaemonErrorCode = {
 } as const;
 
 type Mode = 'kernel-vxlan' | 'userspace-vxlan' | 'userspace-udp' | 'host-gw';
+
+function readOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -70,6 +80,8 @@ export class Daemon {
   private vni = 1;
   private servers: Server[] = [];
   private subnetFileWritten = false;
+  /** subnet.env as it was before this run wrote it (null: there was none), to put back on a failed start. */
+  private subnetFileBefore: string | null | undefined;
   private forwarding = false;
   private synced = false;
   private leaseLost = false;
@@ -234,8 +246,7 @@ export class Daemon {
     if (this.backendType === 'vxlan') {
       mtu = vx?.mtu || (iface.mtu ?? 1500) - 50;
       const port = vx?.port || 8472;
-      const wantKernel = o.vxlanMode !== 'userspace';
-      if (wantKernel) {
+      if (o.vxlanMode !== 'userspace')
         this.kernel = new KernelVxlan(this.nl, {
           name: `flannel.${this.vni}`,
           vni: this.vni,
@@ -249,38 +260,21 @@ export class Daemon {
           gbp: vx?.gbp ?? false,
           learning: vx?.learning ?? false,
         });
-        try {
-          await this.kernel.setup();
-          this.mode = 'kernel-vxlan';
-          this.log.info(
-            {
-              device: `flannel.${this.vni}`,
-              reason: o.vxlanMode === 'auto' ? 'auto: the kernel has VXLAN' : '--vxlan-mode kernel',
-            },
-            "vxlan: programming the kernel's VXLAN",
-          );
-        } catch (err) {
-          const unsupported =
-            err instanceof WeftError &&
-            (err.code === 'ERR_NETLINK_EOPNOTSUPP' || err.code === 'ERR_NETLINK_EAFNOSUPPORT');
-          if (o.vxlanMode === 'kernel' || !unsupported) throw err;
-          this.kernel = undefined;
-          this.log.info(
-            { reason: `auto: the kernel has no VXLAN (${(err as Error).message})` },
-            "vxlan: running weft's userspace VTEP",
-          );
-        }
-      }
-      if (!this.mode) {
+      const kernel = this.kernel;
+      const choice = await chooseVxlanMode(o.vxlanMode, async () => kernel?.setup());
+      if (choice.kernel) {
+        this.mode = 'kernel-vxlan';
+        this.log.info(
+          { device: `flannel.${this.vni}`, reason: choice.reason },
+          "vxlan: programming the kernel's VXLAN",
+        );
+      } else {
+        this.kernel = undefined;
+        this.log.info({ reason: choice.reason }, "vxlan: running weft's userspace VTEP");
         if (vx?.gbp)
           throw new WeftError(
             DaemonErrorCode.backend,
             'Backend.GBP is not supported by the userspace VTEP: use --vxlan-mode kernel',
-          );
-        if (o.vxlanMode === 'userspace')
-          this.log.info(
-            { reason: '--vxlan-mode userspace' },
-            "vxlan: running weft's userspace VTEP",
           );
         // A kernel-mode run before this one leaves its device behind (as flannel does): it has our name.
         const leftover = await this.nl.link(`flannel.${this.vni}`);
@@ -331,6 +325,7 @@ export class Daemon {
           : 'userspace dataplane up, without offloads',
       );
 
+    this.subnetFileBefore = readOrNull(o.subnetFile);
     writeSubnetEnv(o.subnetFile, subnetEnvText(config, this.lease, mtu, o.ipMasq));
     this.subnetFileWritten = true;
     this.log.info({ path: o.subnetFile, mtu }, 'subnet.env written');
@@ -510,8 +505,14 @@ export class Daemon {
     this.renewal?.stop();
     this.backend?.close();
     if (this.kernel?.created) await this.kernel.remove().catch(() => undefined);
-    if (this.lease && this.leaseCreatedThisRun)
+    if (this.lease && this.leaseCreatedThisRun) {
       await this.manager?.releaseLease(this.lease).catch(() => undefined);
+      // A subnet.env naming a lease given back would mislead the CNI plugin.
+      if (this.subnetFileBefore !== undefined) {
+        if (this.subnetFileBefore === null) rmSync(this.options.subnetFile, { force: true });
+        else writeFileSync(this.options.subnetFile, this.subnetFileBefore);
+      }
+    }
     await this.close();
   }
 

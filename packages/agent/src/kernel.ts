@@ -6,6 +6,7 @@ import {
   ipv4InCidr,
   parseCidr,
   parseIpv4,
+  WeftError,
 } from '@weft/core';
 import type { Link, Rtnl } from '@weft/netlink';
 
@@ -190,6 +191,31 @@ export class KernelVxlan {
   async remove(): Promise<void> {
     if (this.link) await this.nl.deleteLink(this.link.index);
   }
+}
+
+/** The kernel's answer to a VXLAN link when it has no vxlan module (rtnl_newlink: no such kind). */
+const NO_VXLAN = new Set(['ERR_NETLINK_EOPNOTSUPP', 'ERR_NETLINK_EAFNOSUPPORT']);
+
+/**
+ * --vxlan-mode: whether this node programs the kernel's VXLAN, and why (for the log). `setup`
+ * brings the kernel device up; in auto mode a kernel without VXLAN means userspace, while any
+ * other refusal (a missing privilege, say) stays an error.
+ */
+export async function chooseVxlanMode(
+  mode: 'kernel' | 'userspace' | 'auto',
+  setup: () => Promise<unknown>,
+): Promise<{ kernel: boolean; reason: string }> {
+  if (mode === 'userspace') return { kernel: false, reason: '--vxlan-mode userspace' };
+  try {
+    await setup();
+  } catch (err) {
+    if (mode === 'kernel' || !(err instanceof WeftError) || !NO_VXLAN.has(err.code)) throw err;
+    return { kernel: false, reason: `auto: the kernel has no VXLAN (${err.message})` };
+  }
+  return {
+    kernel: true,
+    reason: mode === 'auto' ? 'auto: the kernel has VXLAN' : '--vxlan-mode kernel',
+  };
 }
 
 export function describeNode(n: RemoteNode): string {

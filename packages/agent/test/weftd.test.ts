@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EmbeddedStore, SubnetManager, silentLogger } from '@weft/subnet';
 import {
@@ -26,7 +26,8 @@ interface Setup {
   dir: string;
   store: string;
   daemons: RunningWeftd[];
-  start(node: ClusterNode, flags: string[]): Promise<RunningWeftd>;
+  /** Starts weftd on `node` (with `--iface eth0` unless `iface` is false) and waits until ready. */
+  start(node: ClusterNode, flags: string[], iface?: boolean): Promise<RunningWeftd>;
   subnetEnv(node: ClusterNode): string;
   done(): Promise<void>;
 }
@@ -43,14 +44,13 @@ async function setup(config = CONFIG): Promise<Setup> {
     store,
     daemons,
     subnetEnv: (node) => join(dir.path, `${node.name}.env`),
-    async start(node, flags) {
+    async start(node, flags, iface = true) {
       const d = startWeftd(node.ns, [
         '--store-path',
         store,
         '--subnet-file',
         s.subnetEnv(node),
-        '--iface',
-        'eth0',
+        ...(iface ? ['--iface', 'eth0'] : []),
         ...flags,
       ]);
       daemons.push(d);
@@ -73,6 +73,18 @@ async function httpGet(ns: Netns, url: string): Promise<{ status: number; body: 
     `fetch(${JSON.stringify(url)}).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => console.log(JSON.stringify({ status: 0, body: e.message })))`,
   ]);
   return JSON.parse(stdout);
+}
+
+function listLeases(store: string) {
+  return new SubnetManager(new EmbeddedStore(store), { logger: silentLogger }).listLeases();
+}
+
+/** The lladdr of the permanent neighbor entry for `ip` on flannel.1. */
+async function neighborMac(node: ClusterNode, ip: string): Promise<string | undefined> {
+  const neigh = JSON.parse(
+    (await node.ns.exec(['ip', '-j', '-4', 'neigh', 'show', ip, 'dev', 'flannel.1'])).stdout,
+  ) as { lladdr?: string }[];
+  return neigh[0]?.lladdr;
 }
 
 /** Runs weftd to its exit: its code and stderr. */
@@ -114,8 +126,17 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
         (await n1.ns.exec(['ip', '-j', 'link', 'show', 'flannel.1'])).stdout,
       )[0].address;
 
+      // SIGTERM: a clean exit that leaves the lease in the store to expire (flannel's way).
+      const n1Lease = async () => {
+        const l = (await listLeases(s.store)).leases.find((x) => x.attrs.publicIp === n1.ip);
+        return l && { key: l.key, revision: l.revision, attrs: l.attrs };
+      };
+      const leaseBefore = await n1Lease();
+      expect(leaseBefore?.revision).toBeGreaterThan(0);
+      expect(await kernel.stop()).toBe(0);
+      expect(await n1Lease()).toEqual(leaseBefore); // neither released nor rewritten
+
       // Stale state from a "previous run": a node that no longer exists.
-      await kernel.stop();
       await n1.ns.sh(
         'ip neigh replace 10.244.250.0 lladdr 02:de:ad:00:00:01 dev flannel.1 nud permanent && bridge fdb append 02:de:ad:00:00:01 dev flannel.1 dst 198.18.0.99 self permanent && ip route replace 10.244.250.0/24 via 10.244.250.0 dev flannel.1 onlink',
       );
@@ -143,18 +164,21 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
         timeoutMs: 10_000,
       });
 
-      // The userspace node restarts: its TUN goes and comes back; same subnet, pods reachable.
+      // The userspace node restarts: its TUN goes and comes back; same subnet, pods reachable, and
+      // its VTEP MAC is the same, so the kernel node's neighbor entry for it never went stale.
       const envN2 = readFileSync(s.subnetEnv(n2), 'utf8');
-      await s.daemons[1].stop();
+      const n2Vtep = `10.244.${p2Subnet}.0`;
+      const n2MacBefore = await neighborMac(n1, n2Vtep);
+      expect(n2MacBefore).toMatch(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+      expect(await s.daemons[1].stop()).toBe(0);
       expect(await s.cluster.reaches(p1, p2)).toBe(false);
       await s.start(n2, ['--vxlan-mode', 'userspace']);
       expect(readFileSync(s.subnetEnv(n2), 'utf8')).toBe(envN2);
       await waitFor(() => s.cluster.reaches(p2, p1), 'pod to pod after the userspace restart', {
         timeoutMs: 10_000,
       });
-      const { leases } = await new SubnetManager(new EmbeddedStore(s.store), {
-        logger: silentLogger,
-      }).listLeases();
+      expect(await neighborMac(n1, n2Vtep)).toBe(n2MacBefore);
+      const { leases } = await listLeases(s.store);
       expect(leases.length).toBe(2);
     } finally {
       await s.done();
@@ -187,6 +211,72 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 60_000);
 
+  it('udp: two nodes over weftd, the underlay taken from the default route; metrics carry the dataplane counters', async () => {
+    const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "udp"}}');
+    try {
+      const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
+      for (const n of [n1, n2])
+        await n.ns.exec(['ip', 'route', 'add', 'default', 'via', '198.18.0.1']);
+      const d1 = await s.start(n1, ['--metrics-port', '9472'], false);
+      await s.start(n2, [], false);
+      expect(await d1.waitForLog('starting')).toMatchObject({
+        iface: 'eth0',
+        publicIp: n1.ip,
+        backend: 'udp',
+      });
+      const [p1] = s.cluster.addPods(n1, s.subnetEnv(n1), 1);
+      const [p2] = s.cluster.addPods(n2, s.subnetEnv(n2), 1);
+      await waitFor(() => s.cluster.reaches(p1, p2), 'pod to pod over udp', { timeoutMs: 10_000 });
+      expect(readFileSync(s.subnetEnv(n1), 'utf8')).toMatch(/FLANNEL_MTU=1472/);
+      const metrics = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
+      expect(metrics).toMatch(/weft_remote_nodes 1\b/);
+      const tx = Number(metrics.match(/weft_dataplane_packets_total\{direction="tx"\} (\d+)/)?.[1]);
+      const rx = Number(metrics.match(/weft_dataplane_packets_total\{direction="rx"\} (\d+)/)?.[1]);
+      expect(tx).toBeGreaterThan(0);
+      expect(rx).toBeGreaterThan(0);
+    } finally {
+      await s.done();
+    }
+  }, 60_000);
+
+  it('vxlan DirectRouting: nodes on the same L2 segment get a route via the public IP instead of the tunnel; auto picks the kernel and says why', async () => {
+    const s = await setup(
+      '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}',
+    );
+    try {
+      const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
+      const d1 = await s.start(n1, []);
+      await s.start(n2, ['--vxlan-mode', 'userspace']);
+      expect(await d1.waitForLog("vxlan: programming the kernel's VXLAN")).toMatchObject({
+        reason: 'auto: the kernel has VXLAN',
+      });
+      const [p1] = s.cluster.addPods(n1, s.subnetEnv(n1), 1);
+      const [p2] = s.cluster.addPods(n2, s.subnetEnv(n2), 1);
+      const subnetOf = (n: ClusterNode) =>
+        readFileSync(s.subnetEnv(n), 'utf8').match(/FLANNEL_SUBNET=(10\.244\.\d+)\.1\/24/)![1];
+      for (const [from, to] of [
+        [n1, n2],
+        [n2, n1],
+      ]) {
+        await waitFor(async () => {
+          const routes = JSON.parse(
+            (await from.ns.exec(['ip', '-j', 'route', 'show', `${subnetOf(to)}.0/24`])).stdout,
+          ) as { gateway?: string; dev: string }[];
+          return routes.length === 1 && routes[0].gateway === to.ip && routes[0].dev === 'eth0';
+        }, `the direct route on ${from.name}`);
+      }
+      // The kernel node holds no tunnel entries for a node it reaches directly.
+      expect((await n1.ns.exec(['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout).toBe('');
+      expect((await n1.ns.exec(['ip', '-4', 'neigh', 'show', 'dev', 'flannel.1'])).stdout).toBe('');
+      await waitFor(() => s.cluster.reaches(p1, p2), 'pod to pod, routed directly', {
+        timeoutMs: 10_000,
+      });
+      expect(await s.cluster.reaches(p2, p1)).toBe(true);
+    } finally {
+      await s.done();
+    }
+  }, 60_000);
+
   it('says so while etcd cannot be reached, is alive but not ready, then gets ready; serves metrics; installs masquerade rules', async () => {
     const cluster = new Cluster(TAG);
     let etcd: Awaited<ReturnType<typeof startEtcd>> | undefined;
@@ -196,6 +286,15 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const n1 = cluster.addNode();
       const etcdNs = createNetns(TAG);
       cluster.plug(etcdNs, '198.18.0.100/24');
+      // The config goes in first and etcd then goes down, so weftd never meets an etcd without it.
+      etcd = await startEtcd({
+        netns: etcdNs,
+        host: '198.18.0.100',
+        clientPort: 2379,
+        peerPort: 2380,
+      });
+      await etcd.etcdctl(['put', '/weft-test/config', CONFIG]);
+      await etcd.kill();
       d = startWeftd(n1.ns, [
         '--etcd-endpoints',
         'http://198.18.0.100:2379',
@@ -220,13 +319,14 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
         status: 503,
         body: 'not ready: no lease yet\n',
       });
-      etcd = await startEtcd({
-        netns: etcdNs,
-        host: '198.18.0.100',
-        clientPort: 2379,
-        peerPort: 2380,
-      });
-      await etcd.etcdctl(['put', '/weft-test/config', CONFIG]);
+      // Retried with backoff: the wait between attempts doubles.
+      const retryWaits = () =>
+        d!.logs
+          .filter((l) => l.msg === 'the store cannot be reached; retrying')
+          .map((l) => l.retryInMs);
+      await waitFor(() => retryWaits().length >= 2, 'a second attempt', { timeoutMs: 20_000 });
+      expect(retryWaits().slice(0, 2)).toEqual([500, 1000]);
+      await etcd.restart();
       await d.waitForLog('ready', 30_000);
       expect((await httpGet(n1.ns, 'http://127.0.0.1:9471/readyz')).status).toBe(200);
       const metrics = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
@@ -342,6 +442,65 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
           ),
         ]);
         await expectClean(n1, s.store);
+      } finally {
+        await s.done();
+      }
+    });
+
+    it('a missing privilege in userspace mode: the TUN device cannot be made', async () => {
+      const s = await setup();
+      try {
+        const n1 = s.cluster.addNode();
+        const r = await runToExit(
+          n1.ns,
+          [
+            '--store-path',
+            s.store,
+            '--subnet-file',
+            s.subnetEnv(n1),
+            '--iface',
+            'eth0',
+            '--vxlan-mode',
+            'userspace',
+          ],
+          ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin'],
+        );
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim().split('\n')).toEqual([
+          expect.stringMatching(/^weftd: ERR_TUN_PERMISSION: .*CAP_NET_ADMIN/),
+        ]);
+        await expectClean(n1, s.store);
+        expect(existsSync(s.subnetEnv(n1))).toBe(false);
+      } finally {
+        await s.done();
+      }
+    });
+
+    it('a failure after the backend is up (--ip-masq without iptables) undoes the device, the lease and subnet.env', async () => {
+      const s = await setup();
+      try {
+        const n1 = s.cluster.addNode();
+        const r = await runToExit(
+          n1.ns,
+          [
+            '--store-path',
+            s.store,
+            '--subnet-file',
+            s.subnetEnv(n1),
+            '--iface',
+            'eth0',
+            '--vxlan-mode',
+            'kernel',
+            '--ip-masq',
+          ],
+          ['env', 'PATH=/nonexistent'],
+        );
+        expect(r.code).toBe(1);
+        expect(r.stderr).toBe(
+          'weftd: ERR_WEFTD_IPTABLES: --ip-masq needs iptables: install it (Debian: apt-get install iptables)\n',
+        );
+        await expectClean(n1, s.store);
+        expect(existsSync(s.subnetEnv(n1))).toBe(false);
       } finally {
         await s.done();
       }
