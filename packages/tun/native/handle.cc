@@ -6,6 +6,7 @@
 #include <linux/udp.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef SOL_UDP
@@ -81,6 +82,10 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   if (rc != 0) {
     delete poll_;
     poll_ = nullptr;
+    // The handle owned the fd: a failed construction must not leak it.
+    close(fd_);
+    fd_ = -1;
+    closed_ = true;
     Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
     return;
   }
@@ -284,9 +289,17 @@ void Handle::OnReadable() {
 void Handle::ReadTun() {
   uint8_t* base = slabs_[ring_slab_].data;
   size_t room = static_cast<size_t>(ring_stride_ - ring_headroom_);
+  // A TUN read cuts a packet longer than the buffer without saying so: one spare byte after the
+  // slot tells a packet that filled it exactly from one that was cut.
+  uint8_t spare;
+  struct iovec iov[2];
+  iov[1].iov_base = &spare;
+  iov[1].iov_len = 1;
   int n = 0;
   while (n < ring_count_) {
-    ssize_t r = read(fd_, base + static_cast<size_t>(n) * ring_stride_ + ring_headroom_, room);
+    iov[0].iov_base = base + static_cast<size_t>(n) * ring_stride_ + ring_headroom_;
+    iov[0].iov_len = room;
+    ssize_t r = readv(fd_, iov, 2);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -295,7 +308,12 @@ void Handle::ReadTun() {
       }
       break;
     }
-    ring_lengths_[n++] = static_cast<int32_t>(r);
+    if (static_cast<size_t>(r) > room) {
+      truncated_++;
+      ring_lengths_[n++] = -1;
+    } else {
+      ring_lengths_[n++] = static_cast<int32_t>(r);
+    }
   }
   if (n == 0) return;
   packets_read_ += n;

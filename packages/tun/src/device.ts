@@ -26,6 +26,8 @@ const MAX_NAME_BYTES = 15;
 /** IPv4's minimum (RFC 791); the largest a TUN device takes. */
 const MIN_MTU = 68;
 const MAX_MTU = 65535;
+/** IPv6's minimum link MTU (RFC 8200 section 5). */
+const IPV6_MIN_MTU = 1280;
 
 /** One fd of a TUN/TAP device: reads a batch of packets at a time, writes a batch per call. */
 export class TunQueue extends BatchIo {
@@ -75,14 +77,23 @@ export class TunDevice {
         `device name ${JSON.stringify(requested)} is ${Buffer.byteLength(requested)} bytes; Linux allows at most ${MAX_NAME_BYTES}`,
       );
     }
-    if (requested.length === 0 || /[\s/:]/.test(requested)) {
+    // The kernel's own rule (dev_valid_name): not empty, not . or .., no slash, colon or space.
+    if (
+      requested.length === 0 ||
+      requested === '.' ||
+      requested === '..' ||
+      /[\s/:]/.test(requested)
+    ) {
       throw new WeftError(
-        TunErrorCode.nameInUse,
-        `device name ${JSON.stringify(requested)} is not a valid interface name`,
+        TunErrorCode.badName,
+        `device name ${JSON.stringify(requested)} is not a valid interface name: use 1 to 15 bytes without spaces, '/' or ':'`,
       );
     }
     if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > 256) {
-      throw new RangeError('queues must be 1..256');
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `queues ${queueCount} is not valid: a device has 1 to 256 queues`,
+      );
     }
     const n = native();
     const c = n.constants;
@@ -159,8 +170,21 @@ export class TunDevice {
       const bytes = Buffer.alloc(4);
       bytes.writeUInt32BE(parsed.address);
       this.ifconfig('addIpv4', [bytes, parsed.prefixLength]);
-    } else {
+      return;
+    }
+    try {
       this.ifconfig('addIpv6', [Buffer.from(parsed.address), parsed.prefixLength]);
+    } catch (err) {
+      // Below IPv6's minimum link MTU the kernel takes IPv6 off the device and says only EINVAL.
+      const cause = (err as { cause?: { code?: string } }).cause;
+      if (cause?.code === 'EINVAL' && this.mtu < IPV6_MIN_MTU) {
+        throw new WeftError(
+          TunErrorCode.badMtu,
+          `cannot add ${cidr} to ${this.name}: IPv6 needs an MTU of at least ${IPV6_MIN_MTU} (RFC 8200) and ${this.name} has ${this.mtu}: raise it first`,
+          { cause: err },
+        );
+      }
+      throw err;
     }
   }
 

@@ -7,10 +7,12 @@ export const TunErrorCode = {
   deviceMissing: 'ERR_TUN_DEVICE_MISSING',
   nameInUse: 'ERR_TUN_NAME_IN_USE',
   nameTooLong: 'ERR_TUN_NAME_TOO_LONG',
+  badName: 'ERR_TUN_BAD_NAME',
   badMtu: 'ERR_TUN_BAD_MTU',
   netnsMissing: 'ERR_TUN_NETNS_MISSING',
   addressInUse: 'ERR_TUN_ADDRESS_IN_USE',
   closed: 'ERR_TUN_CLOSED',
+  badOption: 'ERR_TUN_BAD_OPTION',
   syscall: 'ERR_TUN_SYSCALL',
 } as const;
 

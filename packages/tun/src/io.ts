@@ -12,6 +12,7 @@ export type { NativeStats as IoStats } from './native.js';
 export abstract class BatchIo {
   protected handle: NativeHandle | undefined;
   private ring: PacketRing | undefined;
+  private sendCapacity = 0;
 
   protected constructor(handle: NativeHandle) {
     this.handle = handle;
@@ -79,6 +80,7 @@ export abstract class BatchIo {
       table.ports,
       table.gso,
     );
+    this.sendCapacity = table.capacity;
   }
 
   /**
@@ -88,7 +90,16 @@ export abstract class BatchIo {
    * handle: it consumes nothing.
    */
   send(start: number, count: number): number {
-    return this.handle === undefined ? 0 : this.handle.send(start, count);
+    if (this.handle === undefined) return 0;
+    if (!(start >= 0 && count >= 0 && start + count <= this.sendCapacity)) {
+      throw new WeftError(
+        TunErrorCode.badOption,
+        this.sendCapacity === 0
+          ? 'send() needs a send table: call setSendTable() first'
+          : `send(${start}, ${count}) is outside the send table of ${this.sendCapacity} descriptors`,
+      );
+    }
+    return this.handle.send(start, count);
   }
 
   /** Calls `callback` once, the next time the kernel can take more. */

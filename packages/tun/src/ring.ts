@@ -1,3 +1,6 @@
+import { WeftError } from '@weft/core';
+import { TunErrorCode } from './errors.js';
+
 /**
  * The memory a batch of packets lives in, owned by JavaScript and handed to the addon once.
  * A slab is one Buffer cut into `slots` fixed-stride slots; each slot starts with `headroom`
@@ -33,9 +36,20 @@ export class PacketRing {
     this.stride = options.stride ?? 2048;
     this.headroom = options.headroom ?? 64;
     if (!Number.isInteger(this.slots) || this.slots < 1 || this.slots > 1024)
-      throw new RangeError('ring slots must be 1..1024');
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `ring slots ${this.slots} is not valid: use 1 to 1024`,
+      );
+    if (!Number.isInteger(this.headroom) || this.headroom < 0)
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `ring headroom ${this.headroom} is not valid: use 0 or more bytes`,
+      );
     if (!Number.isInteger(this.stride) || this.stride <= this.headroom || this.stride > 1 << 20)
-      throw new RangeError('ring stride must exceed headroom and be at most 1 MiB');
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `ring stride ${this.stride} is not valid: it must exceed the headroom (${this.headroom}) and be at most 1 MiB`,
+      );
     // Outside V8's pooled allocator: the addon keeps a raw pointer into it for the ring's life.
     this.slab = Buffer.allocUnsafeSlow(this.slots * this.stride);
     this.lengths = new Int32Array(this.slots);
@@ -72,6 +86,11 @@ export class SendTable {
   readonly gso: Uint16Array;
 
   constructor(capacity = 64) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 16)
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `send table capacity ${capacity} is not valid: use 1 to 65536`,
+      );
     this.capacity = capacity;
     this.slabs = new Uint8Array(capacity);
     this.offsets = new Int32Array(capacity);
