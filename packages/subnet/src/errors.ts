@@ -16,6 +16,8 @@ export const SubnetErrorCode = {
   corruptStore: 'ERR_STORE_CORRUPT',
   /** The store cannot be reached (etcd down, lock not obtained). */
   unavailable: 'ERR_STORE_UNAVAILABLE',
+  /** A store's options are inconsistent, or name files that cannot be read (etcd TLS). */
+  storeOptions: 'ERR_STORE_OPTIONS',
   /** subnet.env could not be read or written. */
   subnetFile: 'ERR_SUBNET_FILE',
 } as const;

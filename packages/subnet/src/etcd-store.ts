@@ -52,6 +52,7 @@ export class EtcdStore implements SubnetStore {
   readonly prefix: string;
   private readonly client: Etcd3;
   private readonly watches = new Set<StoreWatch>();
+  private readonly leaseDeadlines = new Map<string, Promise<number>>();
 
   constructor(readonly options: EtcdStoreOptions) {
     this.prefix = `${(options.prefix ?? DEFAULT_ETCD_PREFIX).replace(/\/+$/, '')}/`;
@@ -62,20 +63,33 @@ export class EtcdStore implements SubnetStore {
       dialTimeout: timeout,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
     };
-    if (options.caFile) {
-      try {
-        config.credentials = {
-          rootCertificate: readFileSync(options.caFile),
-          ...(options.keyFile ? { privateKey: readFileSync(options.keyFile) } : {}),
-          ...(options.certFile ? { certChain: readFileSync(options.certFile) } : {}),
-        };
-      } catch (err) {
-        throw new WeftError(
-          SubnetErrorCode.unavailable,
-          `cannot read the etcd TLS files: ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
+    if (options.endpoints.length === 0)
+      throw new WeftError(SubnetErrorCode.storeOptions, 'etcd: no endpoints given');
+    if (Boolean(options.certFile) !== Boolean(options.keyFile))
+      throw new WeftError(
+        SubnetErrorCode.storeOptions,
+        'etcd: certFile and keyFile go together (a client certificate and its key)',
+      );
+    if (options.password && !options.username)
+      throw new WeftError(SubnetErrorCode.storeOptions, 'etcd: a password needs a username');
+    if (options.caFile || options.certFile) {
+      const read = (file: string) => {
+        try {
+          return readFileSync(file);
+        } catch (err) {
+          throw new WeftError(
+            SubnetErrorCode.storeOptions,
+            `etcd: cannot read the TLS file ${file}: ${(err as Error).message}`,
+            { cause: err },
+          );
+        }
+      };
+      config.credentials = {
+        // No CA file: the system's roots, as flannel does (grpc takes null for them).
+        rootCertificate: (options.caFile ? read(options.caFile) : null) as Buffer,
+        ...(options.keyFile ? { privateKey: read(options.keyFile) } : {}),
+        ...(options.certFile ? { certChain: read(options.certFile) } : {}),
+      };
     }
     if (options.username)
       config.auth = { username: options.username, password: options.password ?? '' };
@@ -95,11 +109,27 @@ export class EtcdStore implements SubnetStore {
     }
   }
 
+  /**
+   * Seconds left on an etcd lease. Each lease's deadline is looked up once and remembered (in
+   * flight too): renewals grant a new lease rather than extend one, as flannel's do, so a
+   * deadline never moves, and a listing costs no request per key after the first.
+   */
   private async ttlOf(lease: string): Promise<number | undefined> {
     if (!lease || lease === '0') return undefined;
-    const res = await this.client.leaseClient.leaseTimeToLive({ ID: lease });
-    const ttl = Number(res.TTL);
-    return Math.max(ttl, 0);
+    let deadline = this.leaseDeadlines.get(lease);
+    if (!deadline) {
+      deadline = this.client.leaseClient
+        .leaseTimeToLive({ ID: lease })
+        .then((res) => Date.now() + Math.max(Number(res.TTL), 0) * 1000);
+      deadline.catch(() => this.leaseDeadlines.delete(lease));
+      this.leaseDeadlines.set(lease, deadline);
+      // Oldest first: a lease not seen for 4096 newer ones is long replaced.
+      for (const old of this.leaseDeadlines.keys()) {
+        if (this.leaseDeadlines.size <= 4096) break;
+        this.leaseDeadlines.delete(old);
+      }
+    }
+    return Math.max(0, Math.ceil(((await deadline) - Date.now()) / 1000));
   }
 
   getConfig(): Promise<string | undefined> {
@@ -117,15 +147,16 @@ export class EtcdStore implements SubnetStore {
     return this.call('list subnets', async () => {
       const key = `${this.prefix}${SUBNETS_PREFIX}`;
       const res = await this.client.kv.range({ key: Buffer.from(key), range_end: prefixEnd(key) });
-      const values: StoredValue[] = [];
-      for (const kv of res.kvs) {
-        values.push({
-          key: kv.key.toString().slice(key.length),
-          value: kv.value.toString(),
-          modRevision: Number(kv.mod_revision),
-          ttlSeconds: await this.ttlOf(kv.lease),
-        });
-      }
+      const values = await Promise.all(
+        res.kvs.map(
+          async (kv): Promise<StoredValue> => ({
+            key: kv.key.toString().slice(key.length),
+            value: kv.value.toString(),
+            modRevision: Number(kv.mod_revision),
+            ttlSeconds: await this.ttlOf(kv.lease),
+          }),
+        ),
+      );
       return { values, revision: Number(res.header.revision) };
     });
   }
@@ -217,21 +248,36 @@ export class EtcdStore implements SubnetStore {
           void w.cancel().catch(() => undefined);
           return;
         }
+        // Responses are handled one at a time, in order: a put's TTL is looked up first.
+        let chain = Promise.resolve();
         w.on('data', (res: IWatchResponse) => {
-          if (closed) return;
-          if (res.compact_revision && res.compact_revision !== '0') {
-            resync(`etcd compacted history to revision ${res.compact_revision}`);
-            return;
-          }
-          const events = res.events.map(
-            (e): StoreEvent => ({
-              type: e.type === 'Put' ? 'put' : 'delete',
-              key: e.kv.key.toString().slice(key.length),
-              value: e.type === 'Put' ? e.kv.value.toString() : undefined,
-              revision: Number(e.kv.mod_revision),
-            }),
-          );
-          if (events.length > 0) handlers.onEvents(events);
+          chain = chain.then(async () => {
+            if (closed) return;
+            if (res.compact_revision && res.compact_revision !== '0') {
+              resync(`etcd compacted history to revision ${res.compact_revision}`);
+              return;
+            }
+            const events: StoreEvent[] = [];
+            for (const e of res.events) {
+              const event: StoreEvent = {
+                type: e.type === 'Put' ? 'put' : 'delete',
+                key: e.kv.key.toString().slice(key.length),
+                revision: Number(e.kv.mod_revision),
+              };
+              if (e.type === 'Put') {
+                event.value = e.kv.value.toString();
+                try {
+                  event.ttlSeconds = await this.ttlOf(e.kv.lease);
+                } catch (err) {
+                  // Without its TTL the lease would pass for a reservation: re-list instead.
+                  resync(`etcd lease lookup failed: ${(err as Error).message}`);
+                  return;
+                }
+              }
+              events.push(event);
+            }
+            if (!closed && events.length > 0) handlers.onEvents(events);
+          });
         });
         w.on('disconnected', (err: Error) => {
           wasDisconnected = true;

@@ -7,6 +7,7 @@ import {
   SubnetManager,
   type SubnetStore,
   silentLogger,
+  type WatchHandlers,
 } from '../src/index.js';
 import { CONFIG, storeSuite } from './store-suite.js';
 
@@ -103,14 +104,24 @@ describe.skipIf(!haveEtcd)('the etcd store, against a real etcd', () => {
     await etcd.etcdctl([
       'put',
       `${prefix}/config`,
-      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}',
+      '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}',
     ]);
     await etcd.etcdctl(['put', `${prefix}/subnets/10.244.3.0-24`, flannelLease]);
+    // An operator's typo: skipped and logged, never a crash nor a free subnet.
+    await etcd.etcdctl(['put', `${prefix}/subnets/10.244.4.0-24`, '{"PublicIP":"192.168.64.']);
     const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix });
     try {
-      const m = manager(store);
-      expect((await m.getNetworkConfig()).backend.type).toBe('vxlan');
+      const warnings: string[] = [];
+      const m = new SubnetManager(store, {
+        logger: { ...silentLogger, warn: (o, msg) => warnings.push(`${msg} ${JSON.stringify(o)}`) },
+      });
+      const config = await m.getNetworkConfig();
+      expect(config.backend).toMatchObject({ type: 'vxlan', vni: 1, port: 8472 });
+      expect(config.subnetLen).toBe(24);
       const { leases } = await m.listLeases();
+      expect(warnings).toEqual([
+        expect.stringMatching(/^skipping a malformed lease .*10\.244\.4\.0-24: not JSON/),
+      ]);
       expect(leases).toEqual([
         expect.objectContaining({
           subnet: '10.244.3.0/24',
@@ -139,6 +150,13 @@ describe.skipIf(!haveEtcd)('the etcd store, against a real etcd', () => {
         kvs: { lease: number }[];
       };
       expect(withLease.kvs[0].lease).toBeGreaterThan(0);
+      expect(mine.subnet).not.toBe('10.244.4.0/24');
+      // A config an operator broke with etcdctl: a clear error, no lease taken.
+      await etcd.etcdctl(['put', `${prefix}/config`, '{"Network":"10.244.0.0/16",']);
+      const err = await m.acquireLease({ attrs: attrs('198.18.0.2') }).catch((e) => e);
+      expect(isWeftError(err, 'ERR_CONFIG_INVALID')).toBe(true);
+      expect(err.message).toMatch(/network config is not JSON/);
+      expect((await m.listLeases()).leases.length).toBe(2);
     } finally {
       await store.close();
     }

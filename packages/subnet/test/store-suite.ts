@@ -165,6 +165,9 @@ export function storeSuite(t: StoreUnderTest): void {
       expect(w.events).toEqual([`added ${early.subnet}`]);
       const late = await manager(other).acquireLease({ attrs: attrs('198.18.0.3') });
       await waitFor(() => w.events.length === 2, 'the added event');
+      // A watched lease keeps its expiry; only a reservation has none.
+      const watched = w.watch.leases().find((l) => l.subnet === late.subnet);
+      expect(watched?.expiresAt).toBeGreaterThan(Date.now() + 23 * 3600_000);
       await manager(other).acquireLease({ attrs: attrs('198.18.0.3', '02:00:00:00:00:33') });
       await waitFor(() => w.events.length === 3, 'the changed event');
       await manager(other).releaseLease(late);
@@ -183,6 +186,15 @@ export function storeSuite(t: StoreUnderTest): void {
       await manager(other).releaseLease(me);
       await waitFor(() => w.lost.length === 1, 'the own-lease-lost signal');
       expect(w.lost).toEqual([me.key]);
+      const reserved = await manager(other).reserve(
+        parseCidr('10.244.250.0/24') as Cidr4,
+        attrs('198.18.0.250'),
+      );
+      await waitFor(() => w.events.length === 5, 'the reservation');
+      expect(w.events[4]).toBe(`added ${reserved.subnet}`);
+      const seen = w.watch.leases().find((l) => l.subnet === reserved.subnet);
+      expect(seen).toBeDefined();
+      expect(seen?.expiresAt).toBeUndefined();
       w.watch.close();
     });
   });

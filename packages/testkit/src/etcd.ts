@@ -33,6 +33,17 @@ export interface EtcdOptions {
   host?: string;
   clientPort?: number;
   peerPort?: number;
+  /**
+   * Serve clients over TLS (https) with this certificate and key, trusting `caFile`; with
+   * `clientCertFile`/`clientKeyFile`, clients must present a certificate (etcdctl uses that one).
+   */
+  tls?: {
+    caFile: string;
+    certFile: string;
+    keyFile: string;
+    clientCertFile?: string;
+    clientKeyFile?: string;
+  };
 }
 
 async function freePort(): Promise<number> {
@@ -56,7 +67,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
   const clientPort = options.clientPort ?? (await freePort());
   const peerPort = options.peerPort ?? (await freePort());
   const dir = tempDir('weft-etcd-');
-  const endpoint = `http://${host}:${clientPort}`;
+  const tls = options.tls;
+  const endpoint = `${tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const argv = [
     '/usr/bin/etcd',
     '--name',
@@ -76,9 +88,19 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdServer> 
     '--log-level',
     'error',
   ];
+  const tlsArgs: string[] = [];
+  if (tls) {
+    argv.push('--cert-file', tls.certFile, '--key-file', tls.keyFile);
+    argv.push('--trusted-ca-file', tls.caFile);
+    tlsArgs.push(`--cacert=${tls.caFile}`);
+    if (tls.clientCertFile && tls.clientKeyFile) {
+      argv.push('--client-cert-auth');
+      tlsArgs.push(`--cert=${tls.clientCertFile}`, `--key=${tls.clientKeyFile}`);
+    }
+  }
   let child: ChildProcess | undefined;
   const etcdctl = async (args: string[]) => {
-    const cmd = ['/usr/bin/etcdctl', `--endpoints=${endpoint}`, ...args];
+    const cmd = ['/usr/bin/etcdctl', `--endpoints=${endpoint}`, ...tlsArgs, ...args];
     const run = options.netns
       ? options.netns.exec(cmd, { timeoutMs: 15_000 })
       : execFileAsync(cmd[0], cmd.slice(1), {
