@@ -6,11 +6,12 @@ import { PacketRing, SendTable, TunDevice, UdpSocket } from '@weft/tun';
  *   count <bindIp> <port>              — counts datagrams received
  *   tun-to-udp <batch> <dstIp> <port>  — moves packets from TUN io0 to UDP, no protocol work
  *   udp-to-tun <batch> <bindIp> <port> — moves datagrams from UDP to TUN io0, no protocol work
- * Each prints its running packet count every 100 ms as `count <n>`.
+ * Each prints its running packet count every 100 ms as `count <n> <ms>`, with the time it was
+ * taken, so the rate is measured between two samples rather than between two reads of a pipe.
  */
 const [role, ...args] = process.argv.slice(2);
 let moved = 0;
-setInterval(() => process.stdout.write(`count ${moved}\n`), 100);
+setInterval(() => process.stdout.write(`count ${moved} ${Date.now()}\n`), 100);
 process.on('SIGTERM', () => process.exit(0));
 
 function ipv4(text: string): number {
