@@ -191,7 +191,9 @@ export class EmbeddedStore implements SubnetStore {
       renameSync(tmp, this.path);
     } catch (err) {
       // The old file stays whole; only the half-written temp goes.
-      rmSync(tmp, { force: true });
+      try {
+        rmSync(tmp, { force: true });
+      } catch {}
       throw new WeftError(
         SubnetErrorCode.unavailable,
         `cannot write the embedded store ${this.path}: ${(err as Error).message}`,

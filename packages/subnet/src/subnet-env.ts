@@ -5,6 +5,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  rmSync,
   writeSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
@@ -56,9 +57,9 @@ export function subnetEnvText(
 
 /** Writes subnet.env atomically: a temp file in the same directory, fsync, rename, fsync the directory. */
 export function writeSubnetEnv(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
   try {
     mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.tmp-${process.pid}`;
     const fd = openSync(tmp, 'w', 0o644);
     try {
       writeSync(fd, text);
@@ -74,6 +75,10 @@ export function writeSubnetEnv(path: string, text: string): void {
       closeSync(dir);
     }
   } catch (err) {
+    // The old file, if any, stays whole; a half-written temp does not linger.
+    try {
+      rmSync(tmp, { force: true });
+    } catch {}
     throw new WeftError(
       SubnetErrorCode.subnetFile,
       `cannot write ${path}: ${(err as Error).message}`,

@@ -72,6 +72,19 @@ describe("flannel's network config", () => {
     expect(fails({ Network: '10.244.0.0/16', SubnetMax: '10.244.3.7' })).toMatch(
       /SubnetMax 10\.244\.3\.7 is not on a \/24 boundary/,
     );
+    expect(fails({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.128' })).toMatch(
+      /SubnetMin 10\.244\.1\.128 is not on a \/24 boundary/,
+    );
+    expect(fails({ Network: '10.244.0.0/16', SubnetMax: '10.0.0.0' })).toMatch(
+      /SubnetMax 10\.0\.0\.0 is not inside Network 10\.244\.0\.0\/16/,
+    );
+    expect(
+      fails({ Network: '10.244.0.0/16', SubnetMin: '10.244.9.0', SubnetMax: '10.244.8.0' }),
+    ).toMatch(/SubnetMin 10\.244\.9\.0 is after SubnetMax 10\.244\.8\.0/);
+    // Aligned to a SubnetLen that is not the default.
+    const c26 = parseNetworkConfig({ Network: '10.0.0.0/16', SubnetLen: 26 });
+    expect(formatIpv4(c26.subnetMin)).toBe('10.0.0.64');
+    expect(formatIpv4(c26.subnetMax)).toBe('10.0.255.192');
     expect(fails({ Network: '10.244.0.0/16', SubnetMin: 'ten' })).toMatch(
       /SubnetMin "ten" is not an IPv4 address/,
     );
@@ -105,6 +118,21 @@ describe("flannel's network config", () => {
     );
     expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', VNI: 'one' } })).toMatch(
       /Backend.VNI must be a number/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'udp', Port: 70000 } })).toMatch(
+      /Backend.Port 70000 must be 1..65535/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', Port: -1 } })).toMatch(
+      /Backend.Port must be a non-negative integer, not -1/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', MTU: 40 } })).toMatch(
+      /Backend.MTU 40 must be 68..65535, or 0 to derive it/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', GBP: 'yes' } })).toMatch(
+      /Backend.GBP must be a boolean, not "yes"/,
+    );
+    expect(fails({ Network: '10.1.0.0/16', Backend: 'vxlan' })).toMatch(
+      /Backend must be an object/,
     );
   });
 
