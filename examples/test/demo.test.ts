@@ -1,9 +1,19 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { privileged } from '@weft/testkit';
 import { describe, expect, it } from 'vitest';
 
 const demo = fileURLToPath(new URL('../dist/demo.js', import.meta.url));
+
+/** What a demo run left: its namespaces (named weft-demo-<pid>-<n>) and temp dirs. */
+const leftovers = (pid: number) => ({
+  namespaces: execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith(`weft-demo-${pid}-`)),
+  tempDirs: readdirSync(tmpdir()).filter((d) => d.startsWith('weft-demo-')).length,
+});
 
 describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
   it('builds the three-node cluster, and its reachability matrix is complete for every pair that should connect', () => {
@@ -35,8 +45,39 @@ describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
     // The four vxlan pods reach each other (12 ordered pairs), the two udp pods each other (2); udp <-> vxlan do not.
     expect(Object.values(summary.expected).filter(Boolean).length).toBe(12 + 2);
     expect(summary.failures).toBe(0);
+    expect(Object.keys(summary.throughput).length).toBe(3);
     expect(Object.values(summary.throughput).every((bps) => bps > 1e6)).toBe(true);
     expect(out).toMatch(/a udp node reaches only udp nodes, as in flannel/);
+    expect(out).toMatch(/^ {2}10\.244\.\d+\.0\/24 +198\.18\.0\.11 +udp /m);
+    expect(out).toMatch(
+      /^ {2}10\.244\.\d+\.0\/24 +198\.18\.0\.12 +vxlan +([0-9a-f]{2}:){5}[0-9a-f]{2} /m,
+    );
+    expect(out).toMatch(/tearing down\n$/);
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/weft-demo-/);
   }, 150_000);
+
+  it('tears everything down on Ctrl-C (SIGINT to its process group, as a terminal sends it)', async () => {
+    const tempDirsBefore = leftovers(0).tempDirs;
+    const child = spawn(process.execPath, [demo], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const deadline = Date.now() + 60_000;
+    while (!/n2 \(198\.18\.0\.12\) up/.test(out)) {
+      if (Date.now() > deadline || child.exitCode !== null)
+        throw new Error(`demo did not get going: ${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(leftovers(child.pid!).namespaces.length).toBeGreaterThan(0);
+    process.kill(-child.pid!, 'SIGINT');
+    expect(await exited).toBe(130);
+    expect(out).toMatch(/Ctrl-C: tearing down\ntorn down\n$/);
+    expect(leftovers(child.pid!)).toEqual({ namespaces: [], tempDirs: tempDirsBefore });
+    expect(() => process.kill(-child.pid!, 0)).toThrow(); // nothing of its group still runs
+  }, 90_000);
 });

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createNetns, type Netns } from './netns.js';
 
 /**
@@ -140,10 +140,9 @@ export class Cluster {
     return this.nodes.flatMap((n) => n.pods);
   }
 
-  /** Removes every namespace of the cluster (and kills what runs in them). */
+  /** Removes every namespace of the cluster (and kills what runs in them); those already gone are skipped. */
   delete(): void {
-    for (const p of this.pods) p.ns.delete();
-    for (const n of this.nodes) n.ns.delete();
-    this.underlay.delete();
+    for (const ns of [...this.pods.map((p) => p.ns), ...this.nodes.map((n) => n.ns), this.underlay])
+      if (existsSync(`/run/netns/${ns.name}`)) ns.delete();
   }
 }
