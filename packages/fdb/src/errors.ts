@@ -7,7 +7,19 @@ export const FdbErrorCode = {
   badVni: 'ERR_FDB_BAD_VNI',
   badEntry: 'ERR_FDB_BAD_ENTRY',
   duplicate: 'ERR_FDB_DUPLICATE',
+  badOption: 'ERR_FDB_BAD_OPTION',
 } as const;
+
+/** Checks a table option is a whole number at least `min`; a NaN would silently disable ageing. */
+export function checkOption(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw fdbError(
+      FdbErrorCode.badOption,
+      `${name} ${value} must be a whole number of at least ${min}`,
+    );
+  }
+  return value;
+}
 
 export function fdbError(code: string, message: string, cause?: unknown): WeftError {
   return new WeftError(code, message, cause === undefined ? undefined : { cause });

@@ -1,6 +1,6 @@
 import { formatIp, formatMac, type IpAddress, MAC_ZERO, parseIp, parseMac } from '@weft/core';
 import { LRUCache } from 'lru-cache';
-import { FdbErrorCode, fdbError, validateEach } from './errors.js';
+import { checkOption, FdbErrorCode, fdbError, validateEach } from './errors.js';
 import { type ChangeEvent, Emitter, type Listener } from './events.js';
 import { ipv6PrefixEquals } from './ipv6-key.js';
 
@@ -176,11 +176,31 @@ export class Fdb {
   private readonly now: () => number;
 
   constructor(options: FdbOptions = {}) {
-    this.ageingMs = options.ageingMs ?? 300_000;
-    this.defaultPort = options.defaultPort ?? 8472;
-    this.defaultVni = options.defaultVni ?? 1;
+    this.ageingMs = checkOption('ageingMs', options.ageingMs ?? 300_000, 1);
+    this.defaultPort = checkOption('defaultPort', options.defaultPort ?? 8472, 1);
+    if (this.defaultPort > 65535)
+      throw fdbError(
+        FdbErrorCode.badPort,
+        `defaultPort ${this.defaultPort} is not a UDP port (1..65535)`,
+      );
+    this.defaultVni = checkOption('defaultVni', options.defaultVni ?? 1, 0);
+    if (this.defaultVni > 0xffffff)
+      throw fdbError(
+        FdbErrorCode.badVni,
+        `defaultVni ${this.defaultVni} does not fit 24 bits (0..16777215)`,
+      );
     this.now = options.now ?? Date.now;
-    const max = options.maxLearned ?? 4096;
+    const max = checkOption('maxLearned', options.maxLearned ?? 4096, 1);
+    if (
+      options.learnedStore !== undefined &&
+      options.learnedStore !== 'map' &&
+      options.learnedStore !== 'lru-cache'
+    ) {
+      throw fdbError(
+        FdbErrorCode.badOption,
+        `learnedStore ${JSON.stringify(options.learnedStore)} must be 'map' or 'lru-cache'`,
+      );
+    }
     this.learned =
       options.learnedStore === 'lru-cache' ? new LruCacheStore(max) : new MapStore(max);
   }
@@ -208,12 +228,12 @@ export class Fdb {
   }
 
   /**
-   * Hot path: where a frame to `mac` goes: its entry alone, or for a group or unknown MAC the
-   * default list (possibly empty: drop). Never allocates.
+   * Hot path: where a frame to `mac` goes: its entry alone, or for a MAC without one (unknown
+   * unicast, and broadcast or multicast unless a static entry names them) the default list,
+   * possibly empty: drop. The kernel's VXLAN does the same: exact match first, then all-zeros.
+   * Never allocates.
    */
   destinations(mac: number, nowMs = this.now()): readonly FdbEntry[] {
-    // The I/G bit, the low bit of the first octet: a group address floods.
-    if (Math.floor(mac / 0x10000000000) % 2 === 1) return this.defaultList;
     const entry = this.lookup(mac, nowMs);
     return entry === undefined ? this.defaultList : entry.asList;
   }

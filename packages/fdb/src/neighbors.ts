@@ -1,5 +1,5 @@
 import { formatIp, formatMac, type IpAddress, parseIp, parseMac } from '@weft/core';
-import { FdbErrorCode, fdbError, validateEach } from './errors.js';
+import { checkOption, FdbErrorCode, fdbError, validateEach } from './errors.js';
 import { type ChangeEvent, Emitter, type Listener } from './events.js';
 import { Ipv6Map } from './ipv6-key.js';
 
@@ -62,7 +62,7 @@ export class NeighborTable {
   private readonly now: () => number;
 
   constructor(options: NeighborTableOptions = {}) {
-    this.reachableMs = options.reachableMs ?? 30_000;
+    this.reachableMs = checkOption('reachableMs', options.reachableMs ?? 30_000, 1);
     this.now = options.now ?? Date.now;
   }
 

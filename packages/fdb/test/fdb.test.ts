@@ -141,6 +141,31 @@ describe('the all-zeros default list: head-end replication like the kernel', () 
     expect(fdb.destinations(0xffffffffffff)).toBe(fdb.destinations(C + 1));
   });
 
+  it('a static entry for a group MAC wins over the list, as the kernel looks up exact MACs first', () => {
+    const fdb = new Fdb();
+    fdb.appendDefault('198.18.0.2');
+    fdb.appendDefault('198.18.0.3');
+    fdb.add({ mac: 'ff:ff:ff:ff:ff:ff', dst: '198.18.0.6' });
+    const list = (m: number) => fdb.destinations(m).map((e) => formatIpv4(e.remote4));
+    expect(list(0xffffffffffff)).toEqual(['198.18.0.6']);
+    expect(list(mac('33:33:00:00:00:01'))).toEqual(['198.18.0.2', '198.18.0.3']);
+    fdb.remove('ff:ff:ff:ff:ff:ff');
+    expect(list(0xffffffffffff)).toEqual(['198.18.0.2', '198.18.0.3']);
+  });
+
+  it('an aged learned entry falls back to the list until it is seen again', () => {
+    const c = clock();
+    const fdb = new Fdb({ now: c.now });
+    fdb.appendDefault('198.18.0.2');
+    fdb.appendDefault('198.18.0.3');
+    fdb.learn4(C, ip('198.18.0.3'), 8472, 1);
+    expect(fdb.destinations(C).map((e) => formatIpv4(e.remote4))).toEqual(['198.18.0.3']);
+    c.advance(300_000);
+    expect(fdb.destinations(C)).toBe(fdb.defaults);
+    expect(fdb.learn4(C, ip('198.18.0.3'), 8472, 1)).toBe(false);
+    expect(fdb.destinations(C).map((e) => formatIpv4(e.remote4))).toEqual(['198.18.0.3']);
+  });
+
   it('an empty list means drop', () => {
     expect(new Fdb().destinations(0xffffffffffff)).toEqual([]);
   });

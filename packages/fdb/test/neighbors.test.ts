@@ -1,4 +1,5 @@
 import { isWeftError, parseIpv4, parseIpv6, parseMac } from '@weft/core';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { NeighborTable } from '../src/index.js';
 
@@ -64,6 +65,57 @@ describe('neighbor table', () => {
     expect(t.applySnapshot([]).map((e) => `${e.kind} ${e.entry.ip}`)).toEqual([
       'removed 10.244.2.0',
     ]);
+  });
+
+  it('emits added, changed and removed, after the whole batch is applied', () => {
+    const t = new NeighborTable();
+    const seen: string[] = [];
+    t.onChange((e) => seen.push(`${e.kind} ${e.entry.ip} ${e.entry.mac} ${t.size}`));
+    t.applySnapshot([
+      { ip: '10.244.2.0', mac: '02:00:00:00:02:01' },
+      { ip: '10.244.3.0', mac: '02:00:00:00:03:01' },
+    ]);
+    const events = t.applyDiff({
+      add: [{ ip: '10.244.2.0', mac: '02:00:00:00:02:02' }],
+      remove: ['10.244.3.0'],
+    });
+    expect(events.map((e) => `${e.kind} ${e.entry.ip} ${e.previous?.mac ?? '-'}`)).toEqual([
+      'removed 10.244.3.0 -',
+      'changed 10.244.2.0 02:00:00:00:02:01',
+    ]);
+    // Listeners of a batch see the table after the whole batch: size 2 after the first, 1 after.
+    expect(seen).toEqual([
+      'added 10.244.2.0 02:00:00:00:02:01 2',
+      'added 10.244.3.0 02:00:00:00:03:01 2',
+      'removed 10.244.3.0 02:00:00:00:03:01 1',
+      'changed 10.244.2.0 02:00:00:00:02:02 1',
+    ]);
+  });
+
+  it('snapshot idempotence holds for random entry sets', () => {
+    const entry = fc.record({
+      ip: fc.constantFrom('10.244.2.0', '10.244.3.0', 'fc00::2', 'fc00::3'),
+      mac: fc.constantFrom('02:00:00:00:02:01', '02:00:00:00:03:01'),
+      proxy: fc.boolean(),
+    });
+    const dedupe = (xs: { ip: string; mac: string; proxy: boolean }[]) => [
+      ...new Map(xs.map((x) => [x.ip, x])).values(),
+    ];
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 6 }), fc.array(entry, { maxLength: 6 }), (a, b) => {
+        const t = new NeighborTable({ now: () => 0 });
+        t.applySnapshot(dedupe(a));
+        t.applySnapshot(dedupe(b));
+        const dump = t.dump();
+        expect(t.applySnapshot(dedupe(b))).toEqual([]);
+        expect(t.dump()).toEqual(dump);
+        expect(dump.map((d) => d.ip).sort()).toEqual(
+          dedupe(b)
+            .map((x) => x.ip)
+            .sort(),
+        );
+      }),
+    );
   });
 
   it('rejects bad input by code, applying nothing', () => {
