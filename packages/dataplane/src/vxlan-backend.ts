@@ -320,6 +320,11 @@ export class VxlanBackend extends Backend {
       const base = i * stride + headroom;
       const off = base + h;
       const len = lengths[i] - h;
+      // -1: longer than a slot, cut by the read (and with offloads, nothing after the header).
+      if (len <= 0) {
+        c[Counter.dropTruncated]++;
+        continue;
+      }
       const gso = h === 0 ? 0 : this.deviceHeader(slab, base, len);
       if (gso < 0) {
         c[Counter.dropBadHeader]++;
