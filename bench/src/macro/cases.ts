@@ -63,6 +63,7 @@ function weftVxlan(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<Running
     {
       type: 'vxlan',
       deviceName: 'flannel.1',
+      offload: OFFLOAD,
       vtepAddress: `10.244.${me}.0`,
       vtepMac: side === 'a' ? MAC_A : MAC_B,
       network: '10.244.0.0/16',
@@ -87,6 +88,7 @@ function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNo
     {
       type: 'udp',
       deviceName: 'flannel0',
+      offload: OFFLOAD,
       nodeAddress: `10.244.${me}.0`,
       network: '10.244.0.0/16',
       publicIp: side === 'a' ? nodes.ipA : nodes.ipB,

@@ -2,13 +2,10 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatIpv4, parseMac } from '@weft/core';
+import { parseVxlanFrame } from '@weft/encap';
+import { createNetns, hasCommand, type Netns, privileged, readPcap, tempDir } from '@weft/testkit';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-// Relative imports: @weft/encap and @weft/testkit are not dependencies of this package (see README).
-import { parseVxlanFrame } from '../../encap/src/index.js';
-import { createNetns, type Netns, privileged } from '../../testkit/src/netns.js';
-import { readPcap } from '../../testkit/src/pcap.js';
-import { hasCommand, tempDir } from '../../testkit/src/tools.js';
 import { Fdb } from '../src/index.js';
 
 /**
