@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { isWeftError } from '@weft/core';
+import { WEFTD_CLI } from '@weft/testkit';
 import { describe, expect, it } from 'vitest';
 import { FLAGS, helpText, parseFlags } from '../src/index.js';
 
@@ -51,6 +53,9 @@ describe('weftd flags', () => {
   });
 
   it('documents every flag with its environment twin in --help', () => {
+    const run = spawnSync(process.execPath, [WEFTD_CLI, '--help'], { encoding: 'utf8' });
+    expect(run.status).toBe(0);
+    expect(run.stdout).toBe(`${helpText()}\n`);
     const help = helpText();
     for (const f of FLAGS) {
       expect(help).toContain(`--${f.name}`);

@@ -211,13 +211,14 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 60_000);
 
-  it('udp: two nodes over weftd, the underlay taken from the default route; metrics carry the dataplane counters', async () => {
+  it('udp: two nodes over weftd, the underlay taken from the default route, the lease renewed; metrics carry the dataplane counters', async () => {
     const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "udp"}}');
     try {
       const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
       for (const n of [n1, n2])
         await n.ns.exec(['ip', 'route', 'add', 'default', 'via', '198.18.0.1']);
-      const d1 = await s.start(n1, ['--metrics-port', '9472'], false);
+      // A 4 s lease renewed halfway: its expiry must move forward while the daemon runs.
+      const d1 = await s.start(n1, ['--metrics-port', '9472', '--lease-ttl', '4'], false);
       await s.start(n2, [], false);
       expect(await d1.waitForLog('starting')).toMatchObject({
         iface: 'eth0',
@@ -234,6 +235,17 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const rx = Number(metrics.match(/weft_dataplane_packets_total\{direction="rx"\} (\d+)/)?.[1]);
       expect(tx).toBeGreaterThan(0);
       expect(rx).toBeGreaterThan(0);
+      const expiry = (m: string) =>
+        Number(m.match(/^weft_lease_expiry_timestamp_seconds (\S+)$/m)?.[1]);
+      const first = expiry(metrics);
+      expect(first).toBeGreaterThan(Date.now() / 1000);
+      await waitFor(
+        async () =>
+          expiry((await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body) > first + 1,
+        'the lease renewed',
+        { timeoutMs: 8_000, intervalMs: 500 },
+      );
+      expect(await s.cluster.reaches(p1, p2)).toBe(true);
     } finally {
       await s.done();
     }
