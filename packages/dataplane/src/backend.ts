@@ -136,7 +136,7 @@ export abstract class Backend extends Pump {
   protected devOut = 0;
   protected txPos = 0;
   private readonly segmented: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
-  /** The GSO segment size of the device packet last read by deviceHeader(). */
+  /** The GSO segment size of the device packet last checked by devicePacket(). */
   protected gsoSize = 0;
 
   protected constructor(tun: DeviceIo, socket: UdpIo, options: CommonBackendOptions) {
@@ -153,26 +153,38 @@ export abstract class Backend extends Pump {
   }
 
   /**
-   * Offloads: reads the virtio_net_hdr in front of a device packet (at base; the packet of `len`
-   * bytes follows). Finishes a checksum the kernel left partial. Returns the GSO type (0 for a
-   * plain packet, with gsoSize set otherwise), or -1 for a header weft cannot honour.
+   * Checks device packet `length` bytes at slab[base] (with offloads, a virtio_net_hdr and then
+   * the packet): returns its GSO type (0 for a plain packet, gsoSize set otherwise), finishing a
+   * checksum the kernel left partial; or -1, counted, for a packet cut by the read (@weft/tun's
+   * length -1), an empty one, or a header weft cannot honour.
    */
-  protected deviceHeader(slab: Buffer, base: number, len: number): number {
+  protected devicePacket(slab: Buffer, base: number, length: number): number {
+    const h = this.deviceHeaderBytes;
+    const len = length - h;
+    if (len <= 0) {
+      this.counts[Counter.dropTruncated]++;
+      return -1;
+    }
+    if (h === 0) return VirtioGso.none;
     const gso = slab[base + VirtioField.gsoType] & ~VirtioGso.ecn;
     this.gsoSize = virtioRead16(slab, base + VirtioField.gsoSize);
-    if (gso !== VirtioGso.none) return gso === VirtioGso.tcpv4 && this.gsoSize > 0 ? gso : -1;
-    if (slab[base + VirtioField.flags] & VirtioFlag.needsCsum) {
-      const pkt = base + this.deviceHeaderBytes;
-      if (
-        !finishPartialChecksum(
-          slab,
-          pkt,
-          len,
-          virtioRead16(slab, base + VirtioField.csumStart),
-          virtioRead16(slab, base + VirtioField.csumOffset),
-        )
+    if (gso !== VirtioGso.none) {
+      if (gso === VirtioGso.tcpv4 && this.gsoSize > 0) return gso;
+      this.counts[Counter.dropBadHeader]++;
+      return -1;
+    }
+    if (
+      slab[base + VirtioField.flags] & VirtioFlag.needsCsum &&
+      !finishPartialChecksum(
+        slab,
+        base + h,
+        len,
+        virtioRead16(slab, base + VirtioField.csumStart),
+        virtioRead16(slab, base + VirtioField.csumOffset),
       )
-        return -1;
+    ) {
+      this.counts[Counter.dropBadHeader]++;
+      return -1;
     }
     return VirtioGso.none;
   }

@@ -156,18 +156,10 @@ export class UdpBackend extends Backend {
     this.txPos = 0;
     for (let i = 0; i < count; i++) {
       const base = i * stride + headroom;
+      const gso = this.devicePacket(slab, base, lengths[i]);
+      if (gso < 0) continue;
       const off = base + h;
       const len = lengths[i] - h;
-      // -1: longer than a slot, cut by the read (and with offloads, nothing after the header).
-      if (len <= 0) {
-        c[Counter.dropTruncated]++;
-        continue;
-      }
-      const gso = h === 0 ? 0 : this.deviceHeader(slab, base, len);
-      if (gso < 0) {
-        c[Counter.dropBadHeader]++;
-        continue;
-      }
       if ((slab[off] & 0xf0) !== 0x40) {
         c[Counter.dropUnsupported]++; // flannel's udp backend carries IPv4 only
         continue;
