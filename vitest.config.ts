@@ -1,10 +1,12 @@
 import { defineConfig } from 'vitest/config';
 
+// Tests run against each package's TypeScript source, not its build output: every workspace
+// package's exports map has a `weft-src` condition. Node tests resolve on the SSR side.
+const conditions = ['weft-src', 'node', 'import', 'default'];
+
 export default defineConfig({
-  resolve: {
-    // Tests run against each package's TypeScript source, not its build output.
-    conditions: ['weft-src'],
-  },
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: conditions } },
   test: {
     include: [
       'packages/*/test/**/*.test.ts',
@@ -14,6 +16,5 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    globalSetup: [],
   },
 });

@@ -65,7 +65,9 @@ function recorder() {
   return { sent, rtnl: Rtnl.over(transport) };
 }
 
-type Tree = Record<string, string | Tree>;
+interface Tree {
+  [type: string]: string | Tree;
+}
 
 /** Attributes as a tree keyed by type; nested ones recursively (for the types named in `nested`). */
 function tree(buf: Buffer, nested: Set<string>, path = ''): Tree {

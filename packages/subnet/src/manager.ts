@@ -9,6 +9,7 @@ import {
 } from '@weft/core';
 import { fromBig, type NetworkConfig, parseNetworkConfig, toBig } from './config.js';
 import { SubnetErrorCode } from './errors.js';
+import { EtcdStore } from './etcd-store.js';
 import {
   type Lease,
   type LeaseAttrs,
@@ -111,9 +112,10 @@ export class SubnetManager {
   async getNetworkConfig(): Promise<NetworkConfig> {
     const json = await this.store.getConfig();
     if (json === undefined) {
-      const where = this.store.description.startsWith('etcd')
-        ? 'etcdctl put /coreos.com/network/config'
-        : 'weftd put-config';
+      const where =
+        this.store instanceof EtcdStore
+          ? `etcdctl put ${this.store.prefix}config`
+          : 'weftd put-config';
       throw new WeftError(
         SubnetErrorCode.noConfig,
         `no network config in ${this.store.description}: create it, e.g. ${where} '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}'`,

@@ -2,6 +2,7 @@ import { type Cidr4, isWeftError, parseCidr } from '@weft/core';
 import { waitFor } from '@weft/testkit';
 import { expect, it } from 'vitest';
 import {
+  EtcdStore,
   type LeaseEvent,
   type LeaseWatch,
   SubnetManager,
@@ -70,6 +71,9 @@ export function storeSuite(t: StoreUnderTest): void {
         .getNetworkConfig()
         .catch((e) => e);
       expect(isWeftError(missing, 'ERR_CONFIG_MISSING')).toBe(true);
+      // The hint names the key under this store's own prefix, not flannel's default.
+      if (store instanceof EtcdStore)
+        expect(missing.message).toContain(`etcdctl put ${store.prefix}config '{`);
       await store.putConfig('{"Network": "10.244.0.0/16", "SubnetLen": 40}');
       const rule = await manager(store)
         .getNetworkConfig()

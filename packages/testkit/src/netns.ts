@@ -81,7 +81,11 @@ function listNamespaces(): string[] {
 
 function deleteNamespaceSync(name: string): void {
   try {
-    const pids = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8' })
+    // A namespace already gone is not worth a line on stderr: deleting twice is allowed.
+    const pids = execFileSync('ip', ['netns', 'pids', name], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
       .split('\n')
       .filter(Boolean)
       .map(Number);
