@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ipv4Check, Status } from '@weft/encap';
 import {
   createTwoNodes,
-  hasCommand,
+  haveTools,
   privileged,
   readPcap,
   startDataplane,
@@ -49,105 +49,93 @@ function echoFrames(file: Buffer): Uint8Array[] {
     .map((r) => r.data);
 }
 
-describe.skipIf(!privileged('the flannel wire test') || !hasCommand('dumpcap'))(
-  "weft's udp backend on the wire, against flannel's own proxy",
-  () => {
-    afterAll(() => sweepNetns(TAG));
+describe.skipIf(
+  !privileged('the flannel wire test') || !haveTools('the flannel wire test', 'dumpcap'),
+)("weft's udp backend on the wire, against flannel's own proxy", () => {
+  afterAll(() => sweepNetns(TAG));
 
-    it('sends the same bytes flannel sent for the same pings (vectors/flannel-udp-8285.pcap)', async () => {
-      // The vector's topology: a 198.18.0.1 with 10.244.1.0/24, b 198.18.0.2 with 10.244.2.0/24.
-      const nodes = createTwoNodes(TAG);
-      const dir = tempDir('weft-wire-');
-      try {
-        const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0' };
-        const a = await startDataplane(nodes.a, {
-          ...common,
-          nodeAddress: '10.244.1.0',
-          publicIp: nodes.ipA,
-          nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
+  it('sends the same bytes flannel sent for the same pings (vectors/flannel-udp-8285.pcap)', async () => {
+    // The vector's topology: a 198.18.0.1 with 10.244.1.0/24, b 198.18.0.2 with 10.244.2.0/24.
+    const nodes = createTwoNodes(TAG);
+    const dir = tempDir('weft-wire-');
+    try {
+      const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0' };
+      const a = await startDataplane(nodes.a, {
+        ...common,
+        nodeAddress: '10.244.1.0',
+        publicIp: nodes.ipA,
+        nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
+      });
+      const b = await startDataplane(nodes.b, {
+        ...common,
+        nodeAddress: '10.244.2.0',
+        publicIp: nodes.ipB,
+        nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
+      });
+      // As the vector was captured: no segmentation or checksum offload on the capturing veth.
+      await nodes.a.exec(['ethtool', '-K', 'veth0', 'tx', 'off', 'tso', 'off', 'gso', 'off']);
+      const file = join(dir.path, 'weft.pcap');
+      const capture = nodes.a.spawn([
+        'dumpcap',
+        '-q',
+        '-P', // classic pcap, not pcapng
+        '-i',
+        'veth0',
+        '-f',
+        'udp port 8285',
+        '-w',
+        file,
+      ]);
+      const exited = new Promise((resolve) => capture.once('exit', resolve));
+      await new Promise<void>((resolve, reject) => {
+        let err = '';
+        const t = setTimeout(() => reject(new Error(`dumpcap did not start: ${err}`)), 10_000);
+        capture.stderr?.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (err.includes('Capturing on')) {
+            clearTimeout(t);
+            resolve();
+          }
         });
-        const b = await startDataplane(nodes.b, {
-          ...common,
-          nodeAddress: '10.244.2.0',
-          publicIp: nodes.ipB,
-          nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
-        });
-        // As the vector was captured: no segmentation or checksum offload on the capturing veth.
-        await nodes.a.exec(['ethtool', '-K', 'veth0', 'tx', 'off', 'tso', 'off', 'gso', 'off']);
-        const file = join(dir.path, 'weft.pcap');
-        const capture = nodes.a.spawn([
-          'dumpcap',
-          '-q',
-          '-P', // classic pcap, not pcapng
-          '-i',
-          'veth0',
-          '-f',
-          'udp port 8285',
-          '-w',
-          file,
-        ]);
-        const exited = new Promise((resolve) => capture.once('exit', resolve));
-        await new Promise<void>((resolve, reject) => {
-          let err = '';
-          const t = setTimeout(() => reject(new Error(`dumpcap did not start: ${err}`)), 10_000);
-          capture.stderr?.on('data', (d: Buffer) => {
-            err += d.toString();
-            if (err.includes('Capturing on')) {
-              clearTimeout(t);
-              resolve();
-            }
-          });
-        });
-        // dumpcap says it is capturing a little before it is: small probe pings until one lands.
-        await waitFor(async () => {
-          await nodes.a.exec(['ping', '-c', '1', '-s', '8', '10.244.2.0']);
-          return existsSync(file) && statSync(file).size > 24;
-        }, 'dumpcap to capture');
-        const ping = await nodes.a.exec([
-          'ping',
-          '-c',
-          '3',
-          '-i',
-          '0.2',
-          '-s',
-          '100',
-          '10.244.2.0',
-        ]);
-        expect(ping.stdout).toMatch(/3 received/);
-        // An unrouted address: ICMP net unreachable from weft, and no frame on the wire.
-        const lost = await nodes.a
-          .exec(['ping', '-c', '1', '-W', '1', '10.244.77.1'])
-          .catch((e: { stdout: string }) => e);
-        expect(lost.stdout).toMatch(/Destination Net Unreachable/);
-        await new Promise((r) => setTimeout(r, 300));
-        capture.kill('SIGINT');
-        await exited;
-        await a.stop();
-        await b.stop();
+      });
+      // dumpcap says it is capturing a little before it is: small probe pings until one lands.
+      await waitFor(async () => {
+        await nodes.a.exec(['ping', '-c', '1', '-s', '8', '10.244.2.0']);
+        return existsSync(file) && statSync(file).size > 24;
+      }, 'dumpcap to capture');
+      const ping = await nodes.a.exec(['ping', '-c', '3', '-i', '0.2', '-s', '100', '10.244.2.0']);
+      expect(ping.stdout).toMatch(/3 received/);
+      // An unrouted address: ICMP net unreachable from weft, and no frame on the wire.
+      const lost = await nodes.a
+        .exec(['ping', '-c', '1', '-W', '1', '10.244.77.1'])
+        .catch((e: { stdout: string }) => e);
+      expect(lost.stdout).toMatch(/Destination Net Unreachable/);
+      await new Promise((r) => setTimeout(r, 300));
+      capture.kill('SIGINT');
+      await exited;
+      await a.stop();
+      await b.stop();
 
-        // The probes carry 8 bytes (inner length 36); the pings to compare carry 100, as flannel's did.
-        const ours = echoFrames(readFileSync(file)).filter((f) => f[14 + 28 + 3] === 128);
-        const theirs = echoFrames(readFileSync(join(VECTORS_DIR, 'flannel-udp-8285.pcap')))
-          // The vector's pings carry 100 bytes (inner length 128); its iperf3 session is not ours.
-          .filter((f) => f[14 + 28 + 2] === 0 && f[14 + 28 + 3] === 128)
-          .slice(0, 6);
-        expect(theirs).toHaveLength(6);
-        expect(ours).toHaveLength(6);
-        for (let i = 0; i < 6; i++) {
-          // Request a->b, reply b->a, in turn: each checked against flannel's frame at that place.
-          expect(masked(ours[i]), `frame ${i + 1}`).toBe(masked(theirs[i]));
-          const ip = Buffer.from(ours[i].subarray(14));
-          expect(ipv4Check(ip, 0, ip.length), `outer header of frame ${i + 1}`).toBe(Status.ok);
-          expect(ipv4Check(ip, 28, ip.length - 28), `inner header of frame ${i + 1}`).toBe(
-            Status.ok,
-          );
-          // The inner TTL is flannel's: 64, one lower after the sending side's proxy.
-          expect(ip[28 + 8]).toBe(63);
-        }
-      } finally {
-        nodes.delete();
-        dir.remove();
+      // The probes carry 8 bytes (inner length 36); the pings to compare carry 100, as flannel's did.
+      const ours = echoFrames(readFileSync(file)).filter((f) => f[14 + 28 + 3] === 128);
+      const theirs = echoFrames(readFileSync(join(VECTORS_DIR, 'flannel-udp-8285.pcap')))
+        // The vector's pings carry 100 bytes (inner length 128); its iperf3 session is not ours.
+        .filter((f) => f[14 + 28 + 2] === 0 && f[14 + 28 + 3] === 128)
+        .slice(0, 6);
+      expect(theirs).toHaveLength(6);
+      expect(ours).toHaveLength(6);
+      for (let i = 0; i < 6; i++) {
+        // Request a->b, reply b->a, in turn: each checked against flannel's frame at that place.
+        expect(masked(ours[i]), `frame ${i + 1}`).toBe(masked(theirs[i]));
+        const ip = Buffer.from(ours[i].subarray(14));
+        expect(ipv4Check(ip, 0, ip.length), `outer header of frame ${i + 1}`).toBe(Status.ok);
+        expect(ipv4Check(ip, 28, ip.length - 28), `inner header of frame ${i + 1}`).toBe(Status.ok);
+        // The inner TTL is flannel's: 64, one lower after the sending side's proxy.
+        expect(ip[28 + 8]).toBe(63);
       }
-    });
-  },
-);
+    } finally {
+      nodes.delete();
+      dir.remove();
+    }
+  });
+});

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatIpv4, parseMac } from '@weft/core';
 import { parseVxlanFrame } from '@weft/encap';
-import { createNetns, hasCommand, type Netns, privileged, readPcap, tempDir } from '@weft/testkit';
+import { createNetns, haveTools, type Netns, privileged, readPcap, tempDir } from '@weft/testkit';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fdb } from '../src/index.js';
@@ -18,11 +18,9 @@ import { Fdb } from '../src/index.js';
 const ZERO = '00:00:00:00:00:00';
 const VNI = 42;
 const PORT = 4789;
-const haveTools = hasCommand('bridge') && hasCommand('dumpcap');
-const onCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false';
-if (!haveTools && onCi)
-  throw new Error('bridge (iproute2) and dumpcap (tshark) must be installed on CI');
-const canRun = privileged('the FDB kernel comparison') && haveTools;
+const canRun =
+  privileged('the FDB kernel comparison') &&
+  haveTools('the FDB kernel comparison', 'bridge', 'dumpcap');
 
 type Op =
   | { kind: 'append'; dst: string }

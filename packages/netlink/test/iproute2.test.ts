@@ -1,4 +1,4 @@
-import { createTwoNodes, hasCommand, type Netns, privileged, sweepNetns } from '@weft/testkit';
+import { createTwoNodes, haveTools, type Netns, privileged, sweepNetns } from '@weft/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Attrs, NlmFlag, parseMessages, RtmType, Rtnl } from '../src/index.js';
 
@@ -9,7 +9,7 @@ import { Attrs, NlmFlag, parseMessages, RtmType, Rtnl } from '../src/index.js';
  * (compared as a tree, since the order of attributes is free).
  */
 const TAG = 'nlgold';
-const haveStrace = hasCommand('strace');
+const haveStrace = haveTools('the golden netlink requests from iproute2', 'strace');
 
 /** Every netlink request iproute2 wrote, recovered from strace's hex dumps of the socket. */
 async function iproute2Requests(ns: Netns, argv: string[]): Promise<Buffer[]> {

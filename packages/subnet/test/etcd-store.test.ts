@@ -1,5 +1,5 @@
 import { isWeftError, parseCidr } from '@weft/core';
-import { type EtcdServer, hasCommand, startEtcd, waitFor } from '@weft/testkit';
+import { type EtcdServer, haveTools, startEtcd, waitFor } from '@weft/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   EtcdStore,
@@ -11,9 +11,7 @@ import {
 } from '../src/index.js';
 import { CONFIG, storeSuite } from './store-suite.js';
 
-const haveEtcd = hasCommand('/usr/bin/etcd') && hasCommand('/usr/bin/etcdctl');
-if (!haveEtcd && process.env.CI === 'true')
-  throw new Error('etcd-server and etcd-client must be installed on CI (scripts/setup.sh)');
+const haveEtcd = haveTools('the etcd store tests', '/usr/bin/etcd', '/usr/bin/etcdctl');
 
 let etcd: EtcdServer;
 let prefixes = 0;

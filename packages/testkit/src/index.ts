@@ -20,7 +20,16 @@ export {
   readPcap,
   writePcap,
 } from './pcap.js';
-export { hasCommand, hasScapy, SYSTEM_PYTHON, scapyRun, tempDir, tsharkDissect } from './tools.js';
+export {
+  hasCommand,
+  hasScapy,
+  haveTools,
+  onCi,
+  SYSTEM_PYTHON,
+  scapyRun,
+  tempDir,
+  tsharkDissect,
+} from './tools.js';
 export { type TransferResult, tcpTransfer } from './transfer.js';
 
 import { fileURLToPath } from 'node:url';

@@ -7,6 +7,7 @@ import {
 } from 'node:child_process';
 import { accessSync, constants, readdirSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { onCi } from './tools.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -50,12 +51,12 @@ export function privilegeStatus(): PrivilegeStatus {
 
 /**
  * For `describe.skipIf(!privileged())`: true when privileged tests can run. Off CI, a missing
- * privilege prints why the tests are skipped; on CI (CI=true), where they must run, it throws.
+ * privilege prints why the tests are skipped; on CI (see onCi), where they must run, it throws.
  */
 export function privileged(what = 'privileged tests'): boolean {
   const status = privilegeStatus();
   if (status.ok) return true;
-  if (process.env.CI === 'true') {
+  if (onCi()) {
     throw new Error(`${what} must run on CI but cannot: ${status.reason}`);
   }
   console.warn(`[weft] skipping ${what}: ${status.reason} (run as root to include them)`);

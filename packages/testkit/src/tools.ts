@@ -28,6 +28,26 @@ export function hasScapy(): boolean {
   }
 }
 
+/** Under CI (CI set to anything but empty or `false`), what a test needs must be there: no skipping. */
+export function onCi(): boolean {
+  const ci = process.env.CI;
+  return ci !== undefined && ci !== '' && ci !== 'false';
+}
+
+/**
+ * For `describe.skipIf(!haveTools(...))`: true when every tool is there (a command on PATH, a
+ * path, or `scapy` for Debian's python3-scapy). Off CI a missing one prints why the tests are
+ * skipped; on CI, where scripts/setup.sh installs them all, it throws.
+ */
+export function haveTools(what: string, ...tools: string[]): boolean {
+  const missing = tools.filter((t) => !(t === 'scapy' ? hasScapy() : hasCommand(t)));
+  if (missing.length === 0) return true;
+  const reason = `${missing.join(', ')} not installed (scripts/setup.sh installs them)`;
+  if (onCi()) throw new Error(`${what} must run on CI but cannot: ${reason}`);
+  console.warn(`[weft] skipping ${what}: ${reason}`);
+  return false;
+}
+
 /** A temporary directory removed by the returned function. */
 export function tempDir(prefix = 'weft-'): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
