@@ -6,13 +6,13 @@ import {
   haveTools,
   privileged,
   readPcap,
-  startDataplane,
   sweepNetns,
   tempDir,
   VECTORS_DIR,
   waitFor,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startUdpNodes } from './udp-nodes.js';
 
 const TAG = 'dpwire';
 
@@ -59,19 +59,7 @@ describe.skipIf(
     const nodes = createTwoNodes(TAG);
     const dir = tempDir('weft-wire-');
     try {
-      const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0' };
-      const a = await startDataplane(nodes.a, {
-        ...common,
-        nodeAddress: '10.244.1.0',
-        publicIp: nodes.ipA,
-        nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
-      });
-      const b = await startDataplane(nodes.b, {
-        ...common,
-        nodeAddress: '10.244.2.0',
-        publicIp: nodes.ipB,
-        nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
-      });
+      const { a, b } = await startUdpNodes(nodes);
       // As the vector was captured: no segmentation or checksum offload on the capturing veth.
       await nodes.a.exec(['ethtool', '-K', 'veth0', 'tx', 'off', 'tso', 'off', 'gso', 'off']);
       const file = join(dir.path, 'weft.pcap');

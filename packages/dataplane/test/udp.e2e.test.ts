@@ -1,7 +1,8 @@
 import { parseIpv4 } from '@weft/core';
 import { ipv4, ipv4FillChecksum } from '@weft/encap';
-import { createTwoNodes, privileged, startDataplane, sweepNetns, tcpTransfer } from '@weft/testkit';
+import { createTwoNodes, privileged, sweepNetns, tcpTransfer } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startUdpNodes } from './udp-nodes.js';
 
 const TAG = 'dpudp';
 
@@ -14,19 +15,7 @@ describe.skipIf(!privileged('dataplane udp end-to-end tests'))(
       it(`offloads ${offload ? 'on' : 'off'}: ping both ways, 50 MB intact over TCP, ICMP net unreachable for an unrouted address`, async () => {
         const nodes = createTwoNodes(TAG);
         try {
-          const common = { type: 'udp', network: '10.244.0.0/16', deviceName: 'flannel0', offload };
-          const a = await startDataplane(nodes.a, {
-            ...common,
-            nodeAddress: '10.244.1.0',
-            publicIp: nodes.ipA,
-            nodes: [{ subnet: '10.244.2.0/24', publicIp: nodes.ipB }],
-          });
-          const b = await startDataplane(nodes.b, {
-            ...common,
-            nodeAddress: '10.244.2.0',
-            publicIp: nodes.ipB,
-            nodes: [{ subnet: '10.244.1.0/24', publicIp: nodes.ipA }],
-          });
+          const { a, b } = await startUdpNodes(nodes, { offload });
           expect(a.ready.mtu).toBe(1472);
           expect(a.ready.offload).toBe(offload);
           expect(a.ready.port).toBe(8285);
