@@ -1,13 +1,12 @@
 import {
-  type PacketIo,
   segmentTcp4,
+  standInBackendIo,
   TcpCoalescer,
   UdpBackend,
-  type UdpIo,
   VxlanBackend,
 } from '@weft/dataplane';
 import { EtherType, IpProtocol, ipv4, ipv4FillChecksum, vxlanEncapInPlace } from '@weft/encap';
-import type { PacketRing, SendTable } from '@weft/tun';
+import type { PacketRing } from '@weft/tun';
 import type { MicroCase, MicroSuite } from './suite.js';
 
 /**
@@ -17,36 +16,6 @@ import type { MicroCase, MicroSuite } from './suite.js';
  */
 const BATCH = 64;
 const PACKET_BYTES = 1400;
-
-class FakeIo implements UdpIo {
-  readonly family = 4 as const;
-  readonly port = 8472;
-  ring: PacketRing | undefined;
-  onBatch: ((count: number) => void) | undefined;
-  registerSlab(): void {}
-  setSendTable(_table: SendTable): void {}
-  startReading(ring: PacketRing, onBatch: (count: number) => void): void {
-    this.ring = ring;
-    this.onBatch = onBatch;
-  }
-  send(_start: number, count: number): number {
-    return count;
-  }
-  onWritable(): void {}
-  pause(): void {}
-  resume(): void {}
-  stats() {
-    return undefined;
-  }
-  close(): void {}
-}
-
-function io() {
-  const queue = new FakeIo();
-  const socket = new FakeIo();
-  const device = { name: 'fake0', mtu: 1450, queues: [queue as PacketIo], close() {} };
-  return { queue, socket, backendIo: { device, socket } };
-}
 
 /** Fills every slot of `ring` with a 1400-byte TCP packet from 10.244.1.5 to 10.244.2.(i). */
 function fillPackets(ring: PacketRing): void {
@@ -83,22 +52,22 @@ const remoteNode = {
 const cases: MicroCase[] = [];
 
 {
-  const { queue, socket, backendIo } = io();
+  const { queue, socket, io: backendIo } = standInBackendIo();
   const backend = VxlanBackend.overIo(backendIo, {
     vtepAddress: '10.244.1.0',
     vtepMac: '02:00:00:00:01:01',
     network: '10.244.0.0/16',
   });
   backend.setNodes([remoteNode]);
-  fillPackets(queue.ring!);
+  fillPackets(queue.ring);
   cases.push({
     name: 'vxlan outbound: 64 packets TUN -> UDP (per packet)',
     opsPerCall: BATCH,
-    fn: () => queue.onBatch!(BATCH),
+    fn: () => queue.onBatch(BATCH),
   });
 
   // Inbound: the same packets, encapsulated as node b would send them, from b's address.
-  const rx = socket.ring!;
+  const rx = socket.ring;
   for (let i = 0; i < BATCH; i++) {
     const off = rx.slotOffset(i);
     ipv4.emit(
@@ -120,27 +89,27 @@ const cases: MicroCase[] = [];
   cases.push({
     name: 'vxlan inbound: 64 datagrams UDP -> TUN (per packet)',
     opsPerCall: BATCH,
-    fn: () => socket.onBatch!(BATCH),
+    fn: () => socket.onBatch(BATCH),
   });
 }
 
 {
-  const { queue, socket, backendIo } = io();
+  const { queue, socket, io: backendIo } = standInBackendIo();
   const backend = UdpBackend.overIo(backendIo, {
     nodeAddress: '10.244.1.0',
     network: '10.244.0.0/16',
   });
   backend.setNodes([remoteNode]);
-  fillPackets(queue.ring!);
+  fillPackets(queue.ring);
   cases.push({
     name: 'udp outbound: 64 packets TUN -> UDP, TTL reset included',
     opsPerCall: BATCH,
     fn: () => {
-      resetTtl(queue.ring!);
-      queue.onBatch!(BATCH);
+      resetTtl(queue.ring);
+      queue.onBatch(BATCH);
     },
   });
-  const rx = socket.ring!;
+  const rx = socket.ring;
   fillPackets(rx);
   for (let i = 0; i < BATCH; i++) {
     rx.families[i] = 4;
@@ -151,7 +120,7 @@ const cases: MicroCase[] = [];
     opsPerCall: BATCH,
     fn: () => {
       resetTtl(rx);
-      socket.onBatch!(BATCH);
+      socket.onBatch(BATCH);
     },
   });
 }

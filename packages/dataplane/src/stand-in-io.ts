@@ -1,0 +1,70 @@
+import type { PacketRing, SendTable } from '@weft/tun';
+import type { BackendIo } from './backend.js';
+import type { PacketIo, UdpIo } from './pump.js';
+
+/**
+ * I/O with no system calls, for driving a backend from a test or a benchmark: the caller fills
+ * `ring` and calls `onBatch(count)` as the kernel would; sends succeed at once and leave their
+ * descriptors in `table` (the last send's range in lastSendStart/lastSendCount) and the slabs
+ * they point into in `slabs`. Keeps numbers only, so a measured loop allocates nothing here.
+ */
+export class StandInIo implements UdpIo {
+  readonly family = 4 as const;
+  ring!: PacketRing;
+  table!: SendTable;
+  onBatch!: (count: number) => void;
+  readonly slabs = new Map<number, Buffer>();
+  lastSendStart = 0;
+  lastSendCount = 0;
+  /** Descriptors sent since creation. */
+  sent = 0;
+
+  constructor(readonly port = 8472) {}
+
+  registerSlab(index: number, slab: Buffer): void {
+    this.slabs.set(index, slab);
+  }
+  setSendTable(table: SendTable): void {
+    this.table = table;
+  }
+  startReading(ring: PacketRing, onBatch: (count: number) => void, slabIndex = 0): void {
+    this.ring = ring;
+    this.onBatch = onBatch;
+    this.slabs.set(slabIndex, ring.slab);
+  }
+  send(start: number, count: number): number {
+    this.lastSendStart = start;
+    this.lastSendCount = count;
+    this.sent += count;
+    return count;
+  }
+  /** The bytes descriptor i of `table` points at. */
+  sentBytes(i: number): Buffer {
+    const t = this.table;
+    return this.slabs.get(t.slabs[i])!.subarray(t.offsets[i], t.offsets[i] + t.lengths[i]);
+  }
+  onWritable(): void {}
+  pause(): void {}
+  resume(): void {}
+  stats() {
+    return undefined;
+  }
+  close(): void {}
+}
+
+/** A device queue and a UDP socket of stand-in I/O, shaped for a backend's `overIo`. */
+export function standInBackendIo(options: { mtu?: number; port?: number } = {}): {
+  queue: StandInIo;
+  socket: StandInIo;
+  io: BackendIo;
+} {
+  const queue = new StandInIo(options.port);
+  const socket = new StandInIo(options.port);
+  const device = {
+    name: 'stand-in0',
+    mtu: options.mtu ?? 1450,
+    queues: [queue as PacketIo],
+    close() {},
+  };
+  return { queue, socket, io: { device, socket } };
+}
