@@ -1,7 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { isWeftError } from '@weft/core';
 import {
   ArpOperation,
   arp,
@@ -16,21 +15,11 @@ import {
 import { createNetns, type Netns, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PacketRing, SendTable, TunDevice } from '../src/index.js';
+import { failure } from './failure.js';
 import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
 
 const TAG = 'tundev';
-
-/** The error `fn` throws, which must be a WeftError: its code and message. */
-function failure(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (!isWeftError(err)) throw new Error(`expected a WeftError, got ${String(err)}`);
-    return { code: err.code, message: err.message };
-  }
-  throw new Error('expected a WeftError, but nothing was thrown');
-}
 
 interface IpLink {
   ifindex: number;

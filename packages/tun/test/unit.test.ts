@@ -1,18 +1,6 @@
-// Needs no privileges: runs everywhere, root or not.
-import { isWeftError } from '@weft/core';
 import { describe, expect, it } from 'vitest';
 import { PacketRing, SendTable, TunDevice, UdpSocket } from '../src/index.js';
-
-/** The error `fn` throws, which must be a WeftError: its code and message. */
-function failure(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (!isWeftError(err)) throw new Error(`expected a WeftError, got ${String(err)}`);
-    return { code: err.code, message: err.message };
-  }
-  throw new Error('expected a WeftError, but nothing was thrown');
-}
+import { failure } from './failure.js';
 
 describe('PacketRing and SendTable', () => {
   it('cuts one slab into fixed-stride slots with headroom', () => {
