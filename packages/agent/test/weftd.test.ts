@@ -429,64 +429,40 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       }
     });
 
-    it('a missing privilege: the lease it took is given back and no device is left', async () => {
-      const s = await setup();
-      try {
-        const n1 = s.cluster.addNode();
-        const r = await runToExit(
-          n1.ns,
-          [
-            '--store-path',
-            s.store,
-            '--subnet-file',
-            s.subnetEnv(n1),
-            '--iface',
-            'eth0',
-            '--vxlan-mode',
-            'kernel',
-          ],
-          ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin'],
-        );
-        expect(r.code).toBe(1);
-        expect(r.stderr.trim().split('\n')).toEqual([
-          expect.stringMatching(
-            /^weftd: ERR_NETLINK_EPERM: RTM_NEWLINK flannel\.1: Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/,
-          ),
-        ]);
-        await expectClean(n1, s.store);
-      } finally {
-        await s.done();
-      }
-    });
-
-    it('a missing privilege in userspace mode: the TUN device cannot be made', async () => {
-      const s = await setup();
-      try {
-        const n1 = s.cluster.addNode();
-        const r = await runToExit(
-          n1.ns,
-          [
-            '--store-path',
-            s.store,
-            '--subnet-file',
-            s.subnetEnv(n1),
-            '--iface',
-            'eth0',
-            '--vxlan-mode',
-            'userspace',
-          ],
-          ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin'],
-        );
-        expect(r.code).toBe(1);
-        expect(r.stderr.trim().split('\n')).toEqual([
-          expect.stringMatching(/^weftd: ERR_TUN_PERMISSION: .*CAP_NET_ADMIN/),
-        ]);
-        await expectClean(n1, s.store);
-        expect(existsSync(s.subnetEnv(n1))).toBe(false);
-      } finally {
-        await s.done();
-      }
-    });
+    for (const { mode, line } of [
+      {
+        mode: 'kernel',
+        line: /^weftd: ERR_NETLINK_EPERM: RTM_NEWLINK flannel\.1: Operation not permitted \(EPERM\).*needs CAP_NET_ADMIN/,
+      },
+      { mode: 'userspace', line: /^weftd: ERR_TUN_PERMISSION: .*CAP_NET_ADMIN/ },
+    ]) {
+      it(`a missing privilege in ${mode} mode: one line, the lease given back, no device or subnet.env left`, async () => {
+        const s = await setup();
+        try {
+          const n1 = s.cluster.addNode();
+          const r = await runToExit(
+            n1.ns,
+            [
+              '--store-path',
+              s.store,
+              '--subnet-file',
+              s.subnetEnv(n1),
+              '--iface',
+              'eth0',
+              '--vxlan-mode',
+              mode,
+            ],
+            ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin'],
+          );
+          expect(r.code).toBe(1);
+          expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(line)]);
+          await expectClean(n1, s.store);
+          expect(existsSync(s.subnetEnv(n1))).toBe(false);
+        } finally {
+          await s.done();
+        }
+      });
+    }
 
     it('a failure after the backend is up (--ip-masq without iptables) undoes the device, the lease and subnet.env', async () => {
       const s = await setup();
