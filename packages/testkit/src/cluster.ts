@@ -1,13 +1,22 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CniRuntime,
+  installWeftCni,
+  KUBE_FLANNEL_CNI_CONF,
+  REFERENCE_CNI_DIR,
+  resultIp,
+} from './cni.js';
 import { createNetns, type Netns } from './netns.js';
+import { tempDir } from './tools.js';
 
 /**
  * A cluster on one machine: an underlay namespace holding a bridge (the "switch", 198.18.0.1/24),
  * and node namespaces plugged into it by veth (`eth0`, 198.18.0.(10+i)/24, MTU 1500), each
- * forwarding IP. Pods are namespaces with a veth into their node's `cni0` bridge, addressed from
- * the node's subnet as flannel's CNI plugin (bridge + host-local IPAM) would: the bridge takes
- * FLANNEL_SUBNET's first address, pods the next ones, and route everything via the bridge.
+ * forwarding IP. Pods are namespaces made by the CNI plugin (weft-cni as `flannel`, delegating to
+ * the reference bridge and host-local): a veth into their node's `cni0` bridge, which takes
+ * FLANNEL_SUBNET's first address, an address from the node's subnet, a default route via the bridge.
  */
 export interface ClusterNode {
   name: string;
@@ -28,6 +37,11 @@ export class Cluster {
   readonly underlay: Netns;
   readonly nodes: ClusterNode[] = [];
   private plugged = 0;
+  private cni?: {
+    dir: { path: string; remove: () => void };
+    binDir: string;
+    runtimes: Map<ClusterNode, CniRuntime>;
+  };
 
   constructor(readonly tag: string) {
     this.underlay = createNetns(tag);
@@ -74,55 +88,60 @@ export class Cluster {
     return node;
   }
 
-  /** Gives a node `count` pods on a cni0 bridge, from the subnet in its subnet.env. */
+  /**
+   * Gives a node `count` pods through the CNI plugin, as a container runtime on a flannel node
+   * makes them: weft-cni installed as `flannel`, kube-flannel's cni-conf.json (pointed at this
+   * node's subnet.env, with a dataDir and host-local store inside the cluster's temp dir), and
+   * Debian's reference bridge, host-local and portmap plugins. Each pod is a namespace whose
+   * `eth0` is the bridge plugin's veth on the node's `cni0`; its address comes from host-local.
+   */
   addPods(node: ClusterNode, subnetEnvPath: string, count: number): Pod[] {
-    const env = Object.fromEntries(
-      readFileSync(subnetEnvPath, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('='))
-        .map((l) => l.split('=') as [string, string]),
-    );
-    const [gateway, prefix] = env.FLANNEL_SUBNET.split('/');
-    const mtu = env.FLANNEL_MTU;
-    const base = gateway.split('.').map(Number);
-    const n = node.ns.name;
-    if (node.pods.length === 0) {
-      execFileSync('ip', ['-n', n, 'link', 'add', 'cni0', 'type', 'bridge']);
-      execFileSync('ip', ['-n', n, 'addr', 'add', `${gateway}/${prefix}`, 'dev', 'cni0']);
-      execFileSync('ip', ['-n', n, 'link', 'set', 'cni0', 'mtu', mtu, 'up']);
-    }
+    const runtime = this.cniRuntime(node, subnetEnvPath);
     const added: Pod[] = [];
     for (let k = 0; k < count; k++) {
-      const index = node.pods.length + 1;
       const ns = createNetns(this.tag);
-      const ip = `${base[0]}.${base[1]}.${base[2]}.${base[3] + 9 + index}`;
-      const hostSide = `veth${index}`;
-      execFileSync('ip', [
-        'link',
-        'add',
-        'name',
-        hostSide,
-        'netns',
-        n,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        'eth0',
-        'netns',
-        ns.name,
-      ]);
-      execFileSync('ip', ['-n', n, 'link', 'set', hostSide, 'master', 'cni0', 'mtu', mtu, 'up']);
-      execFileSync('ip', ['-n', ns.name, 'link', 'set', 'eth0', 'mtu', mtu, 'up']);
-      execFileSync('ip', ['-n', ns.name, 'addr', 'add', `${ip}/${prefix}`, 'dev', 'eth0']);
-      execFileSync('ip', ['-n', ns.name, 'route', 'add', 'default', 'via', gateway]);
-      // No `tx off` here: a pod keeps TSO, so a weft node gets super-packets from it. Inner
-      // checksums a kernel VXLAN leaves partial are finished at its node's eth0 (tx off there).
-      const pod = { name: `${node.name}-pod${index}`, ns, ip, node };
-      node.pods.push(pod);
-      added.push(pod);
+      try {
+        const { result } = runtime.add(ns.name, `/run/netns/${ns.name}`);
+        // No `tx off` here: a pod keeps TSO, so a weft node gets super-packets from it. Inner
+        // checksums a kernel VXLAN leaves partial are finished at its node's eth0 (tx off there).
+        const pod = {
+          name: `${node.name}-pod${node.pods.length + 1}`,
+          ns,
+          ip: resultIp(result),
+          node,
+        };
+        node.pods.push(pod);
+        added.push(pod);
+      } catch (err) {
+        ns.delete();
+        throw err;
+      }
     }
     return added;
+  }
+
+  /** The node's CNI runtime (one per node; the plugin is installed once per cluster). */
+  private cniRuntime(node: ClusterNode, subnetFile: string): CniRuntime {
+    this.cni ??= (() => {
+      const dir = tempDir('weft-cni-');
+      const binDir = join(dir.path, 'bin');
+      installWeftCni(binDir);
+      return { dir, binDir, runtimes: new Map<ClusterNode, CniRuntime>() };
+    })();
+    let runtime = this.cni.runtimes.get(node);
+    if (!runtime) {
+      const list = JSON.parse(KUBE_FLANNEL_CNI_CONF);
+      const state = join(this.cni.dir.path, node.name);
+      // The only additions to kube-flannel's configuration: where this node's files are.
+      Object.assign(list.plugins[0], {
+        subnetFile,
+        dataDir: join(state, 'flannel'),
+        ipam: { dataDir: join(state, 'ipam') },
+      });
+      runtime = new CniRuntime(node.ns, list, [this.cni.binDir, REFERENCE_CNI_DIR]);
+      this.cni.runtimes.set(node, runtime);
+    }
+    return runtime;
   }
 
   /** Whether `from` reaches `to` (one ping, short wait). */
@@ -139,9 +158,13 @@ export class Cluster {
     return this.nodes.flatMap((n) => n.pods);
   }
 
-  /** Removes every namespace of the cluster (and kills what runs in them); those already gone are skipped. */
+  /**
+   * Removes every namespace of the cluster (and kills what runs in them; those already gone are
+   * skipped) and the CNI state. No CNI DEL is needed: what the plugins made lives in those.
+   */
   delete(): void {
     for (const ns of [...this.pods.map((p) => p.ns), ...this.nodes.map((n) => n.ns), this.underlay])
       if (existsSync(`/run/netns/${ns.name}`)) ns.delete();
+    this.cni?.dir.remove();
   }
 }

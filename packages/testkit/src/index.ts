@@ -37,6 +37,16 @@ import { fileURLToPath } from 'node:url';
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
 export { Cluster, type ClusterNode, type Pod } from './cluster.js';
 export {
+  type CniAttachment,
+  CniCallError,
+  CniRuntime,
+  installWeftCni,
+  KUBE_FLANNEL_CNI_CONF,
+  REFERENCE_CNI_DIR,
+  resultIp,
+  WEFT_CNI_CLI,
+} from './cni.js';
+export {
   type CounterSnapshot,
   DATAPLANE_CLI,
   type RunningNode,
