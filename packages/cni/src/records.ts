@@ -50,7 +50,9 @@ export function saveRecord(dataDir: string, containerId: string, conf: Json, ifN
     }
     renameSync(tmp, path);
   } catch (err) {
-    rmSync(tmp, { force: true });
+    try {
+      rmSync(tmp, { force: true });
+    } catch {}
     throw new CniError(
       CniCode.ioFailure,
       `cannot save the delegate configuration to ${path}`,

@@ -78,10 +78,12 @@ export class CniRuntime {
   readonly list: Json;
   private readonly results = new Map<string, Json>();
 
+  /** `prefix` runs before each plugin's `ip netns exec` (e.g. an `unshare` giving it private mounts). */
   constructor(
     readonly node: Netns,
     conflist: string | Json,
     readonly binDirs: readonly string[],
+    readonly prefix: readonly string[] = [],
   ) {
     this.list = typeof conflist === 'string' ? JSON.parse(conflist) : conflist;
   }
@@ -107,7 +109,7 @@ export class CniRuntime {
     throw new Error(`failed to find plugin "${type}" in path [${this.binDirs.join(' ')}]`);
   }
 
-  /** Runs one plugin command; resolves with its parsed stdout (undefined when empty). */
+  /** Runs one plugin command with only the CNI_* environment (and PATH); returns its parsed stdout. */
   invoke(
     conf: Json,
     command: string,
@@ -122,19 +124,12 @@ export class CniRuntime {
     if (attachment.containerId) env.CNI_CONTAINERID = attachment.containerId;
     if (attachment.ifName) env.CNI_IFNAME = attachment.ifName;
     if (attachment.netns) env.CNI_NETNS = attachment.netns;
-    const args = [
-      'netns',
-      'exec',
-      this.node.name,
-      'env',
-      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-      this.find(type),
-    ];
+    const argv = [...this.prefix, 'ip', 'netns', 'exec', this.node.name, this.find(type)];
     try {
-      const out = execFileSync('ip', args, {
+      const out = execFileSync(argv[0], argv.slice(1), {
         input: JSON.stringify(conf),
         encoding: 'utf8',
-        env: {},
+        env,
         stdio: ['pipe', 'pipe', 'pipe'],
       });
       return out.trim() === '' ? undefined : JSON.parse(out);
@@ -159,8 +154,13 @@ export class CniRuntime {
     return { containerId, ifName, netns, result };
   }
 
-  /** CHECK: every plugin in order, each given the ADD result. */
+  /** CHECK: every plugin in order, each given the ADD result (refused before 0.4.0, as libcni does). */
   check(containerId: string, netns: string, ifName = 'eth0'): void {
+    const [major, minor] = String(this.list.cniVersion).split('.').map(Number);
+    if (major === 0 && minor < 4)
+      throw new Error(
+        `configuration version ${this.list.cniVersion} does not support the CHECK command`,
+      );
     const prev = this.results.get(`${containerId}/${ifName}`);
     for (const plugin of this.plugins()) {
       this.invoke(this.requestConf(plugin, prev), 'CHECK', { containerId, ifName, netns });

@@ -1,0 +1,218 @@
+import {
+  CniError,
+  DEFAULT_DATA_DIR,
+  DEFAULT_SUBNET_FILE,
+  delegateConfig,
+  parseNetConf,
+  parseSubnetEnv,
+} from '@weft/cni';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * subnet.env and the delegate configuration, against the expectations in flannel's own plugin
+ * tests (flannel-io/cni-plugin, flannel_linux_test.go): the same subnet.env files and inputs must
+ * give the same delegate configuration, key for key.
+ */
+const V4 =
+  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
+const V6 =
+  'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
+const DUAL =
+  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
+const TWO_NETWORKS =
+  'FLANNEL_NETWORK=10.1.0.0/16,192.168.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
+
+const INPUT = JSON.stringify({
+  name: 'cni-flannel',
+  type: 'flannel',
+  subnetFile: '/x',
+  dataDir: '/y',
+});
+const INPUT_ROUTES = [{ dst: '10.96.0.0/12' }, { dst: '192.168.244.0/24', gw: '10.1.17.20' }];
+const withIpam = (ipam: Record<string, unknown>) =>
+  JSON.stringify({
+    ...JSON.parse(INPUT),
+    ipam: { 'unknown-param': 'unknown-value', routes: INPUT_ROUTES, ...ipam },
+  });
+
+const delegateFor = (input: string, env: string) =>
+  delegateConfig(parseNetConf(input), parseSubnetEnv(env));
+
+describe('subnet.env', () => {
+  it("reads flannel's files: networks and subnets as networks, MTU, masquerade", () => {
+    expect(parseSubnetEnv(V4)).toEqual({
+      networks: ['10.1.0.0/16'],
+      subnet: '10.1.17.0/24',
+      ipv6Networks: [],
+      mtu: 1472,
+      ipMasq: true,
+    });
+    expect(parseSubnetEnv(V6)).toEqual({
+      networks: [],
+      ipv6Networks: ['fc00::/48'],
+      ipv6Subnet: 'fc00::/64',
+      mtu: 1472,
+      ipMasq: true,
+    });
+    expect(parseSubnetEnv(DUAL)).toMatchObject({ subnet: '10.1.17.0/24', ipv6Subnet: 'fc00::/64' });
+    // A network listed twice is one route, as flannel dedupes it.
+    expect(
+      parseSubnetEnv(TWO_NETWORKS.replace('192.168.0.0/16', '192.168.0.0/16,10.1.0.0/16')).networks,
+    ).toEqual(['10.1.0.0/16', '192.168.0.0/16']);
+  });
+
+  it('what weftd writes reads back (IPMASQ=false, CRLF, unknown keys and blank lines ignored)', () => {
+    const env = parseSubnetEnv(
+      '# weft\r\nFLANNEL_NETWORK=10.244.0.0/16\r\n\r\nFLANNEL_SUBNET=10.244.5.1/24\r\nFLANNEL_MTU=1450\r\nFLANNEL_IPMASQ=false\r\nWEFT_X=1\r\nFOO\r\n',
+    );
+    expect(env).toEqual({
+      networks: ['10.244.0.0/16'],
+      subnet: '10.244.5.0/24',
+      ipv6Networks: [],
+      mtu: 1450,
+      ipMasq: false,
+    });
+    // flannel: anything but "true" does not masquerade.
+    expect(parseSubnetEnv(V4.replace('=true', '=yes')).ipMasq).toBe(false);
+  });
+
+  it("missing keys: flannel's message, naming every one", () => {
+    expect(() => parseSubnetEnv('foo=bar', '/run/flannel/subnet.env')).toThrow(
+      '/run/flannel/subnet.env is missing FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK, FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ',
+    );
+  });
+
+  it.each([
+    ['FLANNEL_SUBNET=10.1.17.1', /FLANNEL_SUBNET is not a CIDR/],
+    ['FLANNEL_SUBNET=fc00::1/64', /FLANNEL_SUBNET must be an IPv4 CIDR/],
+    ['FLANNEL_IPV6_SUBNET=10.1.0.1/24', /FLANNEL_IPV6_SUBNET must be an IPv6 CIDR/],
+    ['FLANNEL_NETWORK=10.1.0.0/16,', /FLANNEL_NETWORK is not a CIDR/],
+    ['FLANNEL_MTU=-1', /FLANNEL_MTU must be a whole number from 68 to 65535/],
+    ['FLANNEL_MTU=67', /FLANNEL_MTU must be/],
+    ['FLANNEL_MTU=65536', /FLANNEL_MTU must be/],
+    ['FLANNEL_MTU=1e3', /FLANNEL_MTU must be/],
+    ['FLANNEL_MTU', /FLANNEL_MTU has no value/],
+  ])('%s is code 7 naming the key', (line, msg) => {
+    const text = `${V4}${line}\n`;
+    let err: unknown;
+    try {
+      parseSubnetEnv(text, 'subnet.env');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).cniCode).toBe(7);
+    expect((err as CniError).code).toBe('ERR_CNI_BAD_CONFIG');
+    expect((err as CniError).msg).toMatch(msg);
+  });
+});
+
+describe("the delegate configuration (flannel's expectations)", () => {
+  const bridge = { ipMasq: false, isGateway: true, mtu: 1472, name: 'cni-flannel', type: 'bridge' };
+
+  it('IPv4', () => {
+    expect(delegateFor(INPUT, V4)).toEqual({
+      ...bridge,
+      ipam: {
+        routes: [{ dst: '10.1.0.0/16' }],
+        ranges: [[{ subnet: '10.1.17.0/24' }]],
+        type: 'host-local',
+      },
+    });
+  });
+
+  it('IPv4 with two networks: a route to each', () => {
+    expect(delegateFor(INPUT, TWO_NETWORKS).ipam).toEqual({
+      routes: [{ dst: '10.1.0.0/16' }, { dst: '192.168.0.0/16' }],
+      ranges: [[{ subnet: '10.1.17.0/24' }]],
+      type: 'host-local',
+    });
+  });
+
+  it('IPv6', () => {
+    expect(delegateFor(INPUT, V6)).toEqual({
+      ...bridge,
+      ipam: {
+        routes: [{ dst: 'fc00::/48' }],
+        ranges: [[{ subnet: 'fc00::/64' }]],
+        type: 'host-local',
+      },
+    });
+  });
+
+  it('dual stack: a range per family, IPv4 first', () => {
+    expect(delegateFor(INPUT, DUAL)).toEqual({
+      ...bridge,
+      ipam: {
+        routes: [{ dst: '10.1.0.0/16' }, { dst: 'fc00::/48' }],
+        ranges: [[{ subnet: '10.1.17.0/24' }], [{ subnet: 'fc00::/64' }]],
+        type: 'host-local',
+      },
+    });
+  });
+
+  it('an ipam section is the base: its type and unknown keys kept, its routes first', () => {
+    for (const [env, routes, ranges] of [
+      [V4, [{ dst: '10.1.0.0/16' }], [[{ subnet: '10.1.17.0/24' }]]],
+      [V6, [{ dst: 'fc00::/48' }], [[{ subnet: 'fc00::/64' }]]],
+      [
+        DUAL,
+        [{ dst: '10.1.0.0/16' }, { dst: 'fc00::/48' }],
+        [[{ subnet: '10.1.17.0/24' }], [{ subnet: 'fc00::/64' }]],
+      ],
+    ] as const) {
+      expect(delegateFor(withIpam({ type: 'my-ipam' }), env).ipam).toEqual({
+        type: 'my-ipam',
+        'unknown-param': 'unknown-value',
+        routes: [...INPUT_ROUTES, ...routes],
+        ranges,
+      });
+      // Without a type: host-local.
+      expect(delegateFor(withIpam({}), env).ipam).toMatchObject({ type: 'host-local' });
+    }
+  });
+
+  it("kube-flannel's delegate options pass through; what the delegate sets itself is not overwritten", () => {
+    const input = (delegate: Record<string, unknown>, cniVersion = '0.3.1') =>
+      JSON.stringify({ name: 'cbr0', cniVersion, type: 'flannel', delegate });
+    expect(delegateFor(input({ hairpinMode: true, isDefaultGateway: true }), V4)).toMatchObject({
+      cniVersion: '0.3.1',
+      hairpinMode: true,
+      isDefaultGateway: true,
+      isGateway: true,
+    });
+    expect(
+      delegateFor(input({ mtu: 1400, ipMasq: true, isGateway: false, bridge: 'mynet0' }), V4),
+    ).toMatchObject({
+      mtu: 1400,
+      ipMasq: true,
+      isGateway: false,
+      bridge: 'mynet0',
+    });
+    // ipMasq is the inverse of FLANNEL_IPMASQ: the bridge masquerades when the daemon does not.
+    expect(delegateFor(input({}), V4.replace('=true', '=false')).ipMasq).toBe(true);
+    // isGateway is a bridge option only.
+    expect(delegateFor(input({ type: 'ipvlan', master: 'eth0' }), V4)).not.toHaveProperty(
+      'isGateway',
+    );
+  });
+
+  it('runtimeConfig goes to the delegate; no cniVersion in, none out (as flannel)', () => {
+    const d = delegateFor(
+      JSON.stringify({ name: 'n', runtimeConfig: { portMappings: [{ hostPort: 80 }] } }),
+      V4,
+    );
+    expect(d.runtimeConfig).toEqual({ portMappings: [{ hostPort: 80 }] });
+    expect(d).not.toHaveProperty('cniVersion');
+  });
+
+  it("the plugin's defaults are flannel's: /run/flannel/subnet.env and /var/lib/cni/flannel", () => {
+    const conf = parseNetConf('{"name": "cni-flannel", "type": "flannel"}');
+    expect([conf.subnetFile, conf.dataDir]).toEqual([DEFAULT_SUBNET_FILE, DEFAULT_DATA_DIR]);
+    expect([DEFAULT_SUBNET_FILE, DEFAULT_DATA_DIR]).toEqual([
+      '/run/flannel/subnet.env',
+      '/var/lib/cni/flannel',
+    ]);
+    expect(conf.cniVersion).toBe('0.1.0');
+  });
+});
