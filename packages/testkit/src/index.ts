@@ -54,4 +54,5 @@ export {
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';
+export { BUSYBOX, busyboxRootfs, Podman, type PodmanOptions } from './podman.js';
 export { type RunningWeftd, startWeftd, WEFTD_CLI } from './weftd-process.js';
