@@ -12,7 +12,9 @@ import {
 
 /**
  * The main job: a three-node weft cluster on this machine. Three node namespaces on a shared
- * underlay switch, a weftd per node over the embedded store, two pods per node on a cni0 bridge.
+ * underlay switch, a weftd per node over the embedded store (with --ip-masq, as kube-flannel runs
+ * flanneld), two pods per node made by the CNI plugin as a runtime makes them: weft-cni installed
+ * as `flannel`, kube-flannel's cni-conf.json, the reference bridge (cni0) and host-local plugins.
  * Node n1 runs flannel's udp backend; n2 programs the kernel's VXLAN; n3 runs weft's userspace
  * VXLAN. It prints the lease table, a pod-to-pod reachability matrix and a throughput line per
  * path, then tears everything down (also on Ctrl-C). `--json` adds a machine-readable summary.
@@ -79,6 +81,9 @@ try {
   const store = new EmbeddedStore(storePath);
   await store.putConfig('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}}');
   say('network config: {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}}');
+  say(
+    "pods: kube-flannel's cni-conf.json (flannel, then portmap); weft-cni installed as `flannel`, delegating to /usr/lib/cni's bridge and host-local",
+  );
 
   for (const [i, p] of plan.entries()) {
     const node = cluster.addNode();
@@ -93,12 +98,16 @@ try {
       'eth0',
       '--healthz-port',
       '9471',
+      '--ip-masq',
       ...p.flags,
     ]);
     daemons.push(weftd);
     await weftd.waitForLog('ready');
-    cluster.addPods(node, join(dir, 'subnet.env'), 2);
+    const pods = cluster.addPods(node, join(dir, 'subnet.env'), 2);
     say(`  ${node.name} (${node.ip}) up: ${plan[i].what}`);
+    say(
+      `    pods ${pods.map((p) => p.ip).join(', ')}: CNI ADD through weft-cni (bridge cni0 + host-local)`,
+    );
   }
 
   const { leases } = await new SubnetManager(store, { logger: silentLogger }).listLeases();

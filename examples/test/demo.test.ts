@@ -48,6 +48,10 @@ describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
     expect(Object.keys(summary.throughput).length).toBe(3);
     expect(Object.values(summary.throughput).every((bps) => bps > 1e6)).toBe(true);
     expect(out).toMatch(/a udp node reaches only udp nodes, as in flannel/);
+    // Every pod came from the plugin: host-local's first two addresses after the bridge's.
+    const podLines = out.match(/^ {4}pods (\S+), (\S+): CNI ADD through weft-cni/gm) ?? [];
+    expect(podLines.length).toBe(3);
+    for (const line of podLines) expect(line).toMatch(/pods 10\.244\.\d+\.2, 10\.244\.\d+\.3:/);
     expect(out).toMatch(/^ {2}10\.244\.\d+\.0\/24 +198\.18\.0\.11 +udp /m);
     expect(out).toMatch(
       /^ {2}10\.244\.\d+\.0\/24 +198\.18\.0\.12 +vxlan +([0-9a-f]{2}:){5}[0-9a-f]{2} /m,
