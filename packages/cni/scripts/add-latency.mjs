@@ -55,15 +55,13 @@ if (first !== '--inner') {
     CNI_IFNAME: 'eth0',
     CNI_PATH: `${join(dir, 'bin')}:/usr/lib/cni`,
   });
-  const timed = (file, args, input, e) => {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync(file, args, { input, env: e, encoding: 'utf8' });
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (r.status !== 0)
-      throw new Error(`${file} ${e.CNI_COMMAND ?? ''} failed: ${r.stdout}${r.stderr}`);
-    return ms;
+  // CPU time of the finished children (the plugin and all it ran), from /proc/self/stat: unlike
+  // wall time it hardly moves when other work shares the CPUs.
+  const tickMs = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+  const childCpuMs = () => {
+    const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+    return (Number(f[13]) + Number(f[14])) * tickMs;
   };
-  const flannel = join(dir, 'bin', 'flannel');
   const t = {
     weftAdd: [],
     weftDel: [],
@@ -73,46 +71,64 @@ if (first !== '--inner') {
     version: [],
     node: [],
   };
+  const cpu = {};
+  /** Runs one call; when `what` is set, keeps its wall time and adds its CPU time there. */
+  const timed = (what, file, input, e) => {
+    const c0 = childCpuMs();
+    const t0 = process.hrtime.bigint();
+    const r = spawnSync(file, file === process.execPath ? ['-e', '0'] : [], {
+      input,
+      env: e,
+      encoding: 'utf8',
+    });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (r.status !== 0)
+      throw new Error(`${file} ${e.CNI_COMMAND ?? ''} failed: ${r.stdout}${r.stderr}`);
+    if (what) {
+      t[what].push(ms);
+      cpu[what] = (cpu[what] ?? 0) + childCpuMs() - c0;
+    }
+    return ms;
+  };
+  const flannel = join(dir, 'bin', 'flannel');
+  const versionEnv = { ...process.env, CNI_COMMAND: 'VERSION' };
   let delegate;
   for (let i = 0; i < rounds + 3; i++) {
     const keep = i >= 3; // the first rounds warm the page cache; not counted
-    const weftAdd = timed(flannel, [], conf, env('ADD', `w${i}`));
+    const weftAdd = timed(keep && 'weftAdd', flannel, conf, env('ADD', `w${i}`));
     delegate ??= (() => {
       const record = JSON.parse(readFileSync(join(dir, 'flannel', `w${i}`), 'utf8'));
       delete record['weft.dev/ifName'];
       return JSON.stringify(record);
     })();
-    const weftDel = timed(flannel, [], conf, env('DEL', `w${i}`));
-    const bridgeAdd = timed('/usr/lib/cni/bridge', [], delegate, env('ADD', `b${i}`));
-    const bridgeDel = timed('/usr/lib/cni/bridge', [], delegate, env('DEL', `b${i}`));
-    const version = timed(flannel, [], '{"cniVersion":"1.0.0"}', {
-      ...process.env,
-      CNI_COMMAND: 'VERSION',
-    });
-    const bare = timed(process.execPath, ['-e', '0'], '', process.env);
-    if (!keep) continue;
-    t.weftAdd.push(weftAdd);
-    t.weftDel.push(weftDel);
-    t.bridgeAdd.push(bridgeAdd);
-    t.bridgeDel.push(bridgeDel);
-    t.own.push(weftAdd - bridgeAdd);
-    t.version.push(version);
-    t.node.push(bare);
+    timed(keep && 'weftDel', flannel, conf, env('DEL', `w${i}`));
+    const bridgeAdd = timed(
+      keep && 'bridgeAdd',
+      '/usr/lib/cni/bridge',
+      delegate,
+      env('ADD', `b${i}`),
+    );
+    timed(keep && 'bridgeDel', '/usr/lib/cni/bridge', delegate, env('DEL', `b${i}`));
+    timed(keep && 'version', flannel, '{"cniVersion":"1.0.0"}', versionEnv);
+    timed(keep && 'node', process.execPath, '', process.env);
+    if (keep) t.own.push(weftAdd - bridgeAdd);
   }
+  cpu.own = cpu.weftAdd - cpu.bridgeAdd;
   const q = (a, p) =>
     [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))];
-  const row = (name, a) =>
-    `| ${name.padEnd(44)} | ${q(a, 0.5).toFixed(1).padStart(7)} | ${q(a, 0.9).toFixed(1).padStart(7)} | ${q(a, 0).toFixed(1).padStart(7)} |`;
+  const cell = (v, w) => v.toFixed(1).padStart(w);
+  const row = (name, key) =>
+    `| ${name.padEnd(44)} | ${cell(q(t[key], 0.5), 7)} | ${cell(q(t[key], 0.9), 7)} | ${cell(q(t[key], 0), 7)} | ${cell(cpu[key] / rounds, 8)} |`;
   console.log(`weft-cni ADD latency, ${rounds} rounds (ms; Node ${process.version})\n`);
+  console.log(`| ${'what'.padEnd(44)} |  median |     p90 |     min | mean CPU |`);
   console.log(
-    `| ${'what'.padEnd(44)} | ${'median'.padStart(7)} | ${'p90'.padStart(7)} | ${'min'.padStart(7)} |`,
+    `|${'-'.repeat(46)}|${'-'.repeat(9)}|${'-'.repeat(9)}|${'-'.repeat(9)}|${'-'.repeat(10)}|`,
   );
-  console.log(`|${'-'.repeat(46)}|${'-'.repeat(9)}|${'-'.repeat(9)}|${'-'.repeat(9)}|`);
-  console.log(row('ADD through weft-cni (as flannel)', t.weftAdd));
-  console.log(row('ADD straight to bridge, same configuration', t.bridgeAdd));
-  console.log(row("weft-cni's own part of ADD (per round)", t.own));
-  console.log(row('DEL through weft-cni', t.weftDel));
-  console.log(row('DEL straight to bridge', t.bridgeDel));
-  console.log(row('weft-cni VERSION (start-up and answer)', t.version));
-  console.log(row('node -e 0 (Node start-up alone)', t.node));
+  console.log(row('ADD through weft-cni (as flannel)', 'weftAdd'));
+  console.log(row('ADD straight to bridge, same configuration', 'bridgeAdd'));
+  console.log(row("weft-cni's own part of ADD (the difference)", 'own'));
+  console.log(row('DEL through weft-cni', 'weftDel'));
+  console.log(row('DEL straight to bridge', 'bridgeDel'));
+  console.log(row('weft-cni VERSION (start-up and answer)', 'version'));
+  console.log(row('node -e 0 (Node start-up alone)', 'node'));
 }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The plugin's entry point (`weft-cni`): one bundled file, built by `pnpm build`. */
-export const PLUGIN_MAIN = fileURLToPath(new URL('../dist/weft-cni.mjs', import.meta.url));
+export const PLUGIN_MAIN = fileURLToPath(new URL('../dist/weft-cni.cjs', import.meta.url));
 
 export interface InstallOptions {
   /** The file name in the bin directory: `flannel` (default) serves kube-flannel's configuration. */

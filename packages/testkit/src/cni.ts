@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 
 /** weft-cni of this workspace (one bundled file, built by `pnpm build`). */
-export const WEFT_CNI_CLI = fileURLToPath(new URL('../../cni/dist/weft-cni.mjs', import.meta.url));
+export const WEFT_CNI_CLI = fileURLToPath(new URL('../../cni/dist/weft-cni.cjs', import.meta.url));
 
 /** Where Debian's containernetworking-plugins puts the reference plugins (bridge, host-local, ...). */
 export const REFERENCE_CNI_DIR = '/usr/lib/cni';
