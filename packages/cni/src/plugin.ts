@@ -53,7 +53,7 @@ export function runPlugin(request: PluginRequest): PluginResponse {
   const log: string[] = [];
   try {
     const args = argsFromEnv(env);
-    stdin = typeof request.stdin === 'string' ? request.stdin : request.stdin();
+    stdin = typeof request.stdin === 'string' ? request.stdin : readStdin(request.stdin);
     if (args.command === 'VERSION') {
       const result = { cniVersion: versionAsked(stdin), supportedVersions: SUPPORTED_VERSIONS };
       return { exitCode: 0, stdout: `${JSON.stringify(result)}\n`, stderr: '' };
@@ -77,6 +77,14 @@ export function runPlugin(request: PluginRequest): PluginResponse {
         : new CniError(CniCode.internal, (err as Error)?.message ?? String(err));
     const stdout = `${JSON.stringify(e.toResult(versionAsked(stdin)))}\n`;
     return { exitCode: 1, stdout, stderr: log.join('') };
+  }
+}
+
+function readStdin(read: () => string): string {
+  try {
+    return read();
+  } catch (err) {
+    throw new CniError(CniCode.ioFailure, `error reading from stdin: ${(err as Error).message}`);
   }
 }
 

@@ -80,6 +80,20 @@ describe('the environment (SPEC.md section 2, "Parameters")', () => {
     expect(r.stderr).toMatch(/flannel's CNI plugin for weft.*\n.*1\.1\.0/);
   });
 
+  it('stdin that cannot be read is code 5', () => {
+    const r = runPlugin({
+      env: envFor('ADD'),
+      stdin: () => {
+        throw new Error('EIO: i/o error, read');
+      },
+    });
+    expect(r.exitCode).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      code: 5,
+      msg: 'error reading from stdin: EIO: i/o error, read',
+    });
+  });
+
   it('an unknown command is code 4, naming it', () => {
     expectError(run('FROB', conf()), 4, /^unknown CNI_COMMAND: FROB$/);
   });
