@@ -21,6 +21,7 @@
 
 #include <string>
 
+#include "errors.h"
 #include "handle.h"
 #include "syscalls.h"
 
@@ -35,16 +36,6 @@
 
 namespace weft {
 namespace {
-
-// A JS Error carrying code (e.g. "EPERM"), errno and syscall, like Node's own system errors.
-Napi::Value ThrowErrno(Napi::Env env, int err, const std::string& syscall) {
-  Napi::Error e = Napi::Error::New(env, syscall + ": " + strerror(err));
-  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  e.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 std::string OptionalString(const Napi::Value& v) { return v.IsString() ? v.As<Napi::String>().Utf8Value() : ""; }
 

@@ -31,12 +31,20 @@ const IPV6_MIN_MTU = 1280;
 
 /** One fd of a TUN/TAP device: reads a batch of packets at a time, writes a batch per call. */
 export class TunQueue extends BatchIo {
-  constructor(handle: NativeHandle) {
+  /** The device's name, as the kernel gave it. */
+  readonly name: string;
+
+  constructor(handle: NativeHandle, name: string) {
     super(handle);
+    this.name = name;
+  }
+
+  protected describe(): string {
+    return `TUN/TAP device ${this.name}`;
   }
 
   protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
-    h.setReadRing(slabIndex, ring.stride, ring.headroom, ring.slots, ring.lengths);
+    h.setReadRing(slabIndex, ring.slab, ring.stride, ring.headroom, ring.slots, ring.lengths);
   }
 }
 
@@ -106,7 +114,7 @@ export class TunDevice {
       for (let i = 0; i < queueCount; i++) {
         const opened = n.openTun(devicePath, name, flags, ns);
         name = opened.name;
-        queues.push(new TunQueue(new n.Handle(opened.fd, HandleKind.tun)));
+        queues.push(new TunQueue(new n.Handle(opened.fd, HandleKind.tun), name));
       }
     } catch (err) {
       for (const q of queues) q.close();

@@ -14,6 +14,7 @@ export const TunErrorCode = {
   closed: 'ERR_TUN_CLOSED',
   badOption: 'ERR_TUN_BAD_OPTION',
   syscall: 'ERR_TUN_SYSCALL',
+  ioFailed: 'ERR_TUN_IO_FAILED',
 } as const;
 
 const PERMISSION_HINT =
@@ -25,6 +26,11 @@ const PERMISSION_HINT =
  */
 export function toWeftError(err: unknown, what: string, devicePath = '/dev/net/tun'): WeftError {
   if (err instanceof WeftError) return err;
+  // The addon's argument checks: a value of the wrong type or out of range.
+  if (err instanceof TypeError || err instanceof RangeError)
+    return new WeftError(TunErrorCode.badOption, `${what}: ${err.message}`, { cause: err });
+  if ((err as { code?: unknown } | undefined)?.code === TunErrorCode.closed)
+    return new WeftError(TunErrorCode.closed, `${what}: it is closed`, { cause: err });
   if (!isSystemError(err))
     return new WeftError(TunErrorCode.syscall, `${what}: ${String(err)}`, { cause: err });
   const { code, syscall } = err;

@@ -6,9 +6,12 @@ import { WeftError } from '@weft/core';
 /** The addon's surface; see native/addon.cc and native/handle.h. */
 export interface NativeHandle {
   readonly fd: number;
-  registerSlab(index: number, slab: Uint8Array): void;
+  /** Non-zero once the fd failed for good (see BatchIo.error). */
+  readonly failedErrno: number;
+  attachSlab(index: number, slab: Uint8Array): void;
   setReadRing(
-    slab: number,
+    slabIndex: number,
+    slab: Uint8Array,
     stride: number,
     headroom: number,
     count: number,
@@ -49,6 +52,8 @@ export interface NativeStats {
   sendAgain: number;
   lastSendErrno: number;
   badDescriptors: number;
+  /** Non-zero once the fd failed for good: then every send counts its descriptors as errors. */
+  failedErrno: number;
 }
 
 export const HandleKind = { tun: 0, udp4: 1, udp6: 2, netlink: 3 } as const;

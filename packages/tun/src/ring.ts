@@ -1,5 +1,6 @@
 import { WeftError } from '@weft/core';
 import { TunErrorCode } from './errors.js';
+import { allocSlab, pinned } from './slab.js';
 
 /**
  * The memory a batch of packets lives in, owned by JavaScript and handed to the addon once.
@@ -50,13 +51,13 @@ export class PacketRing {
         TunErrorCode.badOption,
         `ring stride ${this.stride} is not valid: it must exceed the headroom (${this.headroom}) and be at most 1 MiB`,
       );
-    // Outside V8's pooled allocator: the addon keeps a raw pointer into it for the ring's life.
-    this.slab = Buffer.allocUnsafeSlow(this.slots * this.stride);
-    this.lengths = new Int32Array(this.slots);
-    this.addrs = new Uint32Array(this.slots * 4);
-    this.ports = new Uint16Array(this.slots);
-    this.families = new Uint8Array(this.slots);
-    this.gso = new Uint16Array(this.slots);
+    // The addon keeps raw pointers into all of these while it reads: none may be transferred.
+    this.slab = allocSlab(this.slots * this.stride);
+    this.lengths = pinned(new Int32Array(this.slots));
+    this.addrs = pinned(new Uint32Array(this.slots * 4));
+    this.ports = pinned(new Uint16Array(this.slots));
+    this.families = pinned(new Uint8Array(this.slots));
+    this.gso = pinned(new Uint16Array(this.slots));
   }
 
   /** Where slot i's packet starts (after its headroom). */
@@ -72,7 +73,7 @@ export class PacketRing {
 
 /**
  * Send descriptors, filled by JavaScript per batch: packet i is `lengths[i]` bytes at absolute
- * byte `offsets[i]` of the slab registered as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
+ * byte `offsets[i]` of the slab attached as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
  * A descriptor may start inside a slot's headroom, so headers written there go out with the
  * payload. `gso[i] > 0` asks the kernel to cut the datagram into segments of that size (UDP GSO).
  */
@@ -92,12 +93,12 @@ export class SendTable {
         `send table capacity ${capacity} is not valid: use 1 to 65536`,
       );
     this.capacity = capacity;
-    this.slabs = new Uint8Array(capacity);
-    this.offsets = new Int32Array(capacity);
-    this.lengths = new Int32Array(capacity);
-    this.addrs = new Uint32Array(capacity * 4);
-    this.ports = new Uint16Array(capacity);
-    this.gso = new Uint16Array(capacity);
+    this.slabs = pinned(new Uint8Array(capacity));
+    this.offsets = pinned(new Int32Array(capacity));
+    this.lengths = pinned(new Int32Array(capacity));
+    this.addrs = pinned(new Uint32Array(capacity * 4));
+    this.ports = pinned(new Uint16Array(capacity));
+    this.gso = pinned(new Uint16Array(capacity));
   }
 
   /** Fills descriptor i for an IPv4 destination. */

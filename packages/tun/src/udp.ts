@@ -71,9 +71,14 @@ export class UdpSocket extends BatchIo {
     return socket;
   }
 
+  protected describe(): string {
+    return `UDP socket ${this.family === 6 ? `[${this.address}]` : this.address}:${this.port}`;
+  }
+
   protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
     h.setReadRing(
       slabIndex,
+      ring.slab,
       ring.stride,
       ring.headroom,
       ring.slots,

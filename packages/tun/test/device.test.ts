@@ -273,7 +273,7 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
       const queue = dev.queues[0];
       const ring = new PacketRing({ slots: 64 });
       const table = new SendTable(64);
-      queue.registerSlab(0, ring.slab);
+      queue.attachSlab(0, ring.slab);
       queue.setSendTable(table);
       for (let i = 0; i < 64; i++) {
         const off = ring.slotOffset(i);

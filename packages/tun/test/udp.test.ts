@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from '@weft/core';
 import { createTwoNodes, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PacketRing, SendTable, UdpSocket } from '../src/index.js';
+import { allocSlab, PacketRing, SendTable, UdpSocket } from '../src/index.js';
 import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
 
@@ -84,7 +84,7 @@ for (const family of [4, 6] as const) {
       await once(peer, 'listening');
       const ring = new PacketRing({ slots: 64 });
       const table = new SendTable(64);
-      sock.registerSlab(0, ring.slab);
+      sock.attachSlab(0, ring.slab);
       sock.setSendTable(table);
       try {
         for (const size of [1, 8, 32, 64]) {
@@ -147,9 +147,9 @@ describe('UDP socket housekeeping', () => {
     peer.on('message', (m) => got.push(m));
     peer.bind(0, '127.0.0.1');
     await once(peer, 'listening');
-    const slab = Buffer.alloc(1000, 0x61);
+    const slab = allocSlab(1000).fill(0x61);
     const table = new SendTable(3);
-    sock.registerSlab(0, slab);
+    sock.attachSlab(0, slab);
     sock.setSendTable(table);
     table.set4(0, 0, 0, 10, 0x7f000001, peer.address().port);
     table.set4(1, 0, 995, 10, 0x7f000001, peer.address().port); // runs past the slab
@@ -262,9 +262,9 @@ describe.skipIf(!privileged('UDP back-pressure test'))('back-pressure', () => {
       rx.startReading(ring, (n) => {
         for (let i = 0; i < n; i++) seen.add(ring.slab.readUInt16BE(ring.slotOffset(i)));
       });
-      const slab = Buffer.alloc(64 * 1400);
+      const slab = allocSlab(64 * 1400);
       const table = new SendTable(64);
-      tx.registerSlab(0, slab);
+      tx.attachSlab(0, slab);
       tx.setSendTable(table);
       for (let i = 0; i < 64; i++) {
         slab.writeUInt16BE(i, i * 1400);
@@ -345,7 +345,7 @@ describe.skipIf(!privileged('UDP tests between network namespaces'))(
           const ring = new PacketRing({ slots: 64 });
           const out = new PacketRing({ slots: 64 });
           const table = new SendTable(64);
-          sock.registerSlab(1, out.slab);
+          sock.attachSlab(1, out.slab);
           sock.setSendTable(table);
           const echoes: { hex: string; source: string }[] = [];
           sock.startReading(ring, (count) => {

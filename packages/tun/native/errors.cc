@@ -1,0 +1,27 @@
+#include "errors.h"
+
+#include <string.h>
+#include <uv.h>
+
+namespace weft {
+
+Napi::Value ThrowErrno(Napi::Env env, int err, const std::string& syscall) {
+  Napi::Error e = Napi::Error::New(env, syscall + ": " + strerror(err));
+  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool ThrowType(Napi::Env env, const std::string& message) {
+  Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
+  return false;
+}
+
+bool ThrowRange(Napi::Env env, const std::string& message) {
+  Napi::RangeError::New(env, message).ThrowAsJavaScriptException();
+  return false;
+}
+
+}  // namespace weft
