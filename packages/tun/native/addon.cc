@@ -117,6 +117,8 @@ const SockOpt kSockOpts[] = {
     {"udpGro", SOL_UDP, UDP_GRO},             {"udpSegment", SOL_UDP, UDP_SEGMENT},
     {"netlinkNoEnobufs", SOL_NETLINK, NETLINK_NO_ENOBUFS},
     {"netlinkGetStrictChk", SOL_NETLINK, NETLINK_GET_STRICT_CHK},
+    {"ipMtuDiscover", IPPROTO_IP, IP_MTU_DISCOVER},
+    {"ipv6MtuDiscover", IPPROTO_IPV6, IPV6_MTU_DISCOVER},
 };
 
 const SockOpt* FindOpt(const std::string& name) {
@@ -375,6 +377,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   c.Set("TUN_F_USO4", TUN_F_USO4);
   c.Set("TUN_F_USO6", TUN_F_USO6);
   c.Set("NETLINK_ROUTE", NETLINK_ROUTE);
+  c.Set("IP_PMTUDISC_DO", IP_PMTUDISC_DO);
+  c.Set("IPV6_PMTUDISC_DO", IPV6_PMTUDISC_DO);
   exports.Set("constants", c);
   return exports;
 }

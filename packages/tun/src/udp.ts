@@ -18,6 +18,14 @@ export interface UdpOpenOptions {
   sendBufferBytes?: number;
   /** UDP_GRO: let the kernel coalesce datagrams of a flow; ring.gso says the segment size. */
   gro?: boolean;
+  /**
+   * Send every datagram with DF set, UDP GSO segments included, as flannel's UDP proxy does
+   * (IP_MTU_DISCOVER = IP_PMTUDISC_DO; on IPv6, IPV6_PMTUDISC_DO: never fragment locally). A
+   * datagram larger than the path MTU then fails with EMSGSIZE (counted in sendErrors) instead
+   * of leaving in fragments. Default false: the kernel's default (DF on plain datagrams that
+   * fit, but not on GSO segments).
+   */
+  dontFragment?: boolean;
 }
 
 /** A UDP socket with batched receive (recvmmsg) and send (sendmmsg), on Node's loop. */
@@ -64,6 +72,11 @@ export class UdpSocket extends BatchIo {
       if (options.receiveBufferBytes) socket.setReceiveBuffer(options.receiveBufferBytes);
       if (options.sendBufferBytes) socket.setSendBuffer(options.sendBufferBytes);
       if (options.gro) socket.setOption('udpGro', 1);
+      if (options.dontFragment) {
+        const c = n.constants;
+        if (ip.family === 4) socket.setOption('ipMtuDiscover', c.IP_PMTUDISC_DO);
+        else socket.setOption('ipv6MtuDiscover', c.IPV6_PMTUDISC_DO);
+      }
     } catch (err) {
       socket.close();
       throw err;
@@ -105,6 +118,14 @@ export class UdpSocket extends BatchIo {
 
   setSendBuffer(bytes: number): void {
     this.setOption(process.getuid?.() === 0 ? 'sndbufforce' : 'sndbuf', bytes);
+  }
+
+  /** Whether datagrams leave with DF set (see UdpOpenOptions.dontFragment). */
+  get dontFragment(): boolean {
+    const c = native().constants;
+    return this.family === 4
+      ? native().getSocketOption(this.live().fd, 'ipMtuDiscover') === c.IP_PMTUDISC_DO
+      : native().getSocketOption(this.live().fd, 'ipv6MtuDiscover') === c.IPV6_PMTUDISC_DO;
   }
 
   /** The kernel's figure (it doubles what was asked, for bookkeeping). */
