@@ -1,13 +1,21 @@
 #include "errors.h"
 
+#include <errno.h>
 #include <string.h>
 #include <uv.h>
 
 namespace weft {
 
+namespace {
+
+// libuv names the errnos it knows; a TUN queue whose device is gone says EBADFD, which it does not.
+const char* ErrnoName(int err) { return err == EBADFD ? "EBADFD" : uv_err_name(-err); }
+
+}  // namespace
+
 Napi::Value ThrowErrno(Napi::Env env, int err, const std::string& syscall) {
   Napi::Error e = Napi::Error::New(env, syscall + ": " + strerror(err));
-  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("syscall", Napi::String::New(env, syscall));
   e.ThrowAsJavaScriptException();

@@ -10,6 +10,13 @@ export type { NativeStats as IoStats } from './native.js';
 /** Slab indices a send descriptor can name. */
 const MAX_SLAB_INDEX = 255;
 
+/** libuv names the errnos it knows; a TUN queue whose device is gone says EBADFD, which it does not. */
+function errnoName(errno: number): string {
+  if (errno === 77) return 'EBADFD';
+  const name = getSystemErrorName(-errno);
+  return name.startsWith('Unknown') ? `errno ${errno}` : name;
+}
+
 function checkSlabIndex(index: unknown): void {
   if (!Number.isInteger(index) || (index as number) < 0 || (index as number) > MAX_SLAB_INDEX)
     throw new WeftError(
@@ -54,7 +61,7 @@ export abstract class BatchIo {
     if (this.failure) return this.failure;
     const errno = this.handle?.failedErrno ?? 0;
     if (errno === 0) return undefined;
-    const name = getSystemErrorName(-errno);
+    const name = errnoName(errno);
     const hint =
       name === 'EBADFD'
         ? 'its device was deleted (ip link del): open the device again'
