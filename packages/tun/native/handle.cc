@@ -74,9 +74,7 @@ bool FdIsKind(int fd, Kind kind) {
 }
 
 Napi::Value ThrowClosed(Napi::Env env) {
-  Napi::Error e = Napi::Error::New(env, "the handle is closed");
-  e.Set("code", Napi::String::New(env, "ERR_TUN_CLOSED"));
-  e.ThrowAsJavaScriptException();
+  ThrowError(env, "the handle is closed", "ERR_TUN_CLOSED");
   return env.Undefined();
 }
 
@@ -123,7 +121,8 @@ Napi::Function Handle::Init(Napi::Env env) {
       {"send", &Checked<&Handle::Send>},                 {"sendBuffer", &Checked<&Handle::SendBuffer>},
       {"armWritable", &Checked<&Handle::ArmWritable>},   {"stats", &Checked<&Handle::Stats>},
       {"ref", &Checked<&Handle::RefHandle>},             {"unref", &Checked<&Handle::UnrefHandle>},
-      {"close", &Checked<&Handle::Close>},
+      {"close", &Checked<&Handle::Close>},               {"setOption", &Checked<&Handle::SetOption>},
+      {"getOption", &Checked<&Handle::GetOption>},       {"setOffload", &Checked<&Handle::SetOffload>},
   };
   for (const auto& m : methods) proto.Set(m.name, Napi::Function::New(env, m.fn, m.name));
   proto.DefineProperties({
@@ -164,7 +163,7 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
     delete poll_;
     poll_ = nullptr;
     DoClose();
-    Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+    ThrowError(env, std::string("uv_poll_init: ") + uv_strerror(rc));
     return;
   }
   poll_->data = this;
@@ -296,7 +295,7 @@ Napi::Value Handle::StartReading(const Napi::CallbackInfo& info) {
   if (!ArgFunction(info, 0, "callback", &callback)) return env.Undefined();
   if (failed_errno_ != 0) return ThrowErrno(env, failed_errno_, "read");
   if (kind_ != Kind::kNetlink && ring_.slab < 0) {
-    Napi::Error::New(env, "startReading: setReadRing first").ThrowAsJavaScriptException();
+    ThrowError(env, "startReading: setReadRing first");
     return env.Undefined();
   }
   on_read_ = Napi::Persistent(callback);
@@ -351,7 +350,7 @@ Napi::Value Handle::Send(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (table_.capacity == 0) {
-    Napi::Error::New(env, "send: setSendTable first").ThrowAsJavaScriptException();
+    ThrowError(env, "send: setSendTable first");
     return env.Undefined();
   }
   if (static_cast<uint64_t>(start + count) > table_.capacity) {

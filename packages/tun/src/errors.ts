@@ -1,3 +1,4 @@
+import { getSystemErrorName } from 'node:util';
 import { WeftError } from '@weft/core';
 import { isSystemError } from './native.js';
 
@@ -77,6 +78,22 @@ export function toWeftError(err: unknown, what: string, devicePath = '/dev/net/t
     );
   }
   return new WeftError(TunErrorCode.syscall, `${what}: ${err.message}`, { cause: err });
+}
+
+/** libuv names the errnos it knows; a TUN queue whose device is gone says EBADFD, which it does not. */
+export function errnoName(errno: number): string {
+  if (errno === 77) return 'EBADFD';
+  const name = getSystemErrorName(-errno);
+  return name.startsWith('Unknown') ? `errno ${errno}` : name;
+}
+
+/** Any value as text for an error message; never throws (a Symbol or a null-prototype object would). */
+export function show(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'symbol') return value.toString();
+  if (typeof value === 'object' && value !== null) return Object.prototype.toString.call(value);
+  if (typeof value === 'function') return 'a function';
+  return String(value);
 }
 
 /** Network namespace names become /run/netns paths; absolute paths pass through. */

@@ -1,7 +1,5 @@
 export {
   type DeviceMode,
-  getSysctl,
-  setSysctl,
   TunDevice,
   TunOffload,
   type TunOpenOptions,

@@ -1,6 +1,5 @@
-import { getSystemErrorName } from 'node:util';
 import { WeftError } from '@weft/core';
-import { TunErrorCode, toWeftError } from './errors.js';
+import { errnoName, show, TunErrorCode, toWeftError } from './errors.js';
 import type { NativeHandle, NativeStats } from './native.js';
 import type { PacketRing, SendTable } from './ring.js';
 import { isSlab } from './slab.js';
@@ -10,18 +9,11 @@ export type { NativeStats as IoStats } from './native.js';
 /** Slab indices a send descriptor can name. */
 const MAX_SLAB_INDEX = 255;
 
-/** libuv names the errnos it knows; a TUN queue whose device is gone says EBADFD, which it does not. */
-function errnoName(errno: number): string {
-  if (errno === 77) return 'EBADFD';
-  const name = getSystemErrorName(-errno);
-  return name.startsWith('Unknown') ? `errno ${errno}` : name;
-}
-
 function checkSlabIndex(index: unknown): void {
   if (!Number.isInteger(index) || (index as number) < 0 || (index as number) > MAX_SLAB_INDEX)
     throw new WeftError(
       TunErrorCode.badOption,
-      `slab index ${String(index)} is not valid: use 0 to ${MAX_SLAB_INDEX}`,
+      `slab index ${show(index)} is not valid: use 0 to ${MAX_SLAB_INDEX}`,
     );
 }
 
@@ -190,7 +182,7 @@ export abstract class BatchIo {
         TunErrorCode.badOption,
         this.sendCapacity === 0
           ? 'send() needs a send table: call setSendTable() first'
-          : `send(${start}, ${count}) is outside the send table of ${this.sendCapacity} descriptors`,
+          : `send(${show(start)}, ${show(count)}) is outside the send table of ${this.sendCapacity} descriptors`,
       );
     }
     return this.handle.send(start, count);

@@ -39,7 +39,24 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   close(): void;
+  /** A socket option by name (see native/options.cc), on this handle's own fd. */
+  setOption(name: SocketOption, value: number): void;
+  getOption(name: SocketOption): number;
+  /** TUN_F_* offloads (TUN/TAP queues only). */
+  setOffload(flags: number): void;
 }
+
+export type SocketOption =
+  | 'rcvbuf'
+  | 'sndbuf'
+  | 'rcvbufforce'
+  | 'sndbufforce'
+  | 'udpGro'
+  | 'udpSegment'
+  | 'ipMtuDiscover'
+  | 'ipv6MtuDiscover'
+  | 'netlinkNoEnobufs'
+  | 'netlinkGetStrictChk';
 
 export interface NativeStats {
   readCalls: number;
@@ -75,12 +92,7 @@ export interface NativeAddon {
     netns?: string,
   ): { fd: number; port: number };
   openNetlink(protocol: number, groups: number, netns?: string): { fd: number; portId: number };
-  setSocketOption(fd: number, name: string, value: number): void;
-  getSocketOption(fd: number, name: string): number;
-  tunIoctl(fd: number, what: 'offload' | 'vnetHdrSize', value: number): void;
   ifconfig(name: string, op: string, value?: unknown, netns?: string): unknown;
-  closeFd(fd: number): void;
-  sysctl(key: string, value?: string, netns?: string): string | undefined;
   constants: Record<string, number>;
 }
 

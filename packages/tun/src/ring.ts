@@ -1,5 +1,5 @@
 import { WeftError } from '@weft/core';
-import { TunErrorCode } from './errors.js';
+import { show, TunErrorCode } from './errors.js';
 import { allocSlab, pinned } from './slab.js';
 
 /**
@@ -33,23 +33,25 @@ export class PacketRing {
   readonly gso: Uint16Array;
 
   constructor(options: RingOptions = {}) {
+    if (typeof options !== 'object' || options === null)
+      throw new WeftError(TunErrorCode.badOption, 'ring options must be an object');
     this.slots = options.slots ?? 64;
     this.stride = options.stride ?? 2048;
     this.headroom = options.headroom ?? 64;
     if (!Number.isInteger(this.slots) || this.slots < 1 || this.slots > 1024)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring slots ${this.slots} is not valid: use 1 to 1024`,
+        `ring slots ${show(this.slots)} is not valid: use 1 to 1024`,
       );
     if (!Number.isInteger(this.headroom) || this.headroom < 0)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring headroom ${this.headroom} is not valid: use 0 or more bytes`,
+        `ring headroom ${show(this.headroom)} is not valid: use 0 or more bytes`,
       );
     if (!Number.isInteger(this.stride) || this.stride <= this.headroom || this.stride > 1 << 20)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring stride ${this.stride} is not valid: it must exceed the headroom (${this.headroom}) and be at most 1 MiB`,
+        `ring stride ${show(this.stride)} is not valid: it must exceed the headroom (${show(this.headroom)}) and be at most 1 MiB`,
       );
     // The addon keeps raw pointers into all of these while it reads: none may be transferred.
     this.slab = allocSlab(this.slots * this.stride);
@@ -90,7 +92,7 @@ export class SendTable {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 16)
       throw new WeftError(
         TunErrorCode.badOption,
-        `send table capacity ${capacity} is not valid: use 1 to 65536`,
+        `send table capacity ${show(capacity)} is not valid: use 1 to 65536`,
       );
     this.capacity = capacity;
     this.slabs = pinned(new Uint8Array(capacity));

@@ -1,6 +1,6 @@
 import { markAsUntransferable } from 'node:worker_threads';
 import { WeftError } from '@weft/core';
-import { TunErrorCode } from './errors.js';
+import { show, TunErrorCode } from './errors.js';
 
 /** The largest slab: a PacketRing's 1024 slots of 1 MiB. */
 export const MAX_SLAB_BYTES = 1 << 30;
@@ -16,7 +16,7 @@ export function allocSlab(bytes: number): Buffer {
   if (!Number.isInteger(bytes) || bytes < 0 || bytes > MAX_SLAB_BYTES)
     throw new WeftError(
       TunErrorCode.badOption,
-      `slab size ${String(bytes)} is not valid: use 0 to ${MAX_SLAB_BYTES} bytes`,
+      `slab size ${show(bytes)} is not valid: use 0 to ${MAX_SLAB_BYTES} bytes`,
     );
   const slab = Buffer.allocUnsafeSlow(bytes);
   markAsUntransferable(slab.buffer);
