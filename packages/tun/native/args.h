@@ -12,15 +12,15 @@
 namespace weft {
 
 // An integer (a Number with no fraction) in [min, max].
-bool ReadInt(Napi::Env env, Napi::Value v, const std::string& what, int64_t min, int64_t max, int64_t* out);
-bool ReadInt32(Napi::Env env, Napi::Value v, const std::string& what, int32_t min, int32_t max, int32_t* out);
+bool ReadInt(Napi::Env env, Napi::Value v, const char* what, int64_t min, int64_t max, int64_t* out);
+bool ReadInt32(Napi::Env env, Napi::Value v, const char* what, int32_t min, int32_t max, int32_t* out);
 // A string of at most `max_bytes` UTF-8 bytes, without NUL.
-bool ReadString(Napi::Env env, Napi::Value v, const std::string& what, size_t max_bytes, std::string* out);
-bool ReadBool(Napi::Env env, Napi::Value v, const std::string& what, bool* out);
+bool ReadString(Napi::Env env, Napi::Value v, const char* what, size_t max_bytes, std::string* out);
+bool ReadBool(Napi::Env env, Napi::Value v, const char* what, bool* out);
 // A Uint8Array (a Buffer) of exactly `length` bytes, copied out.
-bool ReadBytes(Napi::Env env, Napi::Value v, const std::string& what, size_t length, uint8_t* out);
+bool ReadBytes(Napi::Env env, Napi::Value v, const char* what, size_t length, uint8_t* out);
 // Element `index` of an Array (a getter may run JS: false if it threw).
-bool ReadElement(Napi::Env env, Napi::Value array, const std::string& what, uint32_t index, Napi::Value* out);
+bool ReadElement(Napi::Env env, Napi::Value array, const char* what, uint32_t index, Napi::Value* out);
 
 inline bool ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t min, int64_t max, int64_t* out) {
   return ReadInt(info.Env(), info[i], what, min, max, out);

@@ -13,6 +13,7 @@
 #include <climits>
 #include <mutex>
 #include <set>
+#include <unordered_set>
 #include <string>
 
 #include "args.h"
@@ -22,8 +23,14 @@ namespace weft {
 
 namespace {
 
-// Marks objects this addon made, so a method called on anything else is a TypeError, not a cast.
-constexpr napi_type_tag kHandleTag = {0x776566742d68616eULL, 0x646c652d76310000ULL};
+// The handles alive on this thread (a handle is used only from the JS thread that made it): a
+// method called on any other object, even one another addon wrapped, is a TypeError, not a
+// cast. Cheaper per call than a napi type tag, which send() would pay once per batch.
+// Never destroyed: a finalizer may run after this thread's thread_local destructors.
+std::unordered_set<const Handle*>& LiveHandles() {
+  thread_local auto* live = new std::unordered_set<const Handle*>();
+  return *live;
+}
 // recvmmsg takes at most UIO_MAXIOV messages per call.
 constexpr int32_t kMaxRingSlots = 1024;
 constexpr int32_t kMaxStride = 1 << 20;
@@ -96,12 +103,11 @@ Napi::Value Handle::Checked(const Napi::CallbackInfo& info) {
 Handle* Handle::From(const Napi::CallbackInfo& info) {
   napi_env env = info.Env();
   napi_value self = info.This();
-  napi_valuetype type;
-  bool tagged = false;
-  if (self != nullptr && napi_typeof(env, self, &type) == napi_ok && type == napi_object &&
-      napi_check_object_type_tag(env, self, &kHandleTag, &tagged) == napi_ok && tagged) {
-    void* wrapped = nullptr;
-    if (napi_unwrap(env, self, &wrapped) == napi_ok && wrapped != nullptr) return static_cast<Handle*>(wrapped);
+  void* wrapped = nullptr;
+  // napi_unwrap refuses anything not wrapped; the set refuses what another addon wrapped.
+  if (self != nullptr && napi_unwrap(env, self, &wrapped) == napi_ok && wrapped != nullptr) {
+    auto* handle = static_cast<Handle*>(static_cast<Napi::ObjectWrap<Handle>*>(wrapped));
+    if (LiveHandles().count(handle) != 0) return handle;
   }
   ThrowType(info.Env(), "this is not a weft Handle");
   return nullptr;
@@ -169,10 +175,13 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   poll_->data = this;
   async_ = std::make_unique<Napi::AsyncContext>(env, "WeftHandle");
   if (kind_ == Kind::kNetlink) netlink_buffer_.resize(kNetlinkBuffer);
-  napi_type_tag_object(env, info.This(), &kHandleTag);
+  LiveHandles().insert(this);
 }
 
-Handle::~Handle() { DoClose(); }
+Handle::~Handle() {
+  LiveHandles().erase(this);
+  DoClose();
+}
 
 Napi::Value Handle::GetFd(const Napi::CallbackInfo& info) {
   Handle* self = From(info);
@@ -245,6 +254,7 @@ Napi::Value Handle::SetReadRing(const Napi::CallbackInfo& info) {
   next.count = n;
   slabs_.Put(index, std::move(slab));
   ring_ = std::move(next);
+  ring_.pins.Build(env, {&ring_.lengths, &ring_.addrs, &ring_.ports, &ring_.families, &ring_.gso});
   if (IsUdp()) ResizeUdpVectors();
   return env.Undefined();
 }
@@ -278,6 +288,7 @@ Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
   }
   next.capacity = capacity;
   table_ = std::move(next);
+  table_.pins.Build(env, {&table_.slabs, &table_.offsets, &table_.lengths, &table_.addrs, &table_.ports, &table_.gso});
   tx_msgs_.assign(capacity, {});
   tx_iovs_.assign(capacity, {});
   tx_names_.assign(capacity, {});
@@ -363,13 +374,10 @@ Napi::Value Handle::Send(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, static_cast<double>(count));
   }
   if (count == 0) return Napi::Number::New(env, 0);
-  // JS may have detached or shrunk any of this memory since the last call.
-  slabs_.CheckAll(env);
-  bool live = table_.slabs.Check(env) && table_.offsets.Check(env) && table_.lengths.Check(env);
-  for (Pinned* p : {&table_.addrs, &table_.ports, &table_.gso}) {
-    if (p->pinned() && !p->Check(env)) live = false;
-  }
-  if (!live || (IsUdp() && (!table_.addrs.pinned() || !table_.ports.pinned()))) {
+  // JS may have detached or shrunk any of this memory since the last call: the table is
+  // re-checked here, each slab the first time a descriptor names it.
+  slabs_.BeginCall();
+  if (!table_.pins.Check(env)) {
     table_ = SendTable();
     ThrowType(env, "send: the send table's memory was detached or shrunk: set a new send table");
     return env.Undefined();
@@ -519,11 +527,7 @@ bool Handle::CheckRing(SlabRange* out) {
   if (ring_.slab < 0 || !slabs_.Check(env, static_cast<uint32_t>(ring_.slab))) return false;
   if (!slabs_.Resolve(static_cast<uint32_t>(ring_.slab), 0, static_cast<int64_t>(ring_.stride * ring_.count), out))
     return false;
-  if (!ring_.lengths.Check(env)) return false;
-  for (Pinned* p : {&ring_.addrs, &ring_.ports, &ring_.families, &ring_.gso}) {
-    if (p->pinned() && !p->Check(env)) return false;
-  }
-  return true;
+  return ring_.pins.Check(env);
 }
 
 void Handle::OnReadable() {

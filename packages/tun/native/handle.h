@@ -31,6 +31,7 @@ struct ReadRing {
   Pinned ports;     // uint16 per slot
   Pinned families;  // uint8 per slot: 4 or 6
   Pinned gso;       // uint16 per slot: UDP GRO segment size, 0 when not coalesced
+  PinSet pins;      // the arrays above, checked together
 };
 
 // What send() reads: descriptor i says slab, absolute offset, length, destination, GSO size.
@@ -42,6 +43,7 @@ struct SendTable {
   Pinned addrs;    // uint32 x4
   Pinned ports;    // uint16
   Pinned gso;      // uint16
+  PinSet pins;     // the arrays above, checked together
 };
 
 class Handle : public Napi::ObjectWrap<Handle> {

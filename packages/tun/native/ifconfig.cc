@@ -73,9 +73,11 @@ bool ReadPrefix(Napi::Env env, Napi::Value pair, const std::string& op, size_t b
   Napi::Value a;
   Napi::Value p;
   std::string what = op + " value";
-  return ReadElement(env, pair, what, 0, &a) && ReadBytes(env, a, what + "[0] (the address)", bytes, addr) &&
-         ReadElement(env, pair, what, 1, &p) &&
-         ReadInt32(env, p, what + "[1] (the prefix length)", 0, static_cast<int32_t>(bytes * 8), prefix);
+  std::string address = what + "[0] (the address)";
+  std::string length = what + "[1] (the prefix length)";
+  return ReadElement(env, pair, what.c_str(), 0, &a) && ReadBytes(env, a, address.c_str(), bytes, addr) &&
+         ReadElement(env, pair, what.c_str(), 1, &p) &&
+         ReadInt32(env, p, length.c_str(), 0, static_cast<int32_t>(bytes * 8), prefix);
 }
 
 uint32_t Netmask(int32_t prefix) { return prefix == 0 ? 0 : htonl(0xffffffffu << (32 - prefix)); }
@@ -121,7 +123,7 @@ Napi::Value IfconfigJs(const Napi::CallbackInfo& info) {
       break;
     case Op::kSetUp:
     case Op::kDisableIpv6:
-      ok = ReadBool(env, value, op_name + " value", &flag);
+      ok = ReadBool(env, value, (op_name + " value").c_str(), &flag);
       break;
     case Op::kSetMac:
       ok = ReadBytes(env, value, "setMac value", 6, bytes);

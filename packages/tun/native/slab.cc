@@ -58,18 +58,61 @@ bool Pinned::Pin(Napi::Env env, Napi::Value value, napi_typedarray_type type, si
   return true;
 }
 
-bool Pinned::Check(napi_env env) {
+bool Pinned::ReadBuffer(napi_env env, uint8_t** base, size_t* length) const {
   if (!pinned_) return false;
   napi_value buffer = nullptr;
-  void* base = nullptr;
-  size_t base_length = 0;
-  if (napi_get_reference_value(env, buffer_, &buffer) == napi_ok && buffer != nullptr &&
-      napi_get_arraybuffer_info(env, buffer, &base, &base_length) == napi_ok && static_cast<uint8_t*>(base) == base_ &&
-      offset_ <= base_length && length_ <= base_length - offset_) {
-    return true;
+  void* data = nullptr;
+  if (napi_get_reference_value(env, buffer_, &buffer) != napi_ok || buffer == nullptr ||
+      napi_get_arraybuffer_info(env, buffer, &data, length) != napi_ok) {
+    return false;
   }
+  *base = static_cast<uint8_t*>(data);
+  return true;
+}
+
+bool Pinned::Check(napi_env env) {
+  uint8_t* base = nullptr;
+  size_t length = 0;
+  if (ReadBuffer(env, &base, &length) && Fits(base, length)) return true;
   Reset();
   return false;
+}
+
+bool Pinned::SameBuffer(napi_env env, const Pinned& other) const {
+  napi_value a = nullptr;
+  napi_value b = nullptr;
+  bool same = false;
+  return pinned_ && other.pinned_ && napi_get_reference_value(env, buffer_, &a) == napi_ok &&
+         napi_get_reference_value(env, other.buffer_, &b) == napi_ok && a != nullptr && b != nullptr &&
+         napi_strict_equals(env, a, b, &same) == napi_ok && same;
+}
+
+void PinSet::Build(napi_env env, std::initializer_list<Pinned*> pins) {
+  pins_.clear();
+  first_.clear();
+  for (Pinned* p : pins) {
+    if (!p->pinned() || pins_.size() == kMaxPins) continue;
+    size_t first = pins_.size();
+    for (size_t j = 0; j < pins_.size(); j++) {
+      if (first_[j] == j && p->SameBuffer(env, *pins_[j])) {
+        first = j;
+        break;
+      }
+    }
+    pins_.push_back(p);
+    first_.push_back(first);
+  }
+}
+
+bool PinSet::Check(napi_env env) const {
+  uint8_t* bases[kMaxPins];
+  size_t lengths[kMaxPins];
+  for (size_t i = 0; i < pins_.size(); i++) {
+    size_t f = first_[i];
+    if (f == i && !pins_[i]->ReadBuffer(env, &bases[i], &lengths[i])) return false;
+    if (!pins_[i]->Fits(bases[f], lengths[f])) return false;
+  }
+  return true;
 }
 
 void Pinned::Reset() {
@@ -86,18 +129,19 @@ bool SlabTable::PinSlab(Napi::Env env, Napi::Value value, Pinned* out) {
 
 void SlabTable::Put(uint32_t index, Pinned&& pin) {
   if (index >= kSlabs) return;
-  if (slabs_.size() <= index) slabs_.resize(index + 1);
+  if (slabs_.size() <= index) {
+    slabs_.resize(index + 1);
+    checked_.resize(index + 1, 0);
+  }
   slabs_[index] = std::move(pin);
+  checked_[index] = 0;
 }
 
 bool SlabTable::Check(napi_env env, uint32_t index) { return index < slabs_.size() && slabs_[index].Check(env); }
 
-void SlabTable::CheckAll(napi_env env) {
-  for (auto& s : slabs_) {
-    if (s.pinned()) s.Check(env);
-  }
+void SlabTable::Clear() {
+  slabs_.clear();
+  checked_.clear();
 }
-
-void SlabTable::Clear() { slabs_.clear(); }
 
 }  // namespace weft

@@ -45,6 +45,7 @@ int Handle::ReadTun(const SlabRange& ring) {
 }
 
 size_t Handle::SendTun(size_t start, size_t count) {
+  napi_env env = Env();
   const uint8_t* slabs = table_.slabs.As<uint8_t>();
   const int32_t* offsets = table_.offsets.As<int32_t>();
   const int32_t* lengths = table_.lengths.As<int32_t>();
@@ -52,7 +53,7 @@ size_t Handle::SendTun(size_t start, size_t count) {
   const size_t end = start + count;
   while (i < end) {
     SlabRange packet;
-    if (lengths[i] <= 0 || !slabs_.Resolve(slabs[i], offsets[i], lengths[i], &packet)) {
+    if (lengths[i] <= 0 || !slabs_.ResolveInCall(env, slabs[i], offsets[i], lengths[i], &packet)) {
       bad_descriptors_++;
       i++;
       continue;

@@ -113,6 +113,7 @@ int Handle::ReadUdp(const SlabRange& ring) {
 }
 
 size_t Handle::SendUdp(size_t start, size_t count) {
+  napi_env env = Env();
   const uint8_t* slabs = table_.slabs.As<uint8_t>();
   const int32_t* offsets = table_.offsets.As<int32_t>();
   const int32_t* lengths = table_.lengths.As<int32_t>();
@@ -126,7 +127,7 @@ size_t Handle::SendUdp(size_t start, size_t count) {
     size_t built = 0;
     for (size_t j = i; j < end; j++) {
       SlabRange datagram;
-      if (!slabs_.Resolve(slabs[j], offsets[j], lengths[j], &datagram)) break;
+      if (!slabs_.ResolveInCall(env, slabs[j], offsets[j], lengths[j], &datagram)) break;
       struct iovec& iov = tx_iovs_[built];
       iov.iov_base = datagram.data();
       iov.iov_len = datagram.size();

@@ -55,11 +55,14 @@ export class PacketRing {
       );
     // The addon keeps raw pointers into all of these while it reads: none may be transferred.
     this.slab = allocSlab(this.slots * this.stride);
-    this.lengths = pinned(new Int32Array(this.slots));
-    this.addrs = pinned(new Uint32Array(this.slots * 4));
-    this.ports = pinned(new Uint16Array(this.slots));
-    this.families = pinned(new Uint8Array(this.slots));
-    this.gso = pinned(new Uint16Array(this.slots));
+    // One buffer for the per-slot arrays, so the addon re-checks one buffer per batch, not five.
+    const n = this.slots;
+    const meta = pinned(new ArrayBuffer(25 * n));
+    this.lengths = new Int32Array(meta, 0, n);
+    this.addrs = new Uint32Array(meta, 4 * n, 4 * n);
+    this.ports = new Uint16Array(meta, 20 * n, n);
+    this.gso = new Uint16Array(meta, 22 * n, n);
+    this.families = new Uint8Array(meta, 24 * n, n);
   }
 
   /** Where slot i's packet starts (after its headroom). */
@@ -95,12 +98,15 @@ export class SendTable {
         `send table capacity ${show(capacity)} is not valid: use 1 to 65536`,
       );
     this.capacity = capacity;
-    this.slabs = pinned(new Uint8Array(capacity));
-    this.offsets = pinned(new Int32Array(capacity));
-    this.lengths = pinned(new Int32Array(capacity));
-    this.addrs = pinned(new Uint32Array(capacity * 4));
-    this.ports = pinned(new Uint16Array(capacity));
-    this.gso = pinned(new Uint16Array(capacity));
+    // One buffer for the descriptor arrays, so the addon re-checks one buffer per send.
+    const n = capacity;
+    const table = pinned(new ArrayBuffer(29 * n));
+    this.offsets = new Int32Array(table, 0, n);
+    this.lengths = new Int32Array(table, 4 * n, n);
+    this.addrs = new Uint32Array(table, 8 * n, 4 * n);
+    this.ports = new Uint16Array(table, 24 * n, n);
+    this.gso = new Uint16Array(table, 26 * n, n);
+    this.slabs = new Uint8Array(table, 28 * n, n);
   }
 
   /** Fills descriptor i for an IPv4 destination. */

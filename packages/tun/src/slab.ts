@@ -29,8 +29,8 @@ export function isSlab(value: unknown): value is Buffer {
   return typeof value === 'object' && value !== null && slabs.has(value as Buffer);
 }
 
-/** Makes a typed array's memory untransferable (the addon keeps pointers into it). */
-export function pinned<T extends ArrayBufferView>(array: T): T {
-  markAsUntransferable(array.buffer);
-  return array;
+/** Makes memory the addon keeps pointers into untransferable. */
+export function pinned(buffer: ArrayBuffer): ArrayBuffer {
+  markAsUntransferable(buffer);
+  return buffer;
 }
