@@ -486,8 +486,9 @@ void Handle::OnPollError() {
 
 // The fd cannot be used any more: deliver -errno to the read callback once, stop polling (the
 // process may exit), run a pending writable callback (its send() now consumes and counts), and
-// make every later send() count its descriptors as errors.
-void Handle::Fail(int err) {
+// make every later send() count its descriptors as errors. Inside a call from JS (`deliver`
+// false) no callback runs.
+void Handle::Fail(int err, bool deliver) {
   if (failed_errno_ != 0 || closed_) return;
   failed_errno_ = err;
   read_errors_++;
@@ -499,6 +500,7 @@ void Handle::Fail(int err) {
   UpdatePoll();
   Napi::FunctionReference on_read = std::move(on_read_);
   Napi::FunctionReference on_writable = std::move(on_writable_);
+  if (!deliver) return;
   if (was_reading) Deliver(on_read, {Napi::Number::New(Env(), -err)});
   if (writable && !closed_) Deliver(on_writable, {});
 }

@@ -85,7 +85,7 @@ class Handle : public Napi::ObjectWrap<Handle> {
   void OnReadable();
   void OnWritable();
   bool UpdatePoll();
-  void Fail(int err);
+  void Fail(int err, bool deliver = true);
   void Deliver(Napi::FunctionReference& callback, const std::initializer_list<napi_value>& args);
   void DoClose();
   bool IsUdp() const { return kind_ == Kind::kUdp4 || kind_ == Kind::kUdp6; }

@@ -67,6 +67,12 @@ size_t Handle::SendTun(size_t start, size_t count) {
       }
       send_errors_++;
       last_send_errno_ = errno;
+      // The device is gone. A reader hears it from the poll; a queue that only writes ends here.
+      if (errno == EBADFD && !reading_) {
+        Fail(EBADFD, false);
+        send_errors_ += static_cast<double>(start + count - i - 1);
+        return count;
+      }
     } else {
       packets_sent_++;
     }

@@ -435,6 +435,35 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
     }
   });
 
+  it('a deleted device under a queue that only writes: the first send finds it, counts it and ends the queue', () => {
+    const ns = createNetns(TAG);
+    const dev = TunDevice.open({ name: 'gone1', netns: ns.name });
+    try {
+      dev.up();
+      const queue = dev.queues[0];
+      const table = new SendTable(4);
+      queue.attachSlab(0, allocSlab(64));
+      queue.setSendTable(table);
+      for (let i = 0; i < 4; i++) table.setLocal(i, 0, 0, 40);
+      execFileSync('ip', ['-n', ns.name, 'link', 'del', 'gone1']);
+      expect(queue.send(0, 4)).toBe(4);
+      expect(queue.stats()).toMatchObject({
+        packetsSent: 0,
+        sendErrors: 4,
+        lastSendErrno: EBADFD,
+        failedErrno: EBADFD,
+      });
+      expect(queue.error?.message).toBe(
+        'TUN/TAP device gone1 failed (EBADFD): its device was deleted (ip link del): open the device again',
+      );
+      expect(queue.send(0, 4)).toBe(4);
+      expect(queue.stats()?.sendErrors).toBe(8);
+    } finally {
+      dev.close();
+      ns.delete();
+    }
+  });
+
   it('a process whose device was deleted under a reading queue exits by itself, without spinning', () => {
     const ns = createNetns(TAG);
     try {
