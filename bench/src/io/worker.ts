@@ -1,4 +1,4 @@
-import { PacketRing, SendTable, TunDevice, UdpSocket } from '@weft/tun';
+import { allocSlab, PacketRing, SendTable, TunDevice, UdpSocket } from '@weft/tun';
 
 /**
  * One process of the raw I/O benchmark, run inside a node namespace. Roles:
@@ -31,8 +31,8 @@ if (role === 'gen') {
   const payload = Buffer.from(hex, 'hex');
   const sock = UdpSocket.open({ sendBufferBytes: 4 << 20 });
   const table = new SendTable(64);
-  const slab = Buffer.alloc(64 * 2048);
-  sock.registerSlab(0, slab);
+  const slab = allocSlab(64 * 2048);
+  sock.attachSlab(0, slab);
   sock.setSendTable(table);
   for (let i = 0; i < 64; i++) {
     payload.copy(slab, i * 2048);
@@ -62,7 +62,7 @@ if (role === 'gen') {
   const sock = UdpSocket.open({ sendBufferBytes: 4 << 20 });
   const ring = new PacketRing({ slots: Number(batch) });
   const table = new SendTable(ring.slots);
-  sock.registerSlab(0, ring.slab);
+  sock.attachSlab(0, ring.slab);
   sock.setSendTable(table);
   const queue = dev.queues[0];
   const dstIp = ipv4(dst);
@@ -93,7 +93,7 @@ if (role === 'gen') {
   const ring = new PacketRing({ slots: Number(batch) });
   const table = new SendTable(ring.slots);
   const queue = dev.queues[0];
-  queue.registerSlab(0, ring.slab);
+  queue.attachSlab(0, ring.slab);
   queue.setSendTable(table);
   sock.startReading(ring, (n) => {
     let out = 0;

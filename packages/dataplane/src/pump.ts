@@ -1,5 +1,5 @@
 import { VIRTIO_NET_HDR_BYTES } from '@weft/encap';
-import { type IoStats, PacketRing, SendTable } from '@weft/tun';
+import { allocSlab, type IoStats, PacketRing, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
 
 /**
@@ -7,7 +7,7 @@ import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from '
  * anything else with the same batch contract (a simulation, a benchmark without system calls).
  */
 export interface PacketIo {
-  registerSlab(index: number, slab: Uint8Array): void;
+  attachSlab(index: number, slab: Buffer): void;
   setSendTable(table: SendTable): void;
   startReading(ring: PacketRing, onBatch: (count: number) => void, slabIndex?: number): void;
   send(start: number, count: number): number;
@@ -116,24 +116,20 @@ export abstract class Pump {
     this.deviceReplyBase = this.offload ? this.batch * 48 : this.batch;
     this.toUdp = new SendTable(this.udpReplyBase + this.batch);
     this.toDevice = new SendTable(this.deviceReplyBase + this.batch);
-    this.scratch = Buffer.alloc(this.batch * SCRATCH_STRIDE);
-    this.txStaging = Buffer.allocUnsafeSlow(
-      this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0,
-    );
-    this.rxStaging = Buffer.allocUnsafeSlow(
-      this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0,
-    );
+    this.scratch = allocSlab(this.batch * SCRATCH_STRIDE).fill(0);
+    this.txStaging = allocSlab(this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0);
+    this.rxStaging = allocSlab(this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0);
   }
 
   /** Starts both directions. */
   protected startPump(): void {
-    this.socket.registerSlab(UdpSlab.deviceRing, this.deviceRing.slab);
+    this.socket.attachSlab(UdpSlab.deviceRing, this.deviceRing.slab);
     this.socket.setSendTable(this.toUdp);
-    this.device.registerSlab(DeviceSlab.udpRing, this.udpRing.slab);
-    this.device.registerSlab(DeviceSlab.scratch, this.scratch);
+    this.device.attachSlab(DeviceSlab.udpRing, this.udpRing.slab);
+    this.device.attachSlab(DeviceSlab.scratch, this.scratch);
     if (this.offload) {
-      this.socket.registerSlab(UdpSlab.staging, this.txStaging);
-      this.device.registerSlab(DeviceSlab.staging, this.rxStaging);
+      this.socket.attachSlab(UdpSlab.staging, this.txStaging);
+      this.device.attachSlab(DeviceSlab.staging, this.rxStaging);
     }
     this.device.setSendTable(this.toDevice);
     this.device.startReading(

@@ -21,7 +21,7 @@ export class StandInIo implements UdpIo {
 
   constructor(readonly port = 8472) {}
 
-  registerSlab(index: number, slab: Buffer): void {
+  attachSlab(index: number, slab: Buffer): void {
     this.slabs.set(index, slab);
   }
   setSendTable(table: SendTable): void {

@@ -1,80 +1,166 @@
+// The Handle's JS surface, its argument checks, and its poll lifecycle on Node's loop.
 #include "handle.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <linux/netlink.h>
-#include <linux/udp.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/uio.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
+#include <climits>
+#include <mutex>
+#include <set>
+#include <unordered_set>
+#include <string>
+
+#include "args.h"
+#include "errors.h"
 
 namespace weft {
 
 namespace {
 
-constexpr size_t kRxControl = CMSG_SPACE(sizeof(int));
-constexpr size_t kTxControl = CMSG_SPACE(sizeof(uint16_t));
+// The handles alive on this thread (a handle is used only from the JS thread that made it): a
+// method called on any other object, even one another addon wrapped, is a TypeError, not a
+// cast. Cheaper per call than a napi type tag, which send() would pay once per batch.
+// Never destroyed: a finalizer may run after this thread's thread_local destructors.
+std::unordered_set<const Handle*>& LiveHandles() {
+  thread_local auto* live = new std::unordered_set<const Handle*>();
+  return *live;
+}
+// recvmmsg takes at most UIO_MAXIOV messages per call.
+constexpr int32_t kMaxRingSlots = 1024;
+constexpr int32_t kMaxStride = 1 << 20;
+constexpr int32_t kMaxSendTable = 1 << 16;
 constexpr size_t kNetlinkBuffer = 1 << 16;
 
-template <typename T>
-T* TypedData(Napi::Value value, Napi::ObjectReference* keep, size_t min_elements, const char* what) {
-  if (value.IsUndefined() || value.IsNull()) return nullptr;
-  Napi::Env env = value.Env();
-  if (!value.IsTypedArray()) {
-    Napi::TypeError::New(env, std::string(what) + " must be a typed array").ThrowAsJavaScriptException();
-    return nullptr;
+// Fds owned by a live Handle, in any thread: two handles polling one fd would confuse libuv.
+std::mutex owned_mutex;
+std::set<int> owned_fds;
+
+const char* KindName(Kind kind) {
+  switch (kind) {
+    case Kind::kTun:
+      return "an attached TUN/TAP queue";
+    case Kind::kUdp4:
+      return "a UDP socket over IPv4";
+    case Kind::kUdp6:
+      return "a UDP socket over IPv6";
+    case Kind::kNetlink:
+      return "a netlink socket";
   }
-  auto array = value.As<Napi::TypedArray>();
-  if (array.ElementSize() != sizeof(T) || array.ElementLength() < min_elements) {
-    Napi::TypeError::New(env, std::string(what) + " has the wrong element type or is too short").ThrowAsJavaScriptException();
-    return nullptr;
-  }
-  *keep = Napi::Persistent(array.As<Napi::Object>());
-  auto* base = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  return reinterpret_cast<T*>(base);
+  return "";
 }
 
-Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall) {
-  Napi::Error e = Napi::Error::New(env, std::string(syscall) + ": " + strerror(err));
-  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  e.ThrowAsJavaScriptException();
+// Whether `fd` is what `kind` says: a handle takes ownership of its fd and closes it.
+bool FdIsKind(int fd, Kind kind) {
+  if (kind == Kind::kTun) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    return ioctl(fd, TUNGETIFF, &ifr) == 0;
+  }
+  int domain = 0;
+  int type = 0;
+  socklen_t len = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;
+  len = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return false;
+  switch (kind) {
+    case Kind::kUdp4:
+      return domain == AF_INET && type == SOCK_DGRAM;
+    case Kind::kUdp6:
+      return domain == AF_INET6 && type == SOCK_DGRAM;
+    case Kind::kNetlink:
+      return domain == AF_NETLINK;
+    default:
+      return false;
+  }
+}
+
+Napi::Value ThrowClosed(Napi::Env env) {
+  ThrowError(env, "the handle is closed", "ERR_TUN_CLOSED");
   return env.Undefined();
+}
+
+// An optional typed array: undefined leaves `pin` empty.
+bool PinOptional(Napi::Env env, Napi::Value value, Pinned* pin, napi_typedarray_type type, size_t min, const char* what) {
+  if (value.IsUndefined()) return true;
+  return pin->Pin(env, value, type, min, what);
 }
 
 }  // namespace
 
-Napi::Function Handle::Init(Napi::Env env) {
-  return DefineClass(env, "Handle",
-                     {
-                         InstanceMethod("registerSlab", &Handle::RegisterSlab),
-                         InstanceMethod("setReadRing", &Handle::SetReadRing),
-                         InstanceMethod("setSendTable", &Handle::SetSendTable),
-                         InstanceMethod("startReading", &Handle::StartReading),
-                         InstanceMethod("pauseReading", &Handle::PauseReading),
-                         InstanceMethod("resumeReading", &Handle::ResumeReading),
-                         InstanceMethod("send", &Handle::Send),
-                         InstanceMethod("sendBuffer", &Handle::SendBuffer),
-                         InstanceMethod("armWritable", &Handle::ArmWritable),
-                         InstanceMethod("stats", &Handle::Stats),
-                         InstanceMethod("ref", &Handle::RefHandle),
-                         InstanceMethod("unref", &Handle::UnrefHandle),
-                         InstanceMethod("close", &Handle::Close),
-                         InstanceAccessor("fd", &Handle::GetFd, nullptr),
-                     });
+template <Handle::Method M>
+Napi::Value Handle::Checked(const Napi::CallbackInfo& info) {
+  Handle* self = From(info);
+  if (self == nullptr) return info.Env().Undefined();
+  return (self->*M)(info);
 }
 
-// new Handle(fd, kind): takes ownership of fd.
+Handle* Handle::From(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  napi_value self = info.This();
+  void* wrapped = nullptr;
+  // napi_unwrap refuses anything not wrapped; the set refuses what another addon wrapped.
+  if (self != nullptr && napi_unwrap(env, self, &wrapped) == napi_ok && wrapped != nullptr) {
+    auto* handle = static_cast<Handle*>(static_cast<Napi::ObjectWrap<Handle>*>(wrapped));
+    if (LiveHandles().count(handle) != 0) return handle;
+  }
+  ThrowType(info.Env(), "this is not a weft Handle");
+  return nullptr;
+}
+
+Napi::Function Handle::Init(Napi::Env env) {
+  Napi::Function ctor = DefineClass(env, "Handle", {});
+  Napi::Object proto = ctor.Get("prototype").As<Napi::Object>();
+  struct Entry {
+    const char* name;
+    Napi::Value (*fn)(const Napi::CallbackInfo&);
+  };
+  const Entry methods[] = {
+      {"attachSlab", &Checked<&Handle::AttachSlab>},     {"setReadRing", &Checked<&Handle::SetReadRing>},
+      {"setSendTable", &Checked<&Handle::SetSendTable>}, {"startReading", &Checked<&Handle::StartReading>},
+      {"pauseReading", &Checked<&Handle::PauseReading>}, {"resumeReading", &Checked<&Handle::ResumeReading>},
+      {"send", &Checked<&Handle::Send>},                 {"sendBuffer", &Checked<&Handle::SendBuffer>},
+      {"armWritable", &Checked<&Handle::ArmWritable>},   {"stats", &Checked<&Handle::Stats>},
+      {"ref", &Checked<&Handle::RefHandle>},             {"unref", &Checked<&Handle::UnrefHandle>},
+      {"close", &Checked<&Handle::Close>},               {"setOption", &Checked<&Handle::SetOption>},
+      {"getOption", &Checked<&Handle::GetOption>},       {"setOffload", &Checked<&Handle::SetOffload>},
+  };
+  for (const auto& m : methods) proto.Set(m.name, Napi::Function::New(env, m.fn, m.name));
+  proto.DefineProperties({
+      Napi::PropertyDescriptor::Accessor(env, proto, "fd", &Handle::GetFd),
+      Napi::PropertyDescriptor::Accessor(env, proto, "failedErrno", &Handle::GetFailedErrno),
+  });
+  return ctor;
+}
+
+// new Handle(fd, kind): takes ownership of fd, which must be what `kind` says.
 Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) {
   Napi::Env env = info.Env();
-  fd_ = info[0].As<Napi::Number>().Int32Value();
-  kind_ = static_cast<Kind>(info[1].As<Napi::Number>().Int32Value());
+  int32_t fd = -1;
+  int32_t kind = 0;
+  if (!ArgInt32(info, 0, "fd", 0, INT_MAX, &fd) || !ArgInt32(info, 1, "kind", 0, 3, &kind)) return;
+  if (!FdIsKind(fd, static_cast<Kind>(kind))) {
+    ThrowType(env, "fd " + std::to_string(fd) + " is not " + KindName(static_cast<Kind>(kind)));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(owned_mutex);
+    if (!owned_fds.insert(fd).second) {
+      ThrowType(env, "fd " + std::to_string(fd) + " already belongs to another handle");
+      return;
+    }
+  }
+  // From here the fd is ours: a failure below closes it.
+  fd_ = fd;
+  kind_ = static_cast<Kind>(kind);
+  closed_ = false;
+  int flags = fcntl(fd_, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
   poll_ = new uv_poll_t;
   uv_loop_t* loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
@@ -82,481 +168,223 @@ Handle::Handle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Handle>(info) 
   if (rc != 0) {
     delete poll_;
     poll_ = nullptr;
-    // The handle owned the fd: a failed construction must not leak it.
-    close(fd_);
-    fd_ = -1;
-    closed_ = true;
-    Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+    DoClose();
+    ThrowError(env, std::string("uv_poll_init: ") + uv_strerror(rc));
     return;
   }
   poll_->data = this;
   async_ = std::make_unique<Napi::AsyncContext>(env, "WeftHandle");
   if (kind_ == Kind::kNetlink) netlink_buffer_.resize(kNetlinkBuffer);
+  LiveHandles().insert(this);
 }
 
-Handle::~Handle() { DoClose(); }
+Handle::~Handle() {
+  LiveHandles().erase(this);
+  DoClose();
+}
 
-Napi::Value Handle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), closed_ ? -1 : fd_); }
+Napi::Value Handle::GetFd(const Napi::CallbackInfo& info) {
+  Handle* self = From(info);
+  if (self == nullptr) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), self->closed_ ? -1 : self->fd_);
+}
 
-// registerSlab(index, buffer): the slab stays alive and pinned while registered.
-Napi::Value Handle::RegisterSlab(const Napi::CallbackInfo& info) {
+Napi::Value Handle::GetFailedErrno(const Napi::CallbackInfo& info) {
+  Handle* self = From(info);
+  if (self == nullptr) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), self->failed_errno_);
+}
+
+// attachSlab(index, buffer): send descriptors name the slab by index. The read ring's slab
+// cannot be swapped for other memory under it (setReadRing does that, with its checks).
+Napi::Value Handle::AttachSlab(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t index = info[0].As<Napi::Number>().Uint32Value();
-  if (index > 255 || !info[1].IsTypedArray()) {
-    Napi::TypeError::New(env, "registerSlab(index 0..255, Uint8Array)").ThrowAsJavaScriptException();
-    return env.Undefined();
+  if (closed_) return ThrowClosed(env);
+  int32_t index = 0;
+  if (!ArgInt32(info, 0, "slab index", 0, SlabTable::kSlabs - 1, &index)) return env.Undefined();
+  Pinned pin;
+  if (!SlabTable::PinSlab(env, info[1], &pin)) return env.Undefined();
+  if (index == ring_.slab) {
+    const Pinned* current = slabs_.Get(index);
+    if (current == nullptr || !pin.SameMemory(*current)) {
+      ThrowRange(env, "slab " + std::to_string(index) + " holds the read ring: attach this slab at another index");
+      return env.Undefined();
+    }
   }
-  auto array = info[1].As<Napi::Uint8Array>();
-  if (slabs_.size() <= index) slabs_.resize(index + 1);
-  slabs_[index].ref = Napi::Persistent(array.As<Napi::Object>());
-  slabs_[index].data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-  slabs_[index].length = array.ByteLength();
+  slabs_.Put(index, std::move(pin));
   return env.Undefined();
 }
 
-// setReadRing(slabIndex, stride, headroom, count, lengths, addrs?, ports?, families?, gso?)
+// setReadRing(slabIndex, slab, stride, headroom, count, lengths, addrs?, ports?, families?, gso?):
+// attaches `slab` as slabIndex and reads into it; all or nothing.
 Napi::Value Handle::SetReadRing(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int slab = info[0].As<Napi::Number>().Int32Value();
-  int stride = info[1].As<Napi::Number>().Int32Value();
-  int headroom = info[2].As<Napi::Number>().Int32Value();
-  int count = info[3].As<Napi::Number>().Int32Value();
-  if (slab < 0 || static_cast<size_t>(slab) >= slabs_.size() || slabs_[slab].data == nullptr || stride <= headroom ||
-      headroom < 0 || count <= 0 || static_cast<size_t>(stride) * count > slabs_[slab].length) {
-    Napi::RangeError::New(env, "setReadRing: the ring does not fit its slab").ThrowAsJavaScriptException();
+  if (closed_) return ThrowClosed(env);
+  if (kind_ == Kind::kNetlink) {
+    ThrowType(env, "a netlink handle has no read ring");
     return env.Undefined();
   }
-  ring_lengths_ = TypedData<int32_t>(info[4], &ring_refs_[0], count, "lengths");
-  if (env.IsExceptionPending()) return env.Undefined();
-  ring_addrs_ = TypedData<uint32_t>(info[5], &ring_refs_[1], static_cast<size_t>(count) * 4, "addrs");
-  ring_ports_ = TypedData<uint16_t>(info[6], &ring_refs_[2], count, "ports");
-  ring_families_ = TypedData<uint8_t>(info[7], &ring_refs_[3], count, "families");
-  ring_gso_ = TypedData<uint16_t>(info[8], &ring_refs_[4], count, "gso");
-  if (env.IsExceptionPending()) return env.Undefined();
-  ring_slab_ = slab;
-  ring_stride_ = stride;
-  ring_headroom_ = headroom;
-  ring_count_ = count;
-  if (kind_ == Kind::kUdp4 || kind_ == Kind::kUdp6) {
-    rx_msgs_.assign(count, {});
-    rx_iovs_.assign(count, {});
-    rx_names_.assign(count, {});
-    rx_control_.assign(count * kRxControl, 0);
+  int32_t index = 0;
+  int32_t stride = 0;
+  int32_t headroom = 0;
+  int32_t count = 0;
+  Pinned slab;
+  if (!ArgInt32(info, 0, "slab index", 0, SlabTable::kSlabs - 1, &index) || !SlabTable::PinSlab(env, info[1], &slab) ||
+      !ArgInt32(info, 2, "stride", 1, kMaxStride, &stride) ||
+      !ArgInt32(info, 3, "headroom", 0, stride - 1, &headroom) ||
+      !ArgInt32(info, 4, "count", 1, kMaxRingSlots, &count)) {
+    return env.Undefined();
   }
+  if (static_cast<size_t>(stride) * static_cast<size_t>(count) > slab.size()) {
+    ThrowRange(env, "the ring (count x stride bytes) does not fit its slab");
+    return env.Undefined();
+  }
+  ReadRing next;
+  size_t n = static_cast<size_t>(count);
+  if (!next.lengths.Pin(env, info[5], napi_int32_array, n, "lengths") ||
+      !PinOptional(env, info[6], &next.addrs, napi_uint32_array, n * 4, "addrs") ||
+      !PinOptional(env, info[7], &next.ports, napi_uint16_array, n, "ports") ||
+      !PinOptional(env, info[8], &next.families, napi_uint8_array, n, "families") ||
+      !PinOptional(env, info[9], &next.gso, napi_uint16_array, n, "gso")) {
+    return env.Undefined();
+  }
+  next.slab = index;
+  next.stride = static_cast<size_t>(stride);
+  next.headroom = static_cast<size_t>(headroom);
+  next.count = n;
+  slabs_.Put(index, std::move(slab));
+  ring_ = std::move(next);
+  ring_.pins.Build(env, {&ring_.lengths, &ring_.addrs, &ring_.ports, &ring_.families, &ring_.gso});
+  if (IsUdp()) ResizeUdpVectors();
   return env.Undefined();
 }
 
 // setSendTable(slabs: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs?: Uint32Array,
-//              ports?: Uint16Array, gso?: Uint16Array)
+//              ports?: Uint16Array, gso?: Uint16Array): all or nothing.
 Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "setSendTable: slabs must be a Uint8Array").ThrowAsJavaScriptException();
+  if (closed_) return ThrowClosed(env);
+  if (kind_ == Kind::kNetlink) {
+    ThrowType(env, "a netlink handle has no send table: use sendBuffer");
     return env.Undefined();
   }
-  int capacity = static_cast<int>(info[0].As<Napi::TypedArray>().ElementLength());
-  send_slabs_ = TypedData<uint8_t>(info[0], &send_refs_[0], capacity, "slabs");
-  send_offsets_ = TypedData<int32_t>(info[1], &send_refs_[1], capacity, "offsets");
-  send_lengths_ = TypedData<int32_t>(info[2], &send_refs_[2], capacity, "lengths");
-  send_addrs_ = TypedData<uint32_t>(info[3], &send_refs_[3], static_cast<size_t>(capacity) * 4, "addrs");
-  send_ports_ = TypedData<uint16_t>(info[4], &send_refs_[4], capacity, "ports");
-  send_gso_ = TypedData<uint16_t>(info[5], &send_refs_[5], capacity, "gso");
-  if (env.IsExceptionPending()) return env.Undefined();
-  if ((kind_ == Kind::kUdp4 || kind_ == Kind::kUdp6) && (send_addrs_ == nullptr || send_ports_ == nullptr)) {
-    Napi::TypeError::New(env, "setSendTable: a UDP socket needs addrs and ports").ThrowAsJavaScriptException();
+  SendTable next;
+  if (!next.slabs.Pin(env, info[0], napi_uint8_array, 1, "slabs")) return env.Undefined();
+  size_t capacity = next.slabs.size();
+  if (capacity > static_cast<size_t>(kMaxSendTable)) {
+    ThrowRange(env, "a send table holds at most 65536 descriptors");
     return env.Undefined();
   }
-  send_capacity_ = capacity;
+  if (!next.offsets.Pin(env, info[1], napi_int32_array, capacity, "offsets") ||
+      !next.lengths.Pin(env, info[2], napi_int32_array, capacity, "lengths") ||
+      !PinOptional(env, info[3], &next.addrs, napi_uint32_array, capacity * 4, "addrs") ||
+      !PinOptional(env, info[4], &next.ports, napi_uint16_array, capacity, "ports") ||
+      !PinOptional(env, info[5], &next.gso, napi_uint16_array, capacity, "gso")) {
+    return env.Undefined();
+  }
+  if (IsUdp() && (!next.addrs.pinned() || !next.ports.pinned())) {
+    ThrowType(env, "setSendTable: a UDP socket needs addrs and ports");
+    return env.Undefined();
+  }
+  next.capacity = capacity;
+  table_ = std::move(next);
+  table_.pins.Build(env, {&table_.slabs, &table_.offsets, &table_.lengths, &table_.addrs, &table_.ports, &table_.gso});
   tx_msgs_.assign(capacity, {});
   tx_iovs_.assign(capacity, {});
   tx_names_.assign(capacity, {});
-  tx_control_.assign(capacity * kTxControl, 0);
+  tx_control_.assign(capacity * CMSG_SPACE(sizeof(uint16_t)), 0);
   return env.Undefined();
 }
 
-bool Handle::UpdatePoll(Napi::Env env) {
-  if (closed_ || poll_ == nullptr) return false;
-  int events = 0;
-  if (reading_ && !paused_) events |= UV_READABLE;
-  if (writable_armed_) events |= UV_WRITABLE;
-  if (events == poll_events_) return true;
-  int rc = events == 0 ? uv_poll_stop(poll_) : uv_poll_start(poll_, events, &Handle::OnPoll);
-  if (rc != 0) {
-    Napi::Error::New(env, std::string("uv_poll_start: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
-    return false;
-  }
-  poll_events_ = events;
-  // While the poll is active the JS object must not be collected: the loop still points at it.
-  if (events != 0 && !refed_self_) {
-    Ref();
-    refed_self_ = true;
-  } else if (events == 0 && refed_self_) {
-    Unref();
-    refed_self_ = false;
-  }
-  return true;
-}
-
 // startReading(callback): callback(count) per batch; for netlink, callback(buffer) per datagram;
-// a negative count is -errno of a read failure.
+// a negative count is -errno: once for a failure that ends the handle (see Fail), and for
+// netlink also ENOBUFS (the kernel dropped messages: resynchronise).
 Napi::Value Handle::StartReading(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (closed_) return env.Undefined();
-  if (kind_ != Kind::kNetlink && ring_count_ == 0) {
-    Napi::Error::New(env, "startReading: setReadRing first").ThrowAsJavaScriptException();
+  if (closed_) return ThrowClosed(env);
+  Napi::Function callback;
+  if (!ArgFunction(info, 0, "callback", &callback)) return env.Undefined();
+  if (failed_errno_ != 0) return ThrowErrno(env, failed_errno_, "read");
+  if (kind_ != Kind::kNetlink && ring_.slab < 0) {
+    ThrowError(env, "startReading: setReadRing first");
     return env.Undefined();
   }
-  on_read_ = Napi::Persistent(info[0].As<Napi::Function>());
+  on_read_ = Napi::Persistent(callback);
+  bool was_reading = reading_;
+  bool was_paused = paused_;
   reading_ = true;
   paused_ = false;
-  UpdatePoll(env);
+  if (!UpdatePoll()) {
+    reading_ = was_reading;
+    paused_ = was_paused;
+    return ThrowErrno(env, EBADF, "uv_poll_start");
+  }
   return env.Undefined();
 }
 
 Napi::Value Handle::PauseReading(const Napi::CallbackInfo& info) {
   paused_ = true;
-  UpdatePoll(info.Env());
+  UpdatePoll();
   return info.Env().Undefined();
 }
 
 Napi::Value Handle::ResumeReading(const Napi::CallbackInfo& info) {
   paused_ = false;
-  UpdatePoll(info.Env());
+  if (!UpdatePoll()) Fail(EBADF);
   return info.Env().Undefined();
 }
 
 // armWritable(callback): calls back once, the next time the fd is writable.
 Napi::Value Handle::ArmWritable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (closed_) return env.Undefined();
-  on_writable_ = Napi::Persistent(info[0].As<Napi::Function>());
+  Napi::Function callback;
+  if (!ArgFunction(info, 0, "callback", &callback)) return env.Undefined();
+  if (closed_ || failed_errno_ != 0) return env.Undefined();
+  on_writable_ = Napi::Persistent(callback);
   writable_armed_ = true;
-  UpdatePoll(env);
+  if (!UpdatePoll()) Fail(EBADF);
   return env.Undefined();
 }
 
-void Handle::OnPoll(uv_poll_t* poll, int status, int events) {
-  auto* self = static_cast<Handle*>(poll->data);
-  if (self == nullptr || self->closed_) return;
-  Napi::Env env = self->Env();
-  Napi::HandleScope scope(env);
-  if (status < 0) {
-    self->read_errors_++;
-    self->last_read_errno_ = -status;
-    if (self->reading_) self->Deliver(self->on_read_, {Napi::Number::New(env, status)});
-    return;
-  }
-  if ((events & UV_WRITABLE) && self->writable_armed_) self->OnWritable();
-  if (self->closed_) return;
-  if ((events & UV_READABLE) && self->reading_ && !self->paused_) self->OnReadable();
-}
-
-void Handle::Deliver(Napi::FunctionReference& callback, const std::initializer_list<napi_value>& args) {
-  if (callback.IsEmpty()) return;
-  Napi::Env env = Env();
-  // MakeCallback runs queued microtasks afterwards and reports a throw as an uncaught exception,
-  // like any other callback from Node's loop.
-  callback.MakeCallback(Value(), args, *async_);
-  if (env.IsExceptionPending()) {
-    Napi::Error err = env.GetAndClearPendingException();
-    napi_fatal_exception(env, err.Value());
-  }
-}
-
-void Handle::OnWritable() {
-  writable_armed_ = false;
-  UpdatePoll(Env());
-  Napi::FunctionReference callback = std::move(on_writable_);
-  Deliver(callback, {});
-}
-
-void Handle::OnReadable() {
-  read_calls_++;
-  switch (kind_) {
-    case Kind::kTun:
-      ReadTun();
-      break;
-    case Kind::kUdp4:
-    case Kind::kUdp6:
-      ReadUdp();
-      break;
-    case Kind::kNetlink:
-      ReadNetlink();
-      break;
-  }
-}
-
-void Handle::ReadTun() {
-  uint8_t* base = slabs_[ring_slab_].data;
-  size_t room = static_cast<size_t>(ring_stride_ - ring_headroom_);
-  // A TUN read cuts a packet longer than the buffer without saying so: one spare byte after the
-  // slot tells a packet that filled it exactly from one that was cut.
-  uint8_t spare;
-  struct iovec iov[2];
-  iov[1].iov_base = &spare;
-  iov[1].iov_len = 1;
-  int n = 0;
-  while (n < ring_count_) {
-    iov[0].iov_base = base + static_cast<size_t>(n) * ring_stride_ + ring_headroom_;
-    iov[0].iov_len = room;
-    ssize_t r = readv(fd_, iov, 2);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        read_errors_++;
-        last_read_errno_ = errno;
-      }
-      break;
-    }
-    if (static_cast<size_t>(r) > room) {
-      truncated_++;
-      ring_lengths_[n++] = -1;
-    } else {
-      ring_lengths_[n++] = static_cast<int32_t>(r);
-    }
-  }
-  if (n == 0) return;
-  packets_read_ += n;
-  Deliver(on_read_, {Napi::Number::New(Env(), n)});
-}
-
-void Handle::ReadUdp() {
-  uint8_t* base = slabs_[ring_slab_].data;
-  for (int i = 0; i < ring_count_; i++) {
-    rx_iovs_[i].iov_base = base + static_cast<size_t>(i) * ring_stride_ + ring_headroom_;
-    rx_iovs_[i].iov_len = static_cast<size_t>(ring_stride_ - ring_headroom_);
-    struct msghdr& h = rx_msgs_[i].msg_hdr;
-    h.msg_iov = &rx_iovs_[i];
-    h.msg_iovlen = 1;
-    h.msg_name = &rx_names_[i];
-    h.msg_namelen = sizeof(struct sockaddr_storage);
-    h.msg_control = ring_gso_ != nullptr ? &rx_control_[i * kRxControl] : nullptr;
-    h.msg_controllen = ring_gso_ != nullptr ? kRxControl : 0;
-    h.msg_flags = 0;
-  }
-  int n;
-  do {
-    n = recvmmsg(fd_, rx_msgs_.data(), ring_count_, MSG_DONTWAIT, nullptr);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) {
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      read_errors_++;
-      last_read_errno_ = errno;
-    }
-    return;
-  }
-  for (int i = 0; i < n; i++) {
-    struct msghdr& h = rx_msgs_[i].msg_hdr;
-    // A datagram longer than the slot was cut: say so with -1 rather than hand over a stub.
-    if (h.msg_flags & MSG_TRUNC) {
-      truncated_++;
-      ring_lengths_[i] = -1;
-    } else {
-      ring_lengths_[i] = static_cast<int32_t>(rx_msgs_[i].msg_len);
-    }
-    const auto* name = reinterpret_cast<const struct sockaddr*>(&rx_names_[i]);
-    if (ring_addrs_ != nullptr) {
-      uint32_t* a = ring_addrs_ + static_cast<size_t>(i) * 4;
-      if (name->sa_family == AF_INET) {
-        const auto* sin = reinterpret_cast<const struct sockaddr_in*>(name);
-        a[0] = ntohl(sin->sin_addr.s_addr);
-        a[1] = a[2] = a[3] = 0;
-        if (ring_ports_) ring_ports_[i] = ntohs(sin->sin_port);
-        if (ring_families_) ring_families_[i] = 4;
-      } else {
-        const auto* sin6 = reinterpret_cast<const struct sockaddr_in6*>(name);
-        const uint8_t* b = sin6->sin6_addr.s6_addr;
-        for (int w = 0; w < 4; w++) {
-          a[w] = (static_cast<uint32_t>(b[w * 4]) << 24) | (b[w * 4 + 1] << 16) | (b[w * 4 + 2] << 8) | b[w * 4 + 3];
-        }
-        if (ring_ports_) ring_ports_[i] = ntohs(sin6->sin6_port);
-        if (ring_families_) ring_families_[i] = 6;
-      }
-    }
-    if (ring_gso_ != nullptr) {
-      ring_gso_[i] = 0;
-      for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-          int size;
-          memcpy(&size, CMSG_DATA(c), sizeof(size));
-          ring_gso_[i] = static_cast<uint16_t>(size);
-        }
-      }
-    }
-  }
-  packets_read_ += n;
-  Deliver(on_read_, {Napi::Number::New(Env(), n)});
-}
-
-void Handle::ReadNetlink() {
-  Napi::Env env = Env();
-  while (!closed_ && reading_ && !paused_) {
-    ssize_t r = recv(fd_, netlink_buffer_.data(), netlink_buffer_.size(), MSG_DONTWAIT | MSG_TRUNC);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        // ENOBUFS: the kernel dropped messages for us; JS must resynchronise, so tell it.
-        read_errors_++;
-        last_read_errno_ = errno;
-        Deliver(on_read_, {Napi::Number::New(env, -errno)});
-      }
-      return;
-    }
-    if (static_cast<size_t>(r) > netlink_buffer_.size()) {
-      truncated_++;
-      Deliver(on_read_, {Napi::Number::New(env, -EMSGSIZE)});
-      continue;
-    }
-    packets_read_++;
-    Napi::HandleScope scope(env);
-    Deliver(on_read_, {Napi::Buffer<uint8_t>::Copy(env, netlink_buffer_.data(), static_cast<size_t>(r))});
-  }
-}
-
 // send(start, count): sends descriptors [start, start + count); returns how many it consumed
-// (sent, or dropped on an error other than EAGAIN). Fewer than count means the kernel said EAGAIN:
-// arm writable and call again with the rest.
+// (sent, or dropped and counted: a bad descriptor, a hard error, or a failed handle). Fewer than
+// count means the kernel said EAGAIN: arm writable and call again with the rest.
 Napi::Value Handle::Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int start = info[0].As<Napi::Number>().Int32Value();
-  int count = info[1].As<Napi::Number>().Int32Value();
+  int64_t start = 0;
+  int64_t count = 0;
+  if (!ArgInt(info, 0, "start", 0, INT32_MAX, &start) || !ArgInt(info, 1, "count", 0, INT32_MAX, &count))
+    return env.Undefined();
   if (closed_) return Napi::Number::New(env, 0);
-  if (start < 0 || count < 0 || start + count > send_capacity_) {
-    Napi::RangeError::New(env, "send: range outside the send table").ThrowAsJavaScriptException();
+  if (kind_ == Kind::kNetlink) {
+    ThrowType(env, "a netlink handle sends with sendBuffer");
     return env.Undefined();
   }
-  int consumed = kind_ == Kind::kTun ? SendTun(start, count) : SendUdp(start, count);
-  return Napi::Number::New(env, consumed);
-}
-
-int Handle::SendTun(int start, int count) {
-  int i = start;
-  const int end = start + count;
-  while (i < end) {
-    uint32_t s = send_slabs_[i];
-    int32_t off = send_offsets_[i];
-    int32_t len = send_lengths_[i];
-    if (s >= slabs_.size() || slabs_[s].data == nullptr || off < 0 || len <= 0 ||
-        static_cast<size_t>(off) + len > slabs_[s].length) {
-      bad_descriptors_++;
-      i++;
-      continue;
-    }
-    ssize_t w = write(fd_, slabs_[s].data + off, static_cast<size_t>(len));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        send_again_++;
-        break;
-      }
-      send_errors_++;
-      last_send_errno_ = errno;
-    } else {
-      packets_sent_++;
-    }
-    i++;
+  if (table_.capacity == 0) {
+    ThrowError(env, "send: setSendTable first");
+    return env.Undefined();
   }
-  return i - start;
-}
-
-int Handle::SendUdp(int start, int count) {
-  int i = start;
-  const int end = start + count;
-  while (i < end) {
-    // Build a run of valid descriptors; a bad one is counted and skipped between runs.
-    int built = 0;
-    int j = i;
-    for (; j < end; j++) {
-      uint32_t s = send_slabs_[j];
-      int32_t off = send_offsets_[j];
-      int32_t len = send_lengths_[j];
-      if (s >= slabs_.size() || slabs_[s].data == nullptr || off < 0 || len < 0 ||
-          static_cast<size_t>(off) + len > slabs_[s].length) {
-        break;
-      }
-      struct iovec& iov = tx_iovs_[built];
-      iov.iov_base = slabs_[s].data + off;
-      iov.iov_len = static_cast<size_t>(len);
-      struct msghdr& h = tx_msgs_[built].msg_hdr;
-      memset(&h, 0, sizeof(h));
-      h.msg_iov = &iov;
-      h.msg_iovlen = 1;
-      const uint32_t* a = send_addrs_ + static_cast<size_t>(j) * 4;
-      if (kind_ == Kind::kUdp4) {
-        auto* sin = reinterpret_cast<struct sockaddr_in*>(&tx_names_[built]);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(send_ports_[j]);
-        sin->sin_addr.s_addr = htonl(a[0]);
-        h.msg_namelen = sizeof(struct sockaddr_in);
-      } else {
-        auto* sin6 = reinterpret_cast<struct sockaddr_in6*>(&tx_names_[built]);
-        memset(sin6, 0, sizeof(*sin6));
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(send_ports_[j]);
-        for (int w = 0; w < 4; w++) {
-          sin6->sin6_addr.s6_addr[w * 4] = a[w] >> 24;
-          sin6->sin6_addr.s6_addr[w * 4 + 1] = (a[w] >> 16) & 0xff;
-          sin6->sin6_addr.s6_addr[w * 4 + 2] = (a[w] >> 8) & 0xff;
-          sin6->sin6_addr.s6_addr[w * 4 + 3] = a[w] & 0xff;
-        }
-        h.msg_namelen = sizeof(struct sockaddr_in6);
-      }
-      h.msg_name = &tx_names_[built];
-      if (send_gso_ != nullptr && send_gso_[j] > 0) {
-        uint8_t* control = &tx_control_[built * kTxControl];
-        h.msg_control = control;
-        h.msg_controllen = kTxControl;
-        struct cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t size = send_gso_[j];
-        memcpy(CMSG_DATA(c), &size, sizeof(size));
-      }
-      built++;
-    }
-    if (built == 0) {
-      bad_descriptors_++;
-      i++;
-      continue;
-    }
-    int done = 0;
-    while (done < built) {
-      int r = sendmmsg(fd_, tx_msgs_.data() + done, static_cast<unsigned int>(built - done), MSG_DONTWAIT);
-      if (r > 0) {
-        done += r;
-        packets_sent_ += r;
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        send_again_++;
-        return i + done - start;
-      }
-      // The first message of the run failed for good (no route, too big, refused): drop it.
-      send_errors_++;
-      last_send_errno_ = errno;
-      done++;
-    }
-    i += built;
+  if (static_cast<uint64_t>(start + count) > table_.capacity) {
+    ThrowRange(env, "send: range outside the send table");
+    return env.Undefined();
   }
-  return i - start;
-}
-
-// sendBuffer(buffer): one datagram to the kernel (netlink) and the number of bytes sent.
-Napi::Value Handle::SendBuffer(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (closed_) return ErrnoError(env, EBADF, "sendto");
-  auto buf = info[0].As<Napi::Uint8Array>();
-  struct sockaddr_nl kernel;
-  memset(&kernel, 0, sizeof(kernel));
-  kernel.nl_family = AF_NETLINK;
-  ssize_t r;
-  do {
-    r = sendto(fd_, buf.Data(), buf.ByteLength(), 0, reinterpret_cast<struct sockaddr*>(&kernel), sizeof(kernel));
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return ErrnoError(env, errno, "sendto");
-  return Napi::Number::New(env, static_cast<double>(r));
+  if (failed_errno_ != 0) {
+    send_errors_ += static_cast<double>(count);
+    last_send_errno_ = failed_errno_;
+    return Napi::Number::New(env, static_cast<double>(count));
+  }
+  if (count == 0) return Napi::Number::New(env, 0);
+  // JS may have detached or shrunk any of this memory since the last call: the table is
+  // re-checked here, each slab the first time a descriptor names it.
+  slabs_.BeginCall();
+  if (!table_.pins.Check(env)) {
+    table_ = SendTable();
+    ThrowType(env, "send: the send table's memory was detached or shrunk: set a new send table");
+    return env.Undefined();
+  }
+  size_t consumed = kind_ == Kind::kTun ? SendTun(static_cast<size_t>(start), static_cast<size_t>(count))
+                                        : SendUdp(static_cast<size_t>(start), static_cast<size_t>(count));
+  return Napi::Number::New(env, static_cast<double>(consumed));
 }
 
 Napi::Value Handle::Stats(const Napi::CallbackInfo& info) {
@@ -572,6 +400,7 @@ Napi::Value Handle::Stats(const Napi::CallbackInfo& info) {
   o.Set("sendAgain", send_again_);
   o.Set("lastSendErrno", last_send_errno_);
   o.Set("badDescriptors", bad_descriptors_);
+  o.Set("failedErrno", failed_errno_);
   return o;
 }
 
@@ -590,6 +419,135 @@ Napi::Value Handle::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Starts or stops the poll to match what is wanted; false when libuv refused.
+bool Handle::UpdatePoll() {
+  if (closed_ || poll_ == nullptr) return false;
+  int events = 0;
+  if (failed_errno_ == 0) {
+    if (reading_ && !paused_) events |= UV_READABLE;
+    if (writable_armed_) events |= UV_WRITABLE;
+  }
+  if (events != poll_events_) {
+    int rc = events == 0 ? uv_poll_stop(poll_) : uv_poll_start(poll_, events, &Handle::OnPoll);
+    if (rc != 0) return false;
+    poll_events_ = events;
+  }
+  // While the poll is active the JS object must not be collected: the loop still points at it.
+  if (events != 0 && !refed_self_) {
+    Ref();
+    refed_self_ = true;
+  } else if (events == 0 && refed_self_) {
+    Unref();
+    refed_self_ = false;
+  }
+  return true;
+}
+
+void Handle::OnPoll(uv_poll_t* poll, int status, int events) {
+  auto* self = static_cast<Handle*>(poll->data);
+  if (self == nullptr || self->closed_) return;
+  Napi::Env env = self->Env();
+  Napi::HandleScope scope(env);
+  // Held for the whole callback, so the object outlives anything JS does in it.
+  Napi::Object keep = self->Value();
+  (void)keep;
+  if (status < 0) {
+    self->OnPollError();
+    return;
+  }
+  if ((events & UV_WRITABLE) && self->writable_armed_) self->OnWritable();
+  if (self->closed_) return;
+  if ((events & UV_READABLE) && self->reading_ && !self->paused_) self->OnReadable();
+}
+
+// libuv stops a poll that saw POLLERR and says only EBADF: ask the fd what happened. A socket's
+// pending error (SO_ERROR, e.g. a netlink ENOBUFS) is taken and reading goes on; a TUN queue
+// whose device is gone (EBADFD), or an fd with nothing to say, has failed for good.
+void Handle::OnPollError() {
+  poll_events_ = 0;
+  int err = EBADF;
+  if (kind_ == Kind::kTun) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    if (ioctl(fd_, TUNGETIFF, &ifr) != 0) err = errno;
+  } else {
+    int pending = 0;
+    socklen_t len = sizeof(pending);
+    if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &pending, &len) == 0 && pending != 0) {
+      read_errors_++;
+      last_read_errno_ = pending;
+      if (kind_ == Kind::kNetlink && reading_) Deliver(on_read_, {Napi::Number::New(Env(), -pending)});
+      if (closed_) return;
+      if (UpdatePoll()) return;
+    }
+  }
+  Fail(err);
+}
+
+// The fd cannot be used any more: deliver -errno to the read callback once, stop polling (the
+// process may exit), run a pending writable callback (its send() now consumes and counts), and
+// make every later send() count its descriptors as errors. Inside a call from JS (`deliver`
+// false) no callback runs.
+void Handle::Fail(int err, bool deliver) {
+  if (failed_errno_ != 0 || closed_) return;
+  failed_errno_ = err;
+  read_errors_++;
+  last_read_errno_ = err;
+  bool was_reading = reading_;
+  bool writable = writable_armed_;
+  reading_ = false;
+  writable_armed_ = false;
+  UpdatePoll();
+  Napi::FunctionReference on_read = std::move(on_read_);
+  Napi::FunctionReference on_writable = std::move(on_writable_);
+  if (!deliver) return;
+  if (was_reading) Deliver(on_read, {Napi::Number::New(Env(), -err)});
+  if (writable && !closed_) Deliver(on_writable, {});
+}
+
+void Handle::Deliver(Napi::FunctionReference& callback, const std::initializer_list<napi_value>& args) {
+  if (callback.IsEmpty()) return;
+  Napi::Env env = Env();
+  // MakeCallback runs queued microtasks afterwards and reports a throw as an uncaught exception,
+  // like any other callback from Node's loop.
+  callback.MakeCallback(Value(), args, *async_);
+  if (env.IsExceptionPending()) {
+    Napi::Error err = env.GetAndClearPendingException();
+    napi_fatal_exception(env, err.Value());
+  }
+}
+
+void Handle::OnWritable() {
+  writable_armed_ = false;
+  UpdatePoll();
+  Napi::FunctionReference callback = std::move(on_writable_);
+  Deliver(callback, {});
+}
+
+bool Handle::CheckRing(SlabRange* out) {
+  napi_env env = Env();
+  if (ring_.slab < 0 || !slabs_.Check(env, static_cast<uint32_t>(ring_.slab))) return false;
+  if (!slabs_.Resolve(static_cast<uint32_t>(ring_.slab), 0, static_cast<int64_t>(ring_.stride * ring_.count), out))
+    return false;
+  return ring_.pins.Check(env);
+}
+
+void Handle::OnReadable() {
+  read_calls_++;
+  if (kind_ == Kind::kNetlink) {
+    ReadNetlink();
+    return;
+  }
+  SlabRange ring;
+  // The ring's memory was detached or shrunk under it: nothing may be written there again.
+  if (!CheckRing(&ring)) {
+    Fail(EFAULT);
+    return;
+  }
+  int err = kind_ == Kind::kTun ? ReadTun(ring) : ReadUdp(ring);
+  if (err != 0) Fail(err);
+}
+
 void Handle::DoClose() {
   if (closed_) return;
   closed_ = true;
@@ -604,6 +562,8 @@ void Handle::DoClose() {
   }
   if (fd_ >= 0) {
     close(fd_);
+    std::lock_guard<std::mutex> lock(owned_mutex);
+    owned_fds.erase(fd_);
     fd_ = -1;
   }
   if (refed_self_) {
@@ -612,12 +572,9 @@ void Handle::DoClose() {
   }
   on_read_.Reset();
   on_writable_.Reset();
-  for (auto& s : slabs_) s.ref.Reset();
-  slabs_.clear();
-  for (auto& r : ring_refs_) r.Reset();
-  for (auto& r : send_refs_) r.Reset();
-  ring_count_ = 0;
-  send_capacity_ = 0;
+  slabs_.Clear();
+  ring_ = ReadRing();
+  table_ = SendTable();
 }
 
 }  // namespace weft

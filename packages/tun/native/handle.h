@@ -1,7 +1,8 @@
 // A file descriptor driven by libuv's uv_poll on Node's own loop, with batched reads into
 // caller-owned slabs and batched sends from a caller-filled descriptor table. It knows three
-// kinds of fd: a TUN/TAP queue (read/write, one packet each), a UDP socket (recvmmsg/sendmmsg)
-// and a netlink socket (whole datagrams, copied: not a hot path).
+// kinds of fd: a TUN/TAP queue (read/write, one packet each; tun_io.cc), a UDP socket
+// (recvmmsg/sendmmsg; udp_io.cc) and a netlink socket (whole datagrams, copied; netlink_io.cc).
+// The poll lifecycle, argument checks and failure handling are in handle.cc.
 #pragma once
 
 #include <napi.h>
@@ -12,9 +13,38 @@
 #include <memory>
 #include <vector>
 
+#include "slab.h"
+
 namespace weft {
 
 enum class Kind { kTun = 0, kUdp4 = 1, kUdp6 = 2, kNetlink = 3 };
+
+// Where reads go: `count` slots of `stride` bytes in slab `slab`, packet data after `headroom`;
+// per slot the addon writes a length and, for UDP, the source and the GRO segment size.
+struct ReadRing {
+  int slab = -1;
+  size_t stride = 0;
+  size_t headroom = 0;
+  size_t count = 0;
+  Pinned lengths;   // int32 per slot
+  Pinned addrs;     // uint32 x4 per slot: an IPv4 source, or IPv6 as big-endian words
+  Pinned ports;     // uint16 per slot
+  Pinned families;  // uint8 per slot: 4 or 6
+  Pinned gso;       // uint16 per slot: UDP GRO segment size, 0 when not coalesced
+  PinSet pins;      // the arrays above, checked together
+};
+
+// What send() reads: descriptor i says slab, absolute offset, length, destination, GSO size.
+struct SendTable {
+  size_t capacity = 0;
+  Pinned slabs;    // uint8
+  Pinned offsets;  // int32
+  Pinned lengths;  // int32
+  Pinned addrs;    // uint32 x4
+  Pinned ports;    // uint16
+  Pinned gso;      // uint16
+  PinSet pins;     // the arrays above, checked together
+};
 
 class Handle : public Napi::ObjectWrap<Handle> {
  public:
@@ -23,85 +53,81 @@ class Handle : public Napi::ObjectWrap<Handle> {
   ~Handle() override;
 
  private:
-  struct Slab {
-    Napi::ObjectReference ref;
-    uint8_t* data = nullptr;
-    size_t length = 0;
-  };
+  using Method = Napi::Value (Handle::*)(const Napi::CallbackInfo&);
+  template <Method M>
+  static Napi::Value Checked(const Napi::CallbackInfo& info);
+  static Napi::Value GetFd(const Napi::CallbackInfo& info);
+  static Napi::Value GetFailedErrno(const Napi::CallbackInfo& info);
+  static Handle* From(const Napi::CallbackInfo& info);
 
-  // JS methods.
-  Napi::Value RegisterSlab(const Napi::CallbackInfo& info);
+  // JS methods (handle.cc).
+  Napi::Value AttachSlab(const Napi::CallbackInfo& info);
   Napi::Value SetReadRing(const Napi::CallbackInfo& info);
   Napi::Value SetSendTable(const Napi::CallbackInfo& info);
   Napi::Value StartReading(const Napi::CallbackInfo& info);
   Napi::Value PauseReading(const Napi::CallbackInfo& info);
   Napi::Value ResumeReading(const Napi::CallbackInfo& info);
   Napi::Value Send(const Napi::CallbackInfo& info);
-  Napi::Value SendBuffer(const Napi::CallbackInfo& info);
+  Napi::Value SendBuffer(const Napi::CallbackInfo& info);  // netlink_io.cc
   Napi::Value ArmWritable(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value RefHandle(const Napi::CallbackInfo& info);
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  // options.cc
+  Napi::Value SetOption(const Napi::CallbackInfo& info);
+  Napi::Value GetOption(const Napi::CallbackInfo& info);
+  Napi::Value SetOffload(const Napi::CallbackInfo& info);
 
+  // Poll lifecycle (handle.cc).
   static void OnPoll(uv_poll_t* poll, int status, int events);
+  void OnPollError();
   void OnReadable();
   void OnWritable();
-  void ReadTun();
-  void ReadUdp();
-  void ReadNetlink();
-  int SendTun(int start, int count);
-  int SendUdp(int start, int count);
-  bool UpdatePoll(Napi::Env env);
+  bool UpdatePoll();
+  void Fail(int err, bool deliver = true);
   void Deliver(Napi::FunctionReference& callback, const std::initializer_list<napi_value>& args);
   void DoClose();
+  bool IsUdp() const { return kind_ == Kind::kUdp4 || kind_ == Kind::kUdp6; }
+  // The ring's memory, re-checked (it may have been detached since the last batch).
+  bool CheckRing(SlabRange* out);
 
-  int fd_;
-  Kind kind_;
-  bool closed_ = false;
+  // Per kind (tun_io.cc, udp_io.cc, netlink_io.cc). A read returns an errno that ends the
+  // handle (see Fail), or 0.
+  int ReadTun(const SlabRange& ring);
+  int ReadUdp(const SlabRange& ring);
+  void ReadNetlink();
+  size_t SendTun(size_t start, size_t count);
+  size_t SendUdp(size_t start, size_t count);
+  void ResizeUdpVectors();
+
+  int fd_ = -1;
+  Kind kind_ = Kind::kTun;
+  bool closed_ = true;
   bool reading_ = false;
   bool paused_ = false;
   bool writable_armed_ = false;
   bool refed_self_ = false;
+  // Non-zero once the fd failed for good (e.g. EBADFD: the TUN device was deleted).
+  int failed_errno_ = 0;
   uv_poll_t* poll_ = nullptr;
   int poll_events_ = 0;
   std::unique_ptr<Napi::AsyncContext> async_;
   Napi::FunctionReference on_read_;
   Napi::FunctionReference on_writable_;
 
-  std::vector<Slab> slabs_;
+  SlabTable slabs_;
+  ReadRing ring_;
+  SendTable table_;
 
-  // The read ring: `count` slots of `stride` bytes in slab `ring_slab_`, data after `headroom`.
-  int ring_slab_ = -1;
-  int ring_stride_ = 0;
-  int ring_headroom_ = 0;
-  int ring_count_ = 0;
-  Napi::ObjectReference ring_refs_[5];
-  int32_t* ring_lengths_ = nullptr;
-  uint32_t* ring_addrs_ = nullptr;     // 4 words per slot: an IPv4 source, or IPv6 big-endian
-  uint16_t* ring_ports_ = nullptr;
-  uint8_t* ring_families_ = nullptr;   // 4 or 6
-  uint16_t* ring_gso_ = nullptr;       // UDP GRO segment size, 0 when not coalesced
   std::vector<struct mmsghdr> rx_msgs_;
   std::vector<struct iovec> rx_iovs_;
   std::vector<struct sockaddr_storage> rx_names_;
   std::vector<uint8_t> rx_control_;
-
-  // The send table: descriptor i says slab, absolute offset, length, destination, GSO size.
-  int send_capacity_ = 0;
-  Napi::ObjectReference send_refs_[6];
-  uint8_t* send_slabs_ = nullptr;
-  int32_t* send_offsets_ = nullptr;
-  int32_t* send_lengths_ = nullptr;
-  uint32_t* send_addrs_ = nullptr;
-  uint16_t* send_ports_ = nullptr;
-  uint16_t* send_gso_ = nullptr;
   std::vector<struct mmsghdr> tx_msgs_;
   std::vector<struct iovec> tx_iovs_;
   std::vector<struct sockaddr_storage> tx_names_;
   std::vector<uint8_t> tx_control_;
-
   std::vector<uint8_t> netlink_buffer_;
 
   // Counters, read by stats().

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace weft {
@@ -24,7 +25,8 @@ NetnsGuard::NetnsGuard(const std::string& path) {
     error = errno;
     return;
   }
-  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking: a FIFO at `path` must fail in setns, not hang the open.
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (target < 0) {
     error = errno;
     close(original_);
@@ -53,6 +55,12 @@ int OpenTun(const std::string& device_path, std::string* name, int flags, const 
   *step = "open";
   int fd = open(device_path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return -errno;
+  // Only a character device gets the TUN ioctl (a regular file or a disk would not know it).
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISCHR(st.st_mode)) {
+    close(fd);
+    return -ENODEV;
+  }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
   ifr.ifr_flags = static_cast<short>(flags);

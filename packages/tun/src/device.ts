@@ -1,7 +1,8 @@
 import { formatMac, parseCidr, parseMac, WeftError } from '@weft/core';
-import { netnsPath, TunErrorCode, toWeftError } from './errors.js';
+import { netnsPath, show, TunErrorCode, toWeftError } from './errors.js';
 import { BatchIo } from './io.js';
 import { HandleKind, type NativeHandle, native } from './native.js';
+import { Options } from './options.js';
 import type { PacketRing } from './ring.js';
 
 export type DeviceMode = 'tun' | 'tap';
@@ -21,6 +22,15 @@ export interface TunOpenOptions {
   devicePath?: string;
 }
 
+function cidrText(cidr: unknown): string {
+  if (typeof cidr !== 'string')
+    throw new WeftError(
+      TunErrorCode.badOption,
+      `${show(cidr)} is not valid: use a prefix as text, e.g. 10.244.1.0/32 or fc00::1/64`,
+    );
+  return cidr;
+}
+
 /** IFNAMSIZ is 16 bytes with the terminating NUL. */
 const MAX_NAME_BYTES = 15;
 /** IPv4's minimum (RFC 791); the largest a TUN device takes. */
@@ -31,12 +41,30 @@ const IPV6_MIN_MTU = 1280;
 
 /** One fd of a TUN/TAP device: reads a batch of packets at a time, writes a batch per call. */
 export class TunQueue extends BatchIo {
-  constructor(handle: NativeHandle) {
+  /** The device's name, as the kernel gave it. */
+  readonly name: string;
+
+  constructor(handle: NativeHandle, name: string) {
     super(handle);
+    this.name = name;
+  }
+
+  protected describe(): string {
+    return `TUN/TAP device ${this.name}`;
   }
 
   protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
-    h.setReadRing(slabIndex, ring.stride, ring.headroom, ring.slots, ring.lengths);
+    h.setReadRing(slabIndex, ring.slab, ring.stride, ring.headroom, ring.slots, ring.lengths);
+  }
+
+  /** Sets the offloads (TUN_F_* flags, see TunOffload) the kernel may hand the device; needs vnetHdr. */
+  setOffload(flags: number): void {
+    const h = this.live();
+    try {
+      h.setOffload(flags);
+    } catch (err) {
+      throw toWeftError(err, `setting offloads on ${this.name}`);
+    }
   }
 }
 
@@ -66,11 +94,13 @@ export class TunDevice {
   }
 
   static open(options: TunOpenOptions = {}): TunDevice {
-    const mode = options.mode ?? 'tun';
-    const requested = options.name ?? 'weft%d';
-    const queueCount = options.queues ?? 1;
-    const devicePath = options.devicePath ?? '/dev/net/tun';
-    const ns = netnsPath(options.netns);
+    const o = new Options(options, 'TunDevice.open');
+    const mode = o.oneOf('mode', ['tun', 'tap'] as const) ?? 'tun';
+    const requested = o.string('name') ?? 'weft%d';
+    const queueCount = o.integer('queues', 1, 256) ?? 1;
+    const vnetHdr = o.boolean('vnetHdr') ?? false;
+    const devicePath = o.string('devicePath') ?? '/dev/net/tun';
+    const ns = netnsPath(o.string('netns'));
     if (Buffer.byteLength(requested) > MAX_NAME_BYTES) {
       throw new WeftError(
         TunErrorCode.nameTooLong,
@@ -89,30 +119,24 @@ export class TunDevice {
         `device name ${JSON.stringify(requested)} is not a valid interface name: use 1 to 15 bytes without spaces, '/' or ':'`,
       );
     }
-    if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > 256) {
-      throw new WeftError(
-        TunErrorCode.badOption,
-        `queues ${queueCount} is not valid: a device has 1 to 256 queues`,
-      );
-    }
     const n = native();
     const c = n.constants;
     let flags = (mode === 'tap' ? c.IFF_TAP : c.IFF_TUN) | c.IFF_NO_PI;
     if (queueCount > 1) flags |= c.IFF_MULTI_QUEUE;
-    if (options.vnetHdr) flags |= c.IFF_VNET_HDR;
+    if (vnetHdr) flags |= c.IFF_VNET_HDR;
     const queues: TunQueue[] = [];
     let name = requested;
     try {
       for (let i = 0; i < queueCount; i++) {
         const opened = n.openTun(devicePath, name, flags, ns);
         name = opened.name;
-        queues.push(new TunQueue(new n.Handle(opened.fd, HandleKind.tun)));
+        queues.push(new TunQueue(new n.Handle(opened.fd, HandleKind.tun), name));
       }
     } catch (err) {
       for (const q of queues) q.close();
       throw toWeftError(err, `opening ${mode.toUpperCase()} device ${requested}`, devicePath);
     }
-    return new TunDevice(name, mode, queues, ns, options.vnetHdr ?? false);
+    return new TunDevice(name, mode, queues, ns, vnetHdr);
   }
 
   private ifconfig(op: string, value?: unknown): unknown {
@@ -122,7 +146,7 @@ export class TunDevice {
       if (op === 'setMtu' && (err as { code?: string }).code === 'EINVAL') {
         throw new WeftError(
           TunErrorCode.badMtu,
-          `MTU ${value} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
+          `MTU ${show(value)} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
           { cause: err },
         );
       }
@@ -142,7 +166,7 @@ export class TunDevice {
     if (!Number.isInteger(mtuBytes) || mtuBytes < MIN_MTU || mtuBytes > MAX_MTU) {
       throw new WeftError(
         TunErrorCode.badMtu,
-        `MTU ${mtuBytes} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
+        `MTU ${show(mtuBytes)} is not valid for ${this.name}: use ${MIN_MTU}..${MAX_MTU}`,
       );
     }
     this.ifconfig('setMtu', mtuBytes);
@@ -165,7 +189,7 @@ export class TunDevice {
    * SIOCSIFADDR, which sets the device's one primary IPv4 address.
    */
   addAddress(cidr: string): void {
-    const parsed = parseCidr(cidr, { allowHostBits: true });
+    const parsed = parseCidr(cidrText(cidr), { allowHostBits: true });
     if (parsed.family === 4) {
       const bytes = Buffer.alloc(4);
       bytes.writeUInt32BE(parsed.address);
@@ -193,7 +217,7 @@ export class TunDevice {
    * SIOCADDRT ioctl; the device must be up.
    */
   addRoute(cidr: string): void {
-    const parsed = parseCidr(cidr);
+    const parsed = parseCidr(cidrText(cidr));
     if (parsed.family === 4) {
       const bytes = Buffer.alloc(4);
       bytes.writeUInt32BE(parsed.address);
@@ -205,7 +229,7 @@ export class TunDevice {
 
   /** Turns IPv6 off on this device (no link-local address, no MLD or router solicitations). */
   disableIpv6(): void {
-    setSysctl(`net/ipv6/conf/${this.name}/disable_ipv6`, '1', this.netns);
+    this.ifconfig('disableIpv6', true);
   }
 
   /** The MAC of a TAP device, as text. */
@@ -220,6 +244,15 @@ export class TunDevice {
         TunErrorCode.syscall,
         `${this.name} is a TUN device: only a TAP device has a MAC`,
       );
+    if (
+      typeof mac === 'number'
+        ? !(Number.isInteger(mac) && mac >= 0 && mac < 2 ** 48)
+        : typeof mac !== 'string'
+    )
+      throw new WeftError(
+        TunErrorCode.badOption,
+        `MAC ${show(mac)} is not valid: use text like 02:42:0a:f4:01:00 or a 48-bit number`,
+      );
     const value = typeof mac === 'number' ? mac : parseMac(mac);
     const bytes = Buffer.alloc(6);
     bytes.writeUIntBE(value, 0, 6);
@@ -230,34 +263,12 @@ export class TunDevice {
   setOffload(flags: number): void {
     const q = this.queues[0];
     if (!q || q.closed) throw new WeftError(TunErrorCode.closed, `${this.name} is closed`);
-    try {
-      native().tunIoctl(q.fd, 'offload', flags);
-    } catch (err) {
-      throw toWeftError(err, `setting offloads on ${this.name}`);
-    }
+    q.setOffload(flags);
   }
 
   /** Closes every queue; the device goes away with its last fd. Safe to call twice. */
   close(): void {
     for (const q of this.queues) q.close();
-  }
-}
-
-/** Reads a sysctl (`net/ipv4/ip_forward`) as seen from a network namespace (default: ours). */
-export function getSysctl(key: string, netns?: string): string {
-  try {
-    return (native().sysctl(key, undefined, netnsPath(netns)) as string).trim();
-  } catch (err) {
-    throw toWeftError(err, `reading sysctl ${key}`);
-  }
-}
-
-/** Writes a sysctl as seen from a network namespace (default: ours). */
-export function setSysctl(key: string, value: string, netns?: string): void {
-  try {
-    native().sysctl(key, value, netnsPath(netns));
-  } catch (err) {
-    throw toWeftError(err, `writing sysctl ${key}`);
   }
 }
 

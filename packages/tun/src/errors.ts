@@ -1,3 +1,4 @@
+import { getSystemErrorName } from 'node:util';
 import { WeftError } from '@weft/core';
 import { isSystemError } from './native.js';
 
@@ -14,6 +15,7 @@ export const TunErrorCode = {
   closed: 'ERR_TUN_CLOSED',
   badOption: 'ERR_TUN_BAD_OPTION',
   syscall: 'ERR_TUN_SYSCALL',
+  ioFailed: 'ERR_TUN_IO_FAILED',
 } as const;
 
 const PERMISSION_HINT =
@@ -25,6 +27,11 @@ const PERMISSION_HINT =
  */
 export function toWeftError(err: unknown, what: string, devicePath = '/dev/net/tun'): WeftError {
   if (err instanceof WeftError) return err;
+  // The addon's argument checks: a value of the wrong type or out of range.
+  if (err instanceof TypeError || err instanceof RangeError)
+    return new WeftError(TunErrorCode.badOption, `${what}: ${err.message}`, { cause: err });
+  if ((err as { code?: unknown } | undefined)?.code === TunErrorCode.closed)
+    return new WeftError(TunErrorCode.closed, `${what}: it is closed`, { cause: err });
   if (!isSystemError(err))
     return new WeftError(TunErrorCode.syscall, `${what}: ${String(err)}`, { cause: err });
   const { code, syscall } = err;
@@ -71,6 +78,22 @@ export function toWeftError(err: unknown, what: string, devicePath = '/dev/net/t
     );
   }
   return new WeftError(TunErrorCode.syscall, `${what}: ${err.message}`, { cause: err });
+}
+
+/** libuv names the errnos it knows; a TUN queue whose device is gone says EBADFD, which it does not. */
+export function errnoName(errno: number): string {
+  if (errno === 77) return 'EBADFD';
+  const name = getSystemErrorName(-errno);
+  return name.startsWith('Unknown') ? `errno ${errno}` : name;
+}
+
+/** Any value as text for an error message; never throws (a Symbol or a null-prototype object would). */
+export function show(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'symbol') return value.toString();
+  if (typeof value === 'object' && value !== null) return Object.prototype.toString.call(value);
+  if (typeof value === 'function') return 'a function';
+  return String(value);
 }
 
 /** Network namespace names become /run/netns paths; absolute paths pass through. */

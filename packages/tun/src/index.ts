@@ -1,7 +1,5 @@
 export {
   type DeviceMode,
-  getSysctl,
-  setSysctl,
   TunDevice,
   TunOffload,
   type TunOpenOptions,
@@ -11,4 +9,5 @@ export { TunErrorCode } from './errors.js';
 export { BatchIo, type IoStats } from './io.js';
 export { type NetlinkOpenOptions, NetlinkSocket } from './netlink.js';
 export { PacketRing, type RingOptions, SendTable } from './ring.js';
+export { allocSlab, MAX_SLAB_BYTES } from './slab.js';
 export { type UdpOpenOptions, UdpSocket } from './udp.js';

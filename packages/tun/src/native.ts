@@ -6,9 +6,12 @@ import { WeftError } from '@weft/core';
 /** The addon's surface; see native/addon.cc and native/handle.h. */
 export interface NativeHandle {
   readonly fd: number;
-  registerSlab(index: number, slab: Uint8Array): void;
+  /** Non-zero once the fd failed for good (see BatchIo.error). */
+  readonly failedErrno: number;
+  attachSlab(index: number, slab: Uint8Array): void;
   setReadRing(
-    slab: number,
+    slabIndex: number,
+    slab: Uint8Array,
     stride: number,
     headroom: number,
     count: number,
@@ -36,7 +39,24 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   close(): void;
+  /** A socket option by name (see native/options.cc), on this handle's own fd. */
+  setOption(name: SocketOption, value: number): void;
+  getOption(name: SocketOption): number;
+  /** TUN_F_* offloads (TUN/TAP queues only). */
+  setOffload(flags: number): void;
 }
+
+export type SocketOption =
+  | 'rcvbuf'
+  | 'sndbuf'
+  | 'rcvbufforce'
+  | 'sndbufforce'
+  | 'udpGro'
+  | 'udpSegment'
+  | 'ipMtuDiscover'
+  | 'ipv6MtuDiscover'
+  | 'netlinkNoEnobufs'
+  | 'netlinkGetStrictChk';
 
 export interface NativeStats {
   readCalls: number;
@@ -49,6 +69,8 @@ export interface NativeStats {
   sendAgain: number;
   lastSendErrno: number;
   badDescriptors: number;
+  /** Non-zero once the fd failed for good: then every send counts its descriptors as errors. */
+  failedErrno: number;
 }
 
 export const HandleKind = { tun: 0, udp4: 1, udp6: 2, netlink: 3 } as const;
@@ -70,12 +92,7 @@ export interface NativeAddon {
     netns?: string,
   ): { fd: number; port: number };
   openNetlink(protocol: number, groups: number, netns?: string): { fd: number; portId: number };
-  setSocketOption(fd: number, name: string, value: number): void;
-  getSocketOption(fd: number, name: string): number;
-  tunIoctl(fd: number, what: 'offload' | 'vnetHdrSize', value: number): void;
   ifconfig(name: string, op: string, value?: unknown, netns?: string): unknown;
-  closeFd(fd: number): void;
-  sysctl(key: string, value?: string, netns?: string): string | undefined;
   constants: Record<string, number>;
 }
 

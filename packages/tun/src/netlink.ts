@@ -1,6 +1,7 @@
 import { WeftError } from '@weft/core';
-import { netnsPath, TunErrorCode, toWeftError } from './errors.js';
+import { errnoName, netnsPath, show, TunErrorCode, toWeftError } from './errors.js';
 import { HandleKind, type NativeHandle, native } from './native.js';
+import { Options } from './options.js';
 
 export interface NetlinkOpenOptions {
   /** Netlink family (default NETLINK_ROUTE, 0). */
@@ -26,13 +27,13 @@ export class NetlinkSocket {
   }
 
   static open(options: NetlinkOpenOptions = {}): NetlinkSocket {
+    const o = new Options(options, 'NetlinkSocket.open');
     const n = native();
+    const protocol = o.integer('protocol', 0, 31) ?? n.constants.NETLINK_ROUTE;
+    const groups = o.integer('groups', 0, 0xffffffff) ?? 0;
+    const netns = netnsPath(o.string('netns'));
     try {
-      const opened = n.openNetlink(
-        options.protocol ?? n.constants.NETLINK_ROUTE,
-        options.groups ?? 0,
-        netnsPath(options.netns),
-      );
+      const opened = n.openNetlink(protocol, groups, netns);
       return new NetlinkSocket(new n.Handle(opened.fd, HandleKind.netlink), opened.portId);
     } catch (err) {
       throw toWeftError(err, 'opening a netlink socket');
@@ -46,6 +47,11 @@ export class NetlinkSocket {
   /** Sends one datagram (one or more netlink messages) to the kernel. */
   send(message: Uint8Array): void {
     if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
+    if (!(message instanceof Uint8Array))
+      throw new WeftError(
+        TunErrorCode.badOption,
+        'a netlink message must be a Uint8Array or Buffer of whole netlink messages',
+      );
     try {
       this.handle.sendBuffer(message);
     } catch (err) {
@@ -59,10 +65,13 @@ export class NetlinkSocket {
    */
   onMessage(onMessage: (datagram: Buffer) => void, onError?: (err: WeftError) => void): void {
     if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
+    if (typeof onMessage !== 'function' || (onError !== undefined && typeof onError !== 'function'))
+      throw new WeftError(TunErrorCode.badOption, 'onMessage and onError must be functions');
     this.handle.startReading((m) => {
       if (typeof m === 'number') {
-        const error = Object.assign(new Error(`netlink receive failed (errno ${-m})`), {
-          code: m === -105 ? 'ENOBUFS' : 'EIO',
+        const code = errnoName(-m);
+        const error = Object.assign(new Error(`netlink receive failed (${code})`), {
+          code,
           errno: -m,
           syscall: 'recv',
         });
@@ -76,9 +85,9 @@ export class NetlinkSocket {
   setOption(name: 'netlinkNoEnobufs' | 'netlinkGetStrictChk' | 'rcvbufforce', value: number): void {
     if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
     try {
-      native().setSocketOption(this.handle.fd, name, value);
+      this.handle.setOption(name, value);
     } catch (err) {
-      throw toWeftError(err, `setting ${name} on a netlink socket`);
+      throw toWeftError(err, `setting ${show(name)} on a netlink socket`);
     }
   }
 

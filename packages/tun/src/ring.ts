@@ -1,5 +1,6 @@
 import { WeftError } from '@weft/core';
-import { TunErrorCode } from './errors.js';
+import { show, TunErrorCode } from './errors.js';
+import { allocSlab, pinned } from './slab.js';
 
 /**
  * The memory a batch of packets lives in, owned by JavaScript and handed to the addon once.
@@ -32,31 +33,36 @@ export class PacketRing {
   readonly gso: Uint16Array;
 
   constructor(options: RingOptions = {}) {
+    if (typeof options !== 'object' || options === null)
+      throw new WeftError(TunErrorCode.badOption, 'ring options must be an object');
     this.slots = options.slots ?? 64;
     this.stride = options.stride ?? 2048;
     this.headroom = options.headroom ?? 64;
     if (!Number.isInteger(this.slots) || this.slots < 1 || this.slots > 1024)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring slots ${this.slots} is not valid: use 1 to 1024`,
+        `ring slots ${show(this.slots)} is not valid: use 1 to 1024`,
       );
     if (!Number.isInteger(this.headroom) || this.headroom < 0)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring headroom ${this.headroom} is not valid: use 0 or more bytes`,
+        `ring headroom ${show(this.headroom)} is not valid: use 0 or more bytes`,
       );
     if (!Number.isInteger(this.stride) || this.stride <= this.headroom || this.stride > 1 << 20)
       throw new WeftError(
         TunErrorCode.badOption,
-        `ring stride ${this.stride} is not valid: it must exceed the headroom (${this.headroom}) and be at most 1 MiB`,
+        `ring stride ${show(this.stride)} is not valid: it must exceed the headroom (${show(this.headroom)}) and be at most 1 MiB`,
       );
-    // Outside V8's pooled allocator: the addon keeps a raw pointer into it for the ring's life.
-    this.slab = Buffer.allocUnsafeSlow(this.slots * this.stride);
-    this.lengths = new Int32Array(this.slots);
-    this.addrs = new Uint32Array(this.slots * 4);
-    this.ports = new Uint16Array(this.slots);
-    this.families = new Uint8Array(this.slots);
-    this.gso = new Uint16Array(this.slots);
+    // The addon keeps raw pointers into all of these while it reads: none may be transferred.
+    this.slab = allocSlab(this.slots * this.stride);
+    // One buffer for the per-slot arrays, so the addon re-checks one buffer per batch, not five.
+    const n = this.slots;
+    const meta = pinned(new ArrayBuffer(25 * n));
+    this.lengths = new Int32Array(meta, 0, n);
+    this.addrs = new Uint32Array(meta, 4 * n, 4 * n);
+    this.ports = new Uint16Array(meta, 20 * n, n);
+    this.gso = new Uint16Array(meta, 22 * n, n);
+    this.families = new Uint8Array(meta, 24 * n, n);
   }
 
   /** Where slot i's packet starts (after its headroom). */
@@ -72,7 +78,7 @@ export class PacketRing {
 
 /**
  * Send descriptors, filled by JavaScript per batch: packet i is `lengths[i]` bytes at absolute
- * byte `offsets[i]` of the slab registered as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
+ * byte `offsets[i]` of the slab attached as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
  * A descriptor may start inside a slot's headroom, so headers written there go out with the
  * payload. `gso[i] > 0` asks the kernel to cut the datagram into segments of that size (UDP GSO).
  */
@@ -89,15 +95,18 @@ export class SendTable {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 16)
       throw new WeftError(
         TunErrorCode.badOption,
-        `send table capacity ${capacity} is not valid: use 1 to 65536`,
+        `send table capacity ${show(capacity)} is not valid: use 1 to 65536`,
       );
     this.capacity = capacity;
-    this.slabs = new Uint8Array(capacity);
-    this.offsets = new Int32Array(capacity);
-    this.lengths = new Int32Array(capacity);
-    this.addrs = new Uint32Array(capacity * 4);
-    this.ports = new Uint16Array(capacity);
-    this.gso = new Uint16Array(capacity);
+    // One buffer for the descriptor arrays, so the addon re-checks one buffer per send.
+    const n = capacity;
+    const table = pinned(new ArrayBuffer(29 * n));
+    this.offsets = new Int32Array(table, 0, n);
+    this.lengths = new Int32Array(table, 4 * n, n);
+    this.addrs = new Uint32Array(table, 8 * n, 4 * n);
+    this.ports = new Uint16Array(table, 24 * n, n);
+    this.gso = new Uint16Array(table, 26 * n, n);
+    this.slabs = new Uint8Array(table, 28 * n, n);
   }
 
   /** Fills descriptor i for an IPv4 destination. */

@@ -1,7 +1,8 @@
-import { parseIp } from '@weft/core';
-import { netnsPath, toWeftError } from './errors.js';
+import { parseIp, WeftError } from '@weft/core';
+import { netnsPath, show, TunErrorCode, toWeftError } from './errors.js';
 import { BatchIo } from './io.js';
-import { HandleKind, type NativeHandle, native } from './native.js';
+import { HandleKind, type NativeHandle, native, type SocketOption } from './native.js';
+import { Options } from './options.js';
 import type { PacketRing } from './ring.js';
 
 export interface UdpOpenOptions {
@@ -18,6 +19,25 @@ export interface UdpOpenOptions {
   sendBufferBytes?: number;
   /** UDP_GRO: let the kernel coalesce datagrams of a flow; ring.gso says the segment size. */
   gro?: boolean;
+  /**
+   * Send every datagram with DF set, UDP GSO segments included, as flannel's UDP proxy does
+   * (IP_MTU_DISCOVER = IP_PMTUDISC_DO; on IPv6, IPV6_PMTUDISC_DO: never fragment locally). A
+   * datagram larger than the path MTU then fails with EMSGSIZE (counted in sendErrors) instead
+   * of leaving in fragments. Default false: the kernel's default (DF on plain datagrams that
+   * fit, but not on GSO segments).
+   */
+  dontFragment?: boolean;
+}
+
+/** Socket buffers: the kernel takes an int and doubles it. */
+const MAX_BUFFER_BYTES = 2 ** 30;
+
+function checkBufferBytes(bytes: unknown): void {
+  if (!Number.isInteger(bytes) || (bytes as number) < 0 || (bytes as number) > MAX_BUFFER_BYTES)
+    throw new WeftError(
+      TunErrorCode.badOption,
+      `socket buffer size ${show(bytes)} is not valid: use 0 to ${MAX_BUFFER_BYTES} bytes`,
+    );
 }
 
 /** A UDP socket with batched receive (recvmmsg) and send (sendmmsg), on Node's loop. */
@@ -34,24 +54,26 @@ export class UdpSocket extends BatchIo {
   }
 
   static open(options: UdpOpenOptions = {}): UdpSocket {
-    const address = options.address ?? '0.0.0.0';
+    const o = new Options(options, 'UdpSocket.open');
+    const address = o.string('address') ?? '0.0.0.0';
+    const port = o.integer('port', 0, 65535) ?? 0;
+    const reusePort = o.boolean('reusePort') ?? false;
+    const netns = netnsPath(o.string('netns'));
+    const receiveBufferBytes = o.integer('receiveBufferBytes', 0, MAX_BUFFER_BYTES);
+    const sendBufferBytes = o.integer('sendBufferBytes', 0, MAX_BUFFER_BYTES);
+    const gro = o.boolean('gro') ?? false;
+    const dontFragment = o.boolean('dontFragment') ?? false;
     const ip = parseIp(address);
     const bytes = ip.family === 4 ? Buffer.alloc(4) : Buffer.from(ip.address);
     if (ip.family === 4) bytes.writeUInt32BE(ip.address);
     const n = native();
     let opened: { fd: number; port: number };
     try {
-      opened = n.openUdp(
-        ip.family,
-        bytes,
-        options.port ?? 0,
-        options.reusePort ?? false,
-        netnsPath(options.netns),
-      );
+      opened = n.openUdp(ip.family, bytes, port, reusePort, netns);
     } catch (err) {
       throw toWeftError(
         err,
-        `opening UDP socket on ${ip.family === 6 ? `[${address}]` : address}:${options.port ?? 0}`,
+        `opening UDP socket on ${ip.family === 6 ? `[${address}]` : address}:${port}`,
       );
     }
     const socket = new UdpSocket(
@@ -61,9 +83,14 @@ export class UdpSocket extends BatchIo {
       opened.port,
     );
     try {
-      if (options.receiveBufferBytes) socket.setReceiveBuffer(options.receiveBufferBytes);
-      if (options.sendBufferBytes) socket.setSendBuffer(options.sendBufferBytes);
-      if (options.gro) socket.setOption('udpGro', 1);
+      if (receiveBufferBytes) socket.setReceiveBuffer(receiveBufferBytes);
+      if (sendBufferBytes) socket.setSendBuffer(sendBufferBytes);
+      if (gro) socket.setOption('udpGro', 1);
+      if (dontFragment) {
+        const c = n.constants;
+        if (ip.family === 4) socket.setOption('ipMtuDiscover', c.IP_PMTUDISC_DO);
+        else socket.setOption('ipv6MtuDiscover', c.IPV6_PMTUDISC_DO);
+      }
     } catch (err) {
       socket.close();
       throw err;
@@ -71,9 +98,14 @@ export class UdpSocket extends BatchIo {
     return socket;
   }
 
+  protected describe(): string {
+    return `UDP socket ${this.family === 6 ? `[${this.address}]` : this.address}:${this.port}`;
+  }
+
   protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
     h.setReadRing(
       slabIndex,
+      ring.slab,
       ring.stride,
       ring.headroom,
       ring.slots,
@@ -85,29 +117,49 @@ export class UdpSocket extends BatchIo {
     );
   }
 
-  private setOption(name: string, value: number): void {
+  private setOption(name: SocketOption, value: number): void {
+    const h = this.live();
     try {
-      native().setSocketOption(this.live().fd, name, value);
+      h.setOption(name, value);
     } catch (err) {
       throw toWeftError(err, `setting ${name} on UDP socket :${this.port}`);
     }
   }
 
+  private getOption(name: SocketOption): number {
+    const h = this.live();
+    try {
+      return h.getOption(name);
+    } catch (err) {
+      throw toWeftError(err, `reading ${name} of UDP socket :${this.port}`);
+    }
+  }
+
   /** Sets SO_RCVBUF; as root SO_RCVBUFFORCE, which may exceed net.core.rmem_max. */
   setReceiveBuffer(bytes: number): void {
+    checkBufferBytes(bytes);
     this.setOption(process.getuid?.() === 0 ? 'rcvbufforce' : 'rcvbuf', bytes);
   }
 
   setSendBuffer(bytes: number): void {
+    checkBufferBytes(bytes);
     this.setOption(process.getuid?.() === 0 ? 'sndbufforce' : 'sndbuf', bytes);
+  }
+
+  /** Whether datagrams leave with DF set (see UdpOpenOptions.dontFragment). */
+  get dontFragment(): boolean {
+    const c = native().constants;
+    return this.family === 4
+      ? this.getOption('ipMtuDiscover') === c.IP_PMTUDISC_DO
+      : this.getOption('ipv6MtuDiscover') === c.IPV6_PMTUDISC_DO;
   }
 
   /** The kernel's figure (it doubles what was asked, for bookkeeping). */
   get receiveBufferBytes(): number {
-    return native().getSocketOption(this.live().fd, 'rcvbuf');
+    return this.getOption('rcvbuf');
   }
 
   get sendBufferBytes(): number {
-    return native().getSocketOption(this.live().fd, 'sndbuf');
+    return this.getOption('sndbuf');
   }
 }

@@ -14,7 +14,7 @@ import {
 } from '@weft/encap';
 import { createNetns, type Netns, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PacketRing, SendTable, TunDevice } from '../src/index.js';
+import { allocSlab, PacketRing, SendTable, TunDevice } from '../src/index.js';
 import { failure } from './failure.js';
 import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
@@ -50,6 +50,8 @@ function fdFlags(fd: number): number {
   return Number.parseInt(m[1], 8);
 }
 
+/** The errno a TUN fd reports once its device is gone. */
+const EBADFD = 77;
 const IFF_TUN = 0x1;
 const IFF_TAP = 0x2;
 const IFF_NO_PI = 0x1000;
@@ -273,7 +275,7 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
       const queue = dev.queues[0];
       const ring = new PacketRing({ slots: 64 });
       const table = new SendTable(64);
-      queue.registerSlab(0, ring.slab);
+      queue.attachSlab(0, ring.slab);
       queue.setSendTable(table);
       for (let i = 0; i < 64; i++) {
         const off = ring.slotOffset(i);
@@ -381,6 +383,109 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
       expect(dev.queues[0].stats()?.truncated).toBe(1);
     } finally {
       dev.close();
+      ns.delete();
+    }
+  });
+
+  it('a deleted device: the reader hears -EBADFD once, the poll stops, sends are counted, not made', async () => {
+    const ns = createNetns(TAG);
+    const dev = TunDevice.open({ name: 'gone0', netns: ns.name });
+    try {
+      dev.up();
+      const queue = dev.queues[0];
+      const ring = new PacketRing({ slots: 4 });
+      const table = new SendTable(4);
+      const heard: number[] = [];
+      queue.startReading(ring, (n) => heard.push(n));
+      queue.attachSlab(1, allocSlab(64));
+      queue.setSendTable(table);
+      expect(queue.failed).toBe(false);
+      expect(queue.error).toBeUndefined();
+      execFileSync('ip', ['-n', ns.name, 'link', 'del', 'gone0']);
+      await waitFor(() => heard.length > 0, 'the read callback to hear the loss');
+      // Pausing and resuming must not re-arm the dead fd.
+      queue.pause();
+      queue.resume();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(heard).toEqual([-EBADFD]);
+      expect(queue.failed).toBe(true);
+      expect(queue.error?.code).toBe('ERR_TUN_IO_FAILED');
+      expect(queue.error?.message).toBe(
+        'TUN/TAP device gone0 failed (EBADFD): its device was deleted (ip link del): open the device again',
+      );
+      expect(queue.stats()).toMatchObject({
+        readErrors: 1,
+        lastReadErrno: EBADFD,
+        failedErrno: EBADFD,
+      });
+      for (let i = 0; i < 4; i++) table.setLocal(i, 1, 0, 40);
+      expect(queue.send(0, 4)).toBe(4);
+      expect(queue.stats()).toMatchObject({ sendErrors: 4, lastSendErrno: EBADFD, packetsSent: 0 });
+      expect(failure(() => queue.startReading(ring, () => undefined))).toEqual({
+        code: 'ERR_TUN_IO_FAILED',
+        message:
+          'TUN/TAP device gone0 failed (EBADFD): its device was deleted (ip link del): open the device again',
+      });
+      dev.close();
+      // The failure stays readable after close.
+      expect(queue.error?.code).toBe('ERR_TUN_IO_FAILED');
+    } finally {
+      dev.close();
+      ns.delete();
+    }
+  });
+
+  it('a deleted device under a queue that only writes: the first send finds it, counts it and ends the queue', () => {
+    const ns = createNetns(TAG);
+    const dev = TunDevice.open({ name: 'gone1', netns: ns.name });
+    try {
+      dev.up();
+      const queue = dev.queues[0];
+      const table = new SendTable(4);
+      queue.attachSlab(0, allocSlab(64));
+      queue.setSendTable(table);
+      for (let i = 0; i < 4; i++) table.setLocal(i, 0, 0, 40);
+      execFileSync('ip', ['-n', ns.name, 'link', 'del', 'gone1']);
+      expect(queue.send(0, 4)).toBe(4);
+      expect(queue.stats()).toMatchObject({
+        packetsSent: 0,
+        sendErrors: 4,
+        lastSendErrno: EBADFD,
+        failedErrno: EBADFD,
+      });
+      expect(queue.error?.message).toBe(
+        'TUN/TAP device gone1 failed (EBADFD): its device was deleted (ip link del): open the device again',
+      );
+      expect(queue.send(0, 4)).toBe(4);
+      expect(queue.stats()?.sendErrors).toBe(8);
+    } finally {
+      dev.close();
+      ns.delete();
+    }
+  });
+
+  it('a process whose device was deleted under a reading queue exits by itself, without spinning', () => {
+    const ns = createNetns(TAG);
+    try {
+      const script = fileURLToPath(new URL('./fixtures/device-loss.mjs', import.meta.url));
+      const result = spawnSync(process.execPath, [script, ns.name], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(result.signal).toBeNull();
+      expect(result.stderr).toBe('');
+      expect(result.status).toBe(0);
+      const out = JSON.parse(result.stdout) as {
+        heard: number[];
+        cpuMs: number;
+        failed: boolean;
+        code: string;
+      };
+      expect(out.heard).toEqual([-EBADFD]);
+      expect(out.failed).toBe(true);
+      expect(out.code).toBe('ERR_TUN_IO_FAILED');
+      expect(out.cpuMs).toBeLessThan(100);
+    } finally {
       ns.delete();
     }
   });

@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createNetns, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { NetlinkSocket } from '../src/index.js';
@@ -44,6 +48,47 @@ describe.skipIf(!privileged('netlink socket tests'))('netlink socket', () => {
       expect(types.filter((t) => t === RTM_NEWLINK).length).toBe(1);
     } finally {
       sock.close();
+      ns.delete();
+    }
+  });
+
+  it('after the kernel drops messages (ENOBUFS) it says so once and keeps delivering', async () => {
+    const ns = createNetns('tunnl');
+    // RTMGRP_IPV4_IFADDR: a message per address added.
+    const sock = NetlinkSocket.open({ netns: ns.name, groups: 0x10 });
+    const dir = mkdtempSync(join(tmpdir(), 'weft-nl-'));
+    try {
+      sock.setOption('rcvbufforce', 4096);
+      const errors: string[] = [];
+      let messages = 0;
+      let sawLast = false;
+      sock.onMessage(
+        (d) => {
+          messages++;
+          // IFA_LABEL of the address added after the overflow is "lo"; its address 10.9.255.1.
+          if (d.includes(Buffer.from([10, 9, 255, 1]))) sawLast = true;
+        },
+        (err) => errors.push((err.cause as { code?: string } | undefined)?.code ?? err.code),
+      );
+      // While this blocks the loop, 400 notifications overflow the 4 KiB receive buffer.
+      const batch = join(dir, 'batch');
+      writeFileSync(
+        batch,
+        Array.from(
+          { length: 400 },
+          (_, i) => `addr add 10.9.${i >> 7}.${(i & 0x7f) + 1}/32 dev lo`,
+        ).join('\n'),
+      );
+      execFileSync('ip', ['-n', ns.name, '-batch', batch]);
+      await waitFor(() => errors.length > 0, 'the overflow to be reported');
+      expect(errors).toEqual(['ENOBUFS']);
+      execFileSync('ip', ['-n', ns.name, 'addr', 'add', '10.9.255.1/32', 'dev', 'lo']);
+      await waitFor(() => sawLast, 'the notification after the overflow');
+      expect(messages).toBeGreaterThan(0);
+      expect(errors).toEqual(['ENOBUFS']);
+    } finally {
+      sock.close();
+      rmSync(dir, { recursive: true, force: true });
       ns.delete();
     }
   });

@@ -3,9 +3,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { formatIpv4, formatIpv6, parseIpv4, parseIpv6 } from '@weft/core';
-import { createTwoNodes, privileged, sweepNetns, waitFor } from '@weft/testkit';
+import { createTwoNodes, haveTools, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PacketRing, SendTable, UdpSocket } from '../src/index.js';
+import { allocSlab, PacketRing, SendTable, UdpSocket } from '../src/index.js';
 import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
 
@@ -84,7 +84,7 @@ for (const family of [4, 6] as const) {
       await once(peer, 'listening');
       const ring = new PacketRing({ slots: 64 });
       const table = new SendTable(64);
-      sock.registerSlab(0, ring.slab);
+      sock.attachSlab(0, ring.slab);
       sock.setSendTable(table);
       try {
         for (const size of [1, 8, 32, 64]) {
@@ -147,9 +147,9 @@ describe('UDP socket housekeeping', () => {
     peer.on('message', (m) => got.push(m));
     peer.bind(0, '127.0.0.1');
     await once(peer, 'listening');
-    const slab = Buffer.alloc(1000, 0x61);
+    const slab = allocSlab(1000).fill(0x61);
     const table = new SendTable(3);
-    sock.registerSlab(0, slab);
+    sock.attachSlab(0, slab);
     sock.setSendTable(table);
     table.set4(0, 0, 0, 10, 0x7f000001, peer.address().port);
     table.set4(1, 0, 995, 10, 0x7f000001, peer.address().port); // runs past the slab
@@ -262,9 +262,9 @@ describe.skipIf(!privileged('UDP back-pressure test'))('back-pressure', () => {
       rx.startReading(ring, (n) => {
         for (let i = 0; i < n; i++) seen.add(ring.slab.readUInt16BE(ring.slotOffset(i)));
       });
-      const slab = Buffer.alloc(64 * 1400);
+      const slab = allocSlab(64 * 1400);
       const table = new SendTable(64);
-      tx.registerSlab(0, slab);
+      tx.attachSlab(0, slab);
       tx.setSendTable(table);
       for (let i = 0; i < 64; i++) {
         slab.writeUInt16BE(i, i * 1400);
@@ -345,7 +345,7 @@ describe.skipIf(!privileged('UDP tests between network namespaces'))(
           const ring = new PacketRing({ slots: 64 });
           const out = new PacketRing({ slots: 64 });
           const table = new SendTable(64);
-          sock.registerSlab(1, out.slab);
+          sock.attachSlab(1, out.slab);
           sock.setSendTable(table);
           const echoes: { hex: string; source: string }[] = [];
           sock.startReading(ring, (count) => {
@@ -394,3 +394,152 @@ describe.skipIf(!privileged('UDP tests between network namespaces'))(
     }
   },
 );
+
+describe.skipIf(
+  !privileged('the DF bit capture test') ||
+    !haveTools('the DF bit capture test', 'tshark', 'ethtool'),
+)('dontFragment, checked on a capture', () => {
+  afterAll(() => sweepNetns('tundf'));
+
+  it('IPv4: DF on every datagram and every UDP GSO segment with it; the kernel default leaves GSO segments without', async () => {
+    const nodes = createTwoNodes('tundf');
+    const opened: UdpSocket[] = [];
+    try {
+      // Segment in software before the veth, so the capture sees the segments as they leave.
+      await nodes.a.exec(['ethtool', '-K', 'veth0', 'tx-udp-segmentation', 'off']);
+      const capture = nodes.b.spawn([
+        'tshark',
+        '-l',
+        '-n',
+        '-i',
+        'veth0',
+        '-f',
+        'udp dst portrange 9000-9001',
+        '-T',
+        'fields',
+        '-e',
+        'udp.dstport',
+        '-e',
+        'udp.srcport',
+        '-e',
+        'ip.flags.df',
+        '-e',
+        'ip.len',
+      ]);
+      let lines = '';
+      capture.stdout?.on('data', (d: Buffer) => {
+        lines += d.toString();
+      });
+      const marker = UdpSocket.open({ address: nodes.ipA, netns: nodes.a.name });
+      opened.push(marker);
+      const markerSlab = allocSlab(8);
+      const markerTable = new SendTable(1);
+      marker.attachSlab(0, markerSlab);
+      marker.setSendTable(markerTable);
+      markerTable.set4(0, 0, 0, 8, parseIpv4(nodes.ipB), 9001);
+      // The capture is running once it sees a marker datagram.
+      await waitFor(
+        () => {
+          marker.send(0, 1);
+          return /^9001\t/m.test(lines);
+        },
+        'tshark to start capturing',
+        { timeoutMs: 20_000, intervalMs: 200 },
+      );
+      const ports: Record<string, number> = {};
+      for (const dontFragment of [true, false]) {
+        const s = UdpSocket.open({ address: nodes.ipA, netns: nodes.a.name, dontFragment });
+        opened.push(s);
+        expect(s.dontFragment).toBe(dontFragment);
+        ports[String(dontFragment)] = s.port;
+        const slab = allocSlab(4096).fill(0x5a);
+        const table = new SendTable(2);
+        s.attachSlab(0, slab);
+        s.setSendTable(table);
+        table.set4(0, 0, 0, 100, parseIpv4(nodes.ipB), 9000);
+        table.set4(1, 0, 0, 3000, parseIpv4(nodes.ipB), 9000);
+        table.gso[1] = 1000;
+        expect(s.send(0, 2)).toBe(2);
+        expect(s.stats()?.packetsSent).toBe(2);
+      }
+      const seen = () =>
+        lines
+          .split('\n')
+          .filter((l) => l.startsWith('9000\t'))
+          .map((l) => l.split('\t').slice(1).map(Number));
+      await waitFor(() => seen().length === 8, 'eight datagrams in the capture');
+      capture.kill();
+      const from = (port: number) =>
+        seen()
+          .filter(([src]) => src === port)
+          .map(([, df, len]) => ({ df, len }));
+      expect(from(ports.true)).toEqual([
+        { df: 1, len: 128 },
+        { df: 1, len: 1028 },
+        { df: 1, len: 1028 },
+        { df: 1, len: 1028 },
+      ]);
+      expect(from(ports.false)).toEqual([
+        { df: 1, len: 128 },
+        { df: 0, len: 1028 },
+        { df: 0, len: 1028 },
+        { df: 0, len: 1028 },
+      ]);
+    } finally {
+      for (const s of opened) s.close();
+      nodes.delete();
+    }
+  });
+
+  for (const family of [4, 6] as const) {
+    it(`IPv${family}: a datagram over the path MTU fails with EMSGSIZE instead of leaving in fragments`, async () => {
+      const nodes = createTwoNodes('tundf');
+      const opened: UdpSocket[] = [];
+      try {
+        let ipA = nodes.ipA;
+        let ipB = nodes.ipB;
+        if (family === 6) {
+          ipA = '2001:db8:97::1';
+          ipB = '2001:db8:97::2';
+          for (const [ns, ip] of [
+            [nodes.a, ipA],
+            [nodes.b, ipB],
+          ] as const)
+            execFileSync('ip', ['-n', ns.name, 'addr', 'add', `${ip}/64`, 'dev', 'veth0', 'nodad']);
+        }
+        const rx = UdpSocket.open({ address: ipB, netns: nodes.b.name });
+        opened.push(rx);
+        const ring = new PacketRing({ slots: 4, stride: 4096 });
+        const lengths: number[] = [];
+        rx.startReading(ring, (n) => {
+          for (let i = 0; i < n; i++) lengths.push(ring.lengths[i]);
+        });
+        for (const dontFragment of [true, false]) {
+          const s = UdpSocket.open({ address: ipA, netns: nodes.a.name, dontFragment });
+          opened.push(s);
+          const slab = allocSlab(2000);
+          const table = new SendTable(1);
+          s.attachSlab(0, slab);
+          s.setSendTable(table);
+          if (family === 4) table.set4(0, 0, 0, 2000, parseIpv4(ipB), rx.port);
+          else table.set6(0, 0, 0, 2000, parseIpv6(ipB), 0, rx.port);
+          expect(s.send(0, 1)).toBe(1);
+          const stats = s.stats();
+          if (dontFragment) {
+            expect(stats?.sendErrors).toBe(1);
+            expect(stats?.lastSendErrno).toBe(90); // EMSGSIZE
+          } else {
+            expect(stats?.packetsSent).toBe(1);
+          }
+        }
+        // Only the fragmented one arrives, reassembled.
+        await waitFor(() => lengths.length === 1, 'the fragmented datagram');
+        await new Promise((r) => setTimeout(r, 50));
+        expect(lengths).toEqual([2000]);
+      } finally {
+        for (const s of opened) s.close();
+        nodes.delete();
+      }
+    });
+  }
+});

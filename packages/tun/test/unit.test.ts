@@ -64,7 +64,7 @@ describe('errors that need no privileges', () => {
   it('a queue count out of range', () => {
     expect(failure(() => TunDevice.open({ queues: 0 }))).toEqual({
       code: 'ERR_TUN_BAD_OPTION',
-      message: 'queues 0 is not valid: a device has 1 to 256 queues',
+      message: 'TunDevice.open option queues 0 is not valid: use an integer from 1 to 256',
     });
   });
 

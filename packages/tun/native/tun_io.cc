@@ -1,0 +1,84 @@
+// TUN/TAP queue I/O: one packet per read() or write(), into and out of checked slab ranges.
+#include <errno.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "handle.h"
+
+namespace weft {
+
+int Handle::ReadTun(const SlabRange& ring) {
+  int32_t* lengths = ring_.lengths.As<int32_t>();
+  const size_t room = ring_.stride - ring_.headroom;
+  // A TUN read cuts a packet longer than the buffer without saying so: one spare byte after the
+  // slot tells a packet that filled it exactly from one that was cut.
+  uint8_t spare;
+  struct iovec iov[2];
+  iov[1].iov_base = &spare;
+  iov[1].iov_len = 1;
+  size_t n = 0;
+  int err = 0;
+  while (n < ring_.count) {
+    SlabRange slot;
+    if (!ring.Slice(n * ring_.stride + ring_.headroom, room, &slot)) break;
+    iov[0].iov_base = slot.data();
+    iov[0].iov_len = slot.size();
+    ssize_t r = readv(fd_, iov, 2);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      // Anything but "nothing more now" ends a TUN queue: EBADFD is its device deleted.
+      if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+      break;
+    }
+    if (static_cast<size_t>(r) > room) {
+      truncated_++;
+      lengths[n++] = -1;
+    } else {
+      lengths[n++] = static_cast<int32_t>(r);
+    }
+  }
+  if (n > 0) {
+    packets_read_ += static_cast<double>(n);
+    Deliver(on_read_, {Napi::Number::New(Env(), static_cast<double>(n))});
+  }
+  return err;
+}
+
+size_t Handle::SendTun(size_t start, size_t count) {
+  napi_env env = Env();
+  const uint8_t* slabs = table_.slabs.As<uint8_t>();
+  const int32_t* offsets = table_.offsets.As<int32_t>();
+  const int32_t* lengths = table_.lengths.As<int32_t>();
+  size_t i = start;
+  const size_t end = start + count;
+  while (i < end) {
+    SlabRange packet;
+    if (lengths[i] <= 0 || !slabs_.ResolveInCall(env, slabs[i], offsets[i], lengths[i], &packet)) {
+      bad_descriptors_++;
+      i++;
+      continue;
+    }
+    ssize_t w = write(fd_, packet.data(), packet.size());
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        send_again_++;
+        break;
+      }
+      send_errors_++;
+      last_send_errno_ = errno;
+      // The device is gone. A reader hears it from the poll; a queue that only writes ends here.
+      if (errno == EBADFD && !reading_) {
+        Fail(EBADFD, false);
+        send_errors_ += static_cast<double>(start + count - i - 1);
+        return count;
+      }
+    } else {
+      packets_sent_++;
+    }
+    i++;
+  }
+  return i - start;
+}
+
+}  // namespace weft
