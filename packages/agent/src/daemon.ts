@@ -208,7 +208,10 @@ export class Daemon {
       );
     const { iface, publicIp } = await this.underlay();
     this.iface = iface;
-    this.backendType = o.backendType ?? config.backend.type;
+    const type = o.backendType ?? config.backend.type;
+    if (type === 'alloc')
+      throw new WeftError(DaemonErrorCode.backend, 'the alloc backend needs the next commit');
+    this.backendType = type;
     const vx = config.backend.type === 'vxlan' ? config.backend : undefined;
     this.vni = vx?.vni ?? 1;
     this.log.info(
