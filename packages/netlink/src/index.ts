@@ -20,6 +20,12 @@ export {
   parseMessages,
 } from './message.js';
 export {
+  type RtnlEvent,
+  RtnlGroup,
+  RtnlMonitor,
+  type RtnlMonitorOptions,
+} from './monitor.js';
+export {
   type Address,
   type FdbEntry,
   type Link,

@@ -245,7 +245,7 @@ function parseAddress(msg: Message): Address {
   };
 }
 
-function parseRoute(msg: Message): Route {
+export function parseRouteMessage(msg: Message): Route {
   requirePayload(msg, 12, 'route');
   const p = msg.payload;
   const a = new Attrs(p, 12);
@@ -267,7 +267,7 @@ function parseRoute(msg: Message): Route {
   return route;
 }
 
-function parseNeighbor(msg: Message): { fam: number; n: Neighbor; dst?: string } {
+export function parseNeighborMessage(msg: Message): { fam: number; n: Neighbor; dst?: string } {
   requirePayload(msg, 12, 'neighbor');
   const p = msg.payload;
   const a = new Attrs(p, 12);
@@ -550,7 +550,7 @@ export class Rtnl {
           : AddressFamily.unspec;
     const all = (
       await this.request(RtmType.getRoute, NlmFlag.dump, rtmsg(fam, 0, 0, 0, 0, 0, 0), [], 'dump')
-    ).map(parseRoute);
+    ).map(parseRouteMessage);
     const table = filter.table ?? RtTable.main;
     return all.filter(
       (r) => r.table === table && (filter.oif === undefined || r.oif === filter.oif),
@@ -625,7 +625,7 @@ export class Rtnl {
           : AddressFamily.unspec;
     const all = (
       await this.request(RtmType.getNeigh, NlmFlag.dump, ndmsg(fam, 0, 0, 0), [], 'dump')
-    ).map(parseNeighbor);
+    ).map(parseNeighborMessage);
     return all
       .filter((x) => x.fam === AddressFamily.inet || x.fam === AddressFamily.inet6)
       .map((x) => x.n)
