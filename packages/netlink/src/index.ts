@@ -6,6 +6,7 @@ export {
   Ntf,
   Nud,
   RtmType,
+  RtnType,
   RtProtocol,
   RtScope,
   RtTable,

@@ -98,6 +98,10 @@ export interface Route {
   protocol?: number;
   scope?: number;
   priority?: number;
+  /** RtnType: unicast (default) or blackhole, unreachable, ... */
+  type?: number;
+  /** The source address the kernel picks (what `ip route get` says after `src`). */
+  prefsrc?: string;
 }
 
 export interface Neighbor {
@@ -257,7 +261,10 @@ export function parseRouteMessage(msg: Message): Route {
     protocol: p[5],
     scope: p[6],
     onlink: (p.readUInt32LE(8) & RTNH_F_ONLINK) !== 0,
+    type: p[7],
   };
+  const prefsrc = ipFrom(a.get(RtaAttr.prefsrc));
+  if (prefsrc) route.prefsrc = prefsrc;
   const gw = ipFrom(a.get(RtaAttr.gateway));
   if (gw) route.gateway = gw;
   const oif = a.u32(RtaAttr.oif);
@@ -582,14 +589,16 @@ export class Rtnl {
     if (route.priority !== undefined) attrs.push(attr.u32(RtaAttr.priority, route.priority));
     const table = route.table ?? RtTable.main;
     if (table >= 256) attrs.push(attr.u32(RtaAttr.table, table));
-    const scope = route.scope ?? (route.gateway ? RtScope.universe : RtScope.link);
+    const type = route.type ?? RtnType.unicast;
+    const scope =
+      route.scope ?? (route.gateway || type !== RtnType.unicast ? RtScope.universe : RtScope.link);
     const header = rtmsg(
       family(dst),
       dst.prefixLength,
       table,
       route.protocol ?? RtProtocol.boot,
       scope,
-      RtnType.unicast,
+      type,
       route.onlink ? RTNH_F_ONLINK : 0,
     );
     return { header, attrs, what: `${route.dst}${route.gateway ? ` via ${route.gateway}` : ''}` };
@@ -605,6 +614,19 @@ export class Rtnl {
       m.attrs,
       m.what,
     );
+  }
+
+  /** `ip route get IP`: the route the kernel would use, with its output interface and source. */
+  async routeGet(ip: string): Promise<Route | undefined> {
+    const addr = parseIp(ip);
+    const [msg] = await this.request(
+      RtmType.getRoute,
+      0,
+      rtmsg(family(addr), addr.family === 4 ? 32 : 128, 0, 0, 0, 0, 0),
+      [attr.bytes(RtaAttr.dst, ipBytes(addr))],
+      `get ${ip}`,
+    );
+    return msg ? parseRouteMessage(msg) : undefined;
   }
 
   async deleteRoute(route: Route): Promise<void> {

@@ -1,6 +1,13 @@
 import { createNetns, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AddressFamily, type RtnlEvent, RtnlGroup, RtnlMonitor } from '../src/index.js';
+import {
+  AddressFamily,
+  Rtnl,
+  type RtnlEvent,
+  RtnlGroup,
+  RtnlMonitor,
+  RtnType,
+} from '../src/index.js';
 
 const TAG = 'nlmon';
 
@@ -93,6 +100,40 @@ describe.skipIf(!privileged('the rtnetlink monitor'))('RtnlMonitor, against ipro
       expect(errors).toEqual([]);
     } finally {
       monitor.close();
+      ns.delete();
+    }
+  });
+
+  it('routeGet answers as `ip route get`, and blackhole routes read back as iproute2 shows them', async () => {
+    const ns = createNetns(TAG);
+    const nl = Rtnl.open({ netns: ns.name });
+    try {
+      await ns.exec(['ip', 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1']);
+      await ns.exec(['ip', 'link', 'set', 'd1', 'up']);
+      await ns.exec(['ip', 'addr', 'add', '192.0.2.5/24', 'dev', 'd0']);
+      await ns.exec(['ip', 'link', 'set', 'd0', 'up']);
+      await ns.exec(['ip', 'route', 'add', '198.51.100.0/24', 'via', '192.0.2.1']);
+      const got = await nl.routeGet('198.51.100.7');
+      const ipSays = JSON.parse(
+        (await ns.exec(['ip', '-j', 'route', 'get', '198.51.100.7'])).stdout,
+      )[0];
+      expect(got?.prefsrc).toBe(ipSays.prefsrc);
+      expect(got?.gateway).toBe(ipSays.gateway);
+      expect((await nl.links()).find((l) => l.index === got?.oif)?.name).toBe(ipSays.dev);
+      await nl.replaceRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole });
+      const shown = JSON.parse(
+        (await ns.exec(['ip', '-j', 'route', 'show', 'type', 'blackhole'])).stdout,
+      );
+      expect(shown.map((r: { dst: string }) => r.dst)).toEqual(['10.244.7.0/24']);
+      const mine = (await nl.routes({ family: 4 })).filter((r) => r.type === RtnType.blackhole);
+      expect(mine.map((r) => r.dst)).toEqual(['10.244.7.0/24']);
+      await nl.replaceRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole });
+      await nl.deleteRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole });
+      expect(
+        JSON.parse((await ns.exec(['ip', '-j', 'route', 'show', 'type', 'blackhole'])).stdout),
+      ).toEqual([]);
+    } finally {
+      nl.close();
       ns.delete();
     }
   });
