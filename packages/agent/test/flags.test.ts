@@ -29,7 +29,7 @@ describe('weftd flags', () => {
     expect(o.etcdEndpoints).toEqual(['http://a:2379', 'http://b:2379']);
     expect(o.ipMasq).toBe(true);
     expect(o.healthzPort).toBe(8080); // the flag wins over the environment
-    expect(o.iface).toBe('eth1');
+    expect(o.iface).toEqual(['eth1']);
     expect(o.vxlanMode).toBe('userspace');
   });
 

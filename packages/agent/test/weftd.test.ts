@@ -344,12 +344,12 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const metrics = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
       expect(metrics).toMatch(/weft_remote_nodes 0/);
       expect(metrics).toMatch(/weft_lease_expiry_timestamp_seconds \d{10}/);
-      const rules = (await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'WEFT-POSTRTG'])).stdout;
+      const rules = (await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG'])).stdout;
       expect(rules).toMatch(
-        /-A WEFT-POSTRTG -s 10\.244\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE --random-fully/,
+        /-A FLANNEL-POSTRTG -s 10\.244\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE --random-fully/,
       );
       expect((await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'POSTROUTING'])).stdout).toMatch(
-        /-j WEFT-POSTRTG/,
+        /-j FLANNEL-POSTRTG/,
       );
       expect(readFileSync(join(dir.path, 'subnet.env'), 'utf8')).toMatch(/FLANNEL_IPMASQ=true/);
     } finally {

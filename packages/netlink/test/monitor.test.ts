@@ -91,7 +91,7 @@ describe.skipIf(!privileged('the rtnetlink monitor'))('RtnlMonitor, against ipro
             e.action === 'new' &&
             e.route.dst === '10.9.1.0/24' &&
             e.route.gateway === '10.9.1.0' &&
-            e.route.onlink,
+            e.route.onlink === true,
         ),
       ).toBe(true);
       expect(
