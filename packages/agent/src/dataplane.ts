@@ -83,7 +83,7 @@ function watchKernel(
     timer = setTimeout(() => {
       timer = undefined;
       handlers.onDrift(why);
-    }, 50);
+    }, 10);
   };
   const onEvent = (e: RtnlEvent) => {
     const d = device();

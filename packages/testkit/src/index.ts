@@ -44,4 +44,11 @@ export {
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';
+export {
+  type PingStream,
+  pingStream,
+  pollReadyz,
+  type ReadyzPoller,
+  type ReadyzSample,
+} from './streams.js';
 export { type RunningWeftd, startWeftd, WEFTD_CLI } from './weftd-process.js';
