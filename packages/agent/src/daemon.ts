@@ -275,15 +275,20 @@ export class Daemon {
     }
     if (o.ipBlackholeRoute) {
       const nl = this.nl!;
+      // flannel's AddBlackholeV4Route: added when missing, never replacing a route for the subnet
+      // another owner has (a bridge's): that one fails, and is said so.
       const ensure = async () => {
         const have = (await nl.routes({ family: 4 })).some(
           (r) => r.type === RtnType.blackhole && r.dst === subnet,
         );
-        if (!have) await nl.replaceRoute({ dst: subnet, type: RtnType.blackhole });
+        if (!have) await nl.addRoute({ dst: subnet, type: RtnType.blackhole });
         return !have;
       };
-      await ensure();
-      this.log.info({ subnet }, 'blackhole route for this subnet in place');
+      await ensure().then(
+        () => this.log.info({ subnet }, 'blackhole route for this subnet in place'),
+        (err: Error) =>
+          this.log.error({ err: err.message }, 'the blackhole route could not be added'),
+      );
       this.every(o.iptablesResyncSeconds, () => {
         void ensure().then(
           (added) =>

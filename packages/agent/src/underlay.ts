@@ -53,70 +53,89 @@ export async function findUnderlay(nl: Rtnl, o: UnderlayOptions, log: Logger): P
   const byAddress = (ip: string) =>
     links.find((l) => addressesOf.get(l.index)!.some((a) => a.address === ip));
 
-  let found: { iface: Link; address?: string } | undefined;
+  let found: { iface: Link; address: string } | undefined;
   const tried: string[] = [];
+  /** A candidate counts only with an IPv4 address to use (flannel's lookup fails otherwise, and the next is tried). */
+  const take = (
+    iface: Link | undefined,
+    address: string | undefined,
+    what: string,
+    why: string,
+  ) => {
+    if (found) return;
+    const ip = address ?? (iface ? addressesOf.get(iface.index)![0]?.address : undefined);
+    if (iface && ip && tryParseIpv4(ip) !== undefined) {
+      found = { iface, address: ip };
+      return;
+    }
+    const reason = iface ? `${iface.name} has no IPv4 address` : why;
+    tried.push(`${what}: ${reason}`);
+    log.info({ spec: what, reason }, `could not find a valid interface matching ${what}`);
+  };
   const explicit = o.iface.length > 0 || o.ifaceRegex.length > 0 || o.ifaceCanReach !== undefined;
   if (!explicit) {
     if (o.publicIp) {
-      const iface = byAddress(o.publicIp);
-      if (!iface)
-        throw new WeftError(
-          UnderlayErrorCode,
-          `no interface has the --public-ip ${o.publicIp}: pass --iface to name the one other nodes reach this node through`,
-        );
-      found = { iface, address: o.publicIp };
+      take(
+        byAddress(o.publicIp),
+        o.publicIp,
+        `--public-ip ${o.publicIp}`,
+        'no interface has this address',
+      );
     } else {
       const def = (await nl.routes({ family: 4 })).find(
         (r) => r.dst === '0.0.0.0/0' && r.oif !== undefined,
       );
-      const iface = def && links.find((l) => l.index === def.oif);
-      if (!iface)
+      if (!def)
         throw new WeftError(
           UnderlayErrorCode,
           'no default route to find the underlay interface by: pass --iface (or --iface-regex, --iface-can-reach)',
         );
-      found = { iface };
+      take(
+        links.find((l) => l.index === def.oif),
+        undefined,
+        'the default route',
+        'its interface is gone',
+      );
     }
   }
   for (const spec of o.iface) {
-    if (found) break;
-    if (tryParseIpv4(spec) !== undefined || tryParseIpv6(spec) !== undefined) {
-      const iface = byAddress(spec);
-      if (iface) found = { iface, address: spec };
-      else tried.push(`--iface ${spec}: no interface has this address`);
-    } else {
-      const iface = links.find((l) => l.name === spec);
-      if (iface) found = { iface };
-      else tried.push(`--iface ${spec}: no such interface`);
-    }
-    if (!found) log.info({ iface: spec }, `could not find a valid interface matching ${spec}`);
+    if (tryParseIpv4(spec) !== undefined || tryParseIpv6(spec) !== undefined)
+      take(byAddress(spec), spec, `--iface ${spec}`, 'no interface has this address');
+    else
+      take(
+        links.find((l) => l.name === spec),
+        undefined,
+        `--iface ${spec}`,
+        'no such interface',
+      );
   }
   for (const pattern of o.ifaceRegex) {
     if (found) break;
     const re = new RegExp(pattern);
+    let byAddr: { iface: Link; address: string } | undefined;
     for (const l of links) {
       const a = addressesOf.get(l.index)!.find((x) => re.test(x.address));
       if (a) {
-        found = { iface: l, address: a.address };
+        byAddr = { iface: l, address: a.address };
         break;
       }
     }
-    found ??= (() => {
-      const l = links.find((x) => re.test(x.name));
-      return l ? { iface: l } : undefined;
-    })();
-    if (!found) {
-      tried.push(`--iface-regex ${pattern}: matches no address or name`);
-      log.info({ ifaceRegex: pattern }, `could not find a valid interface matching ${pattern}`);
-    }
+    if (byAddr) take(byAddr.iface, byAddr.address, `--iface-regex ${pattern}`, '');
+    else
+      take(
+        links.find((x) => re.test(x.name)),
+        undefined,
+        `--iface-regex ${pattern}`,
+        'matches no address or name',
+      );
   }
   if (!found && o.ifaceCanReach !== undefined) {
     const route = await nl.routeGet(o.ifaceCanReach).catch(() => undefined);
     const iface = route?.oif !== undefined ? links.find((l) => l.index === route.oif) : undefined;
-    if (iface) found = { iface, address: route?.prefsrc };
-    else tried.push(`--iface-can-reach ${o.ifaceCanReach}: no route`);
+    take(iface, route?.prefsrc, `--iface-can-reach ${o.ifaceCanReach}`, 'no route');
   }
-  if (!found)
+  if (!found) {
+    if (!explicit) throw new WeftError(UnderlayErrorCode, `${tried.join('; ')}: pass --iface`);
     throw new WeftError(
       UnderlayErrorCode,
       `no interface matches the interfaces and regexes given (${tried.join('; ')}); interfaces here: ${links
@@ -129,23 +148,19 @@ export async function findUnderlay(nl: Rtnl, o: UnderlayOptions, log: Logger): P
         )
         .join(', ')}`,
     );
-  const addresses = addressesOf.get(found.iface.index)!;
-  const ifaceAddress = found.address ?? addresses[0]?.address;
-  if (!ifaceAddress || tryParseIpv4(ifaceAddress) === undefined)
-    throw new WeftError(
-      UnderlayErrorCode,
-      `${found.iface.name} has no IPv4 address: give it one, or pass --iface with another interface`,
-    );
-  if (!found.iface.mtu)
-    throw new WeftError(UnderlayErrorCode, `could not read the MTU of ${found.iface.name}`);
+  }
+  const { iface } = found as { iface: Link; address: string };
+  const ifaceAddress = (found as { address: string }).address;
+  const addresses = addressesOf.get(iface.index)!;
+  if (!iface.mtu) throw new WeftError(UnderlayErrorCode, `could not read the MTU of ${iface.name}`);
   const connected = addresses.map(
     (a) =>
       cidrNetwork(parseCidr(`${a.address}/${a.prefixLength}`, { allowHostBits: true })) as Cidr4,
   );
   const publicIp = o.publicIp ?? ifaceAddress;
   log.info(
-    { iface: found.iface.name, address: ifaceAddress, publicIp },
-    `using interface ${found.iface.name} with address ${ifaceAddress}`,
+    { iface: iface.name, address: ifaceAddress, publicIp },
+    `using interface ${iface.name} with address ${ifaceAddress}`,
   );
-  return { iface: found.iface, ifaceAddress, publicIp, connected };
+  return { iface, ifaceAddress, publicIp, connected };
 }

@@ -616,6 +616,12 @@ export class Rtnl {
     );
   }
 
+  /** `ip route add ...`: fails with ERR_NETLINK_EEXIST when a route for the prefix exists. */
+  async addRoute(route: Route): Promise<void> {
+    const m = this.routeMessage(route);
+    await this.request(RtmType.newRoute, NlmFlag.create | NlmFlag.excl, m.header, m.attrs, m.what);
+  }
+
   /** `ip route get IP`: the route the kernel would use, with its output interface and source. */
   async routeGet(ip: string): Promise<Route | undefined> {
     const addr = parseIp(ip);

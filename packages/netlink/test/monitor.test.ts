@@ -128,6 +128,10 @@ describe.skipIf(!privileged('the rtnetlink monitor'))('RtnlMonitor, against ipro
       const mine = (await nl.routes({ family: 4 })).filter((r) => r.type === RtnType.blackhole);
       expect(mine.map((r) => r.dst)).toEqual(['10.244.7.0/24']);
       await nl.replaceRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole });
+      const again = await nl
+        .addRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole })
+        .catch((e: Error & { code?: string }) => e.code);
+      expect(again).toBe('ERR_NETLINK_EEXIST');
       await nl.deleteRoute({ dst: '10.244.7.0/24', type: RtnType.blackhole });
       expect(
         JSON.parse((await ns.exec(['ip', '-j', 'route', 'show', 'type', 'blackhole'])).stdout),

@@ -18,8 +18,15 @@ export interface RunningWeftd {
   exited: Promise<number | null>;
 }
 
-export function startWeftd(ns: Netns, args: string[]): RunningWeftd {
-  const child = ns.spawn([process.execPath, WEFTD_CLI, ...args]);
+export function startWeftd(
+  ns: Netns,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): RunningWeftd {
+  const child = ns.spawn(
+    [process.execPath, WEFTD_CLI, ...args],
+    options.env ? { env: { ...process.env, ...options.env } } : {},
+  );
   const logs: Record<string, unknown>[] = [];
   let err = '';
   let partial = '';
