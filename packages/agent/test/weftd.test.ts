@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Counter } from '@weft/dataplane';
 import { EmbeddedStore, SubnetManager, silentLogger } from '@weft/subnet';
 import {
   Cluster,
@@ -17,6 +18,7 @@ import {
   waitFor,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
+import { snakeCase, VERSION } from '../src/index.js';
 
 const TAG = 'wd';
 const CONFIG = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}';
@@ -235,6 +237,36 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const rx = Number(metrics.match(/weft_dataplane_packets_total\{direction="rx"\} (\d+)/)?.[1]);
       expect(tx).toBeGreaterThan(0);
       expect(rx).toBeGreaterThan(0);
+      // Node's process metrics, the build, and every counter of the dataplane, in snake_case.
+      expect(metrics).toMatch(/^process_cpu_user_seconds_total \d/m);
+      expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      expect(metrics).toMatch(
+        new RegExp(
+          `^weft_build_info\\{version="${VERSION}",nodejs_version="${process.version}"\\} 1$`,
+          'm',
+        ),
+      );
+      expect(metrics).toMatch(/^weft_ready 1$/m);
+      for (const name of Object.keys(Counter)) {
+        if (/^(tx|rx)(Packets|Bytes)$/.test(name)) continue;
+        const line = name.startsWith('drop')
+          ? `weft_dataplane_drops_total{reason="${snakeCase(name[4].toLowerCase() + name.slice(5))}"}`
+          : `weft_dataplane_${snakeCase(name)}_total`;
+        expect(metrics, name).toContain(`\n${line} `);
+      }
+      expect(metrics).toContain('weft_dataplane_drops_total{reason="no_route"}');
+      for (const m of metrics.matchAll(/^weft_\w+\{([^}]*)\}/gm))
+        for (const [, v] of m[1].matchAll(/="([^"]*)"/g))
+          if (!/version/.test(m[1])) expect(v).toMatch(/^[a-z0-9_]+$/);
+      // An unrouted destination in the network: flannel's udp answers net unreachable, and counts it.
+      await p1.ns.exec(['ping', '-c', '1', '-W', '1', '10.244.254.9']).catch(() => undefined);
+      const after = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
+      expect(
+        Number(after.match(/^weft_dataplane_icmp_errors_sent_total (\d+)/m)?.[1]),
+      ).toBeGreaterThan(0);
+      expect(
+        Number(after.match(/^weft_dataplane_drops_total\{reason="no_route"\} (\d+)/m)?.[1]),
+      ).toBeGreaterThan(0);
       const expiry = (m: string) =>
         Number(m.match(/^weft_lease_expiry_timestamp_seconds (\S+)$/m)?.[1]);
       const first = expiry(metrics);
