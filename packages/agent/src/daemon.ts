@@ -220,7 +220,7 @@ export class Daemon {
           'the subnet went to another node: exiting so that a restart reconfigures this node',
         );
         process.exitCode = 1;
-        void this.stop().then(() => process.exit(1));
+        void this.stop();
       },
     });
     // A full check now and then: what a missed notification hid is found within --resync seconds.
@@ -260,7 +260,10 @@ export class Daemon {
       } catch (err) {
         // flannel: masquerading that cannot be set up is fatal, forward rules are logged.
         if (masq) throw err;
-        this.log.error({ err: (err as Error).message }, 'the forward rules could not be set up');
+        const message = (err as Error).message;
+        this.log.error({ err: message }, 'the forward rules could not be set up');
+        // Without the tool there is nothing to check every few seconds: said once is enough.
+        if (/needs (iptables|nft): install it/.test(message)) return this.blackhole(subnet);
       }
       this.every(o.iptablesResyncSeconds, () => {
         void this.traffic?.ensure().then(
@@ -273,6 +276,12 @@ export class Daemon {
         );
       });
     }
+    await this.blackhole(subnet);
+  }
+
+  /** --ip-blackhole-route, checked every --iptables-resync seconds as flannel does. */
+  private async blackhole(subnet: string): Promise<void> {
+    const o = this.options;
     if (o.ipBlackholeRoute) {
       const nl = this.nl!;
       // flannel's AddBlackholeV4Route: added when missing, never replacing a route for the subnet

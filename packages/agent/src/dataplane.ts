@@ -327,12 +327,16 @@ async function hostGw(ctx: DataplaneContext): Promise<Dataplane> {
   const serial = new Serial();
   const repairs = { device: 0, entries: 0 };
   let nodes: RemoteNode[] = [];
+  let lost: string | undefined;
   const apply = () => serial.run(() => direct.sync(nodes));
   const monitor = watchKernel(
     log,
     () => ({ name: underlay.iface.name, index: underlay.iface.index }),
     {
-      onGone: () => log.error({ iface: underlay.iface.name }, 'the underlay interface was deleted'),
+      onGone: () => {
+        lost = `the underlay interface ${underlay.iface.name} was deleted: restart weftd once it is back`;
+        log.error({ iface: underlay.iface.name }, lost);
+      },
       onDrift: (why) =>
         void apply().then(
           (r) => {
@@ -354,7 +358,7 @@ async function hostGw(ctx: DataplaneContext): Promise<Dataplane> {
       nodes = next;
       return apply();
     },
-    health: () => ({ ok: true }),
+    health: () => (lost ? { ok: false, reason: lost } : { ok: true }),
     counters: () => undefined,
     async close() {
       monitor.close();
