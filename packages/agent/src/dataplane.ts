@@ -54,10 +54,7 @@ export interface DataplaneContext {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * One change at a time: runs queued after the current one; a run asked for while one waits is
- * the same run.
- */
+/** One change at a time: each run starts when the one before it has finished. */
 class Serial {
   private tail: Promise<unknown> = Promise.resolve();
   run<T>(fn: () => Promise<T>): Promise<T> {
@@ -68,9 +65,9 @@ class Serial {
 }
 
 /**
- * Watches the kernel for what was done behind our back: `onGone` when the link named `device`
- * is deleted, `onDrift` (debounced) when a neighbor, FDB entry or route on `index()` is deleted
- * or the kernel dropped notifications (ENOBUFS: we cannot know what we missed).
+ * Watches the kernel for what was done behind our back: `onGone` when the device is deleted,
+ * `onDrift` (debounced) when a neighbor, FDB entry or main-table route on it is deleted or the
+ * kernel dropped notifications (ENOBUFS: we cannot know what we missed).
  */
 function watchKernel(
   log: PinoLogger,
@@ -113,7 +110,7 @@ function watchKernel(
   return monitor;
 }
 
-/** The kernel's VXLAN, programmed as flannel programs it (plus DirectRouting routes). */
+/** The kernel's VXLAN, programmed as flannel programs it, recreated when deleted. */
 async function kernelVxlan(ctx: DataplaneContext, kernel: KernelVxlan): Promise<Dataplane> {
   const { log } = ctx;
   const name = kernel.options.name;

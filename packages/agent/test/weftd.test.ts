@@ -187,7 +187,7 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 90_000);
 
-  it('host-gw: a route per remote subnet via its public IP', async () => {
+  it('host-gw: a route per remote subnet via its public IP, put back when deleted by hand', async () => {
     const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}');
     try {
       const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
@@ -208,6 +208,16 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
         timeoutMs: 10_000,
       });
       expect(readFileSync(s.subnetEnv(n1), 'utf8')).toMatch(/FLANNEL_MTU=1500/);
+      // A route deleted by hand is put back at once (rtnetlink tells weftd).
+      await n1.ns.exec(['ip', 'route', 'del', `${sub2}.0/24`]);
+      await waitFor(
+        async () =>
+          JSON.parse((await n1.ns.exec(['ip', '-j', 'route', 'show', `${sub2}.0/24`])).stdout)
+            .length === 1,
+        'the host-gw route put back',
+        { timeoutMs: 1000, intervalMs: 10 },
+      );
+      expect(await s.cluster.reaches(p1, p2)).toBe(true);
     } finally {
       await s.done();
     }
