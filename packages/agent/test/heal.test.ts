@@ -130,14 +130,19 @@ describe.skipIf(!privileged('the self-healing cluster'))(
     }, 60_000);
 
     afterAll(async () => {
+      // Each step on its own: one that fails must not leave the namespaces behind.
+      const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
       for (const n of nodes) {
-        await n.readyz.stop();
-        await n.weftd.stop();
+        await quietly(n.readyz.stop());
+        await quietly(n.weftd.stop());
       }
-      await etcd?.stop();
-      cluster?.delete();
-      dir?.remove();
-      sweepNetns(TAG);
+      await quietly(etcd?.stop() ?? Promise.resolve());
+      try {
+        cluster?.delete();
+      } finally {
+        dir?.remove();
+        sweepNetns(TAG);
+      }
     });
 
     it("a peer's neighbor, FDB entry and route deleted by hand are put back within 1 s", async () => {
