@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(iproute2 iputils-ping procps ethtool strace iptables iperf3 tshark python3-scapy etcd-server etcd-client openssl
+apt_packages=(iproute2 iputils-ping procps ethtool strace iptables nftables iperf3 tshark python3-scapy etcd-server etcd-client openssl
   containernetworking-plugins podman runc busybox-static)
 missing=()
 for pkg in "${apt_packages[@]}"; do

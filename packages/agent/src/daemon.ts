@@ -1,24 +1,12 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import {
-  type Cidr4,
-  cidrNetwork,
-  formatCidr,
-  formatMac,
-  parseCidr,
-  randomMac,
-  WeftError,
-} from '@weft/core';
-import { type Backend, UdpBackend, VxlanBackend } from '@weft/dataplane';
-import { type Link, Rtnl } from '@weft/netlink';
+import { type Cidr4, formatCidr, formatMac, randomMac, WeftError } from '@weft/core';
+import { Rtnl, RtnType } from '@weft/netlink';
 import {
   EmbeddedStore,
   EtcdStore,
-  type Lease,
-  type LeaseWatch,
   type NetworkConfig,
   previousSubnets,
-  type RenewalHandle,
   readSubnetEnv,
   SubnetManager,
   type SubnetStore,
@@ -27,26 +15,19 @@ import {
   writeSubnetEnv,
 } from '@weft/subnet';
 import type { Logger as PinoLogger } from 'pino';
+import { BRING_UP, type Dataplane } from './dataplane.js';
 import type { Options } from './flags.js';
 import { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
-import {
-  chooseVxlanMode,
-  DirectRoutes,
-  describeNode,
-  KernelVxlan,
-  onSameLink,
-  type RemoteNode,
-  vtepAddress,
-} from './kernel.js';
-import { setupMasquerade } from './masq.js';
+import { type RemoteNode, vtepAddress } from './kernel.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { type TrafficRules, trafficRules } from './traffic.js';
+import { findUnderlay } from './underlay.js';
 
 export const DaemonErrorCode = {
   iface: 'ERR_WEFTD_IFACE',
   backend: 'ERR_WEFTD_BACKEND',
   leaseLost: 'ERR_WEFTD_LEASE_LOST',
 } as const;
-
-type Mode = 'kernel-vxlan' | 'userspace-vxlan' | 'userspace-udp' | 'host-gw';
 
 function readOrNull(path: string): string | null {
   try {
@@ -58,33 +39,41 @@ function readOrNull(path: string): string | null {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The store the flags name: etcd with every TLS and auth flag, or the embedded file. */
+export function openStore(o: Options): SubnetStore {
+  if (o.store === 'etcd')
+    return new EtcdStore({
+      endpoints: o.etcdEndpoints,
+      prefix: o.etcdPrefix,
+      caFile: o.etcdCafile,
+      certFile: o.etcdCertfile,
+      keyFile: o.etcdKeyfile,
+      username: o.etcdUsername,
+      password: o.etcdPassword,
+    });
+  return new EmbeddedStore(o.storePath);
+}
+
 /**
- * weftd's work: lease a subnet, write subnet.env, bring the backend up, and keep the node's
- * forwarding state in step with every other node's lease for as long as it runs.
+ * weftd's work: lease a subnet, bring the dataplane up, write subnet.env, and keep the node's
+ * forwarding state in step with every other node's lease (and with what the kernel holds) for as
+ * long as it runs.
  */
 export class Daemon {
   private store: SubnetStore | undefined;
   private manager: SubnetManager | undefined;
   private nl: Rtnl | undefined;
-  private lease: Lease | undefined;
-  private leaseCreatedThisRun = false;
-  private renewal: RenewalHandle | undefined;
-  private watch: LeaseWatch | undefined;
-  private backend: Backend | undefined;
-  private kernel: KernelVxlan | undefined;
-  private direct: DirectRoutes | undefined;
-  private iface: Link | undefined;
-  private connected: Cidr4[] = [];
-  private mode: Mode | undefined;
-  private backendType: 'udp' | 'vxlan' | 'host-gw' = 'vxlan';
+  private keeper: LeaseKeeper | undefined;
+  private dataplane: Dataplane | undefined;
+  private traffic: TrafficRules | undefined;
+  private backendType: 'udp' | 'vxlan' | 'host-gw' | 'alloc' = 'vxlan';
   private vni = 1;
   private servers: Server[] = [];
+  private timers: NodeJS.Timeout[] = [];
   private subnetFileWritten = false;
   /** subnet.env as it was before this run wrote it (null: there was none), to put back on a failed start. */
   private subnetFileBefore: string | null | undefined;
-  private forwarding = false;
   private synced = false;
-  private leaseLost = false;
   private remoteCount = 0;
   private syncing = false;
   private dirty = false;
@@ -98,34 +87,23 @@ export class Daemon {
 
   readonly status: DaemonStatus = {
     ready: () => {
-      if (this.leaseLost) return { ready: false, reason: 'the lease was lost; acquiring again' };
-      if (!this.lease) return { ready: false, reason: 'no lease yet' };
+      const lost = this.keeper?.lostReason;
+      if (lost) return { ready: false, reason: lost };
+      if (!this.keeper?.lease) return { ready: false, reason: 'no lease yet' };
+      if (!this.dataplane) return { ready: false, reason: 'the dataplane is not up yet' };
+      const health = this.dataplane.health();
+      if (!health.ok) return { ready: false, reason: health.reason };
       if (!this.subnetFileWritten) return { ready: false, reason: 'subnet.env not written yet' };
-      if (!this.forwarding) return { ready: false, reason: 'the backend is not forwarding yet' };
       if (!this.synced)
         return { ready: false, reason: "the other nodes' leases are not programmed yet" };
       return { ready: true, reason: '' };
     },
-    leaseExpiresAt: () => this.renewal?.current().expiresAt ?? this.lease?.expiresAt,
+    leaseExpiresAt: () => this.keeper?.lease?.expiresAt,
     remoteNodes: () => this.remoteCount,
-    counters: () => this.backend?.counters(),
+    counters: () => this.dataplane?.counters(),
+    repairs: () => this.dataplane?.repairs,
+    mode: () => this.dataplane?.mode,
   };
-
-  private openStore(): SubnetStore {
-    const o = this.options;
-    if (o.store === 'etcd') {
-      return new EtcdStore({
-        endpoints: o.etcdEndpoints,
-        prefix: o.etcdPrefix,
-        caFile: o.etcdCafile,
-        certFile: o.etcdCertfile,
-        keyFile: o.etcdKeyfile,
-        username: o.etcdUsername,
-        password: o.etcdPassword,
-      });
-    }
-    return new EmbeddedStore(o.storePath);
-  }
 
   /** Reads the network config, retrying with backoff while the store cannot be reached. */
   private async networkConfig(): Promise<NetworkConfig> {
@@ -146,50 +124,14 @@ export class Daemon {
     }
   }
 
-  /** The underlay: --iface, or the default route's interface; its address and connected networks. */
-  private async underlay(): Promise<{ iface: Link; publicIp: string }> {
-    const nl = this.nl!;
-    let iface: Link | undefined;
-    if (this.options.iface) {
-      iface = await nl.link(this.options.iface);
-      if (!iface)
-        throw new WeftError(
-          DaemonErrorCode.iface,
-          `--iface ${this.options.iface}: no such interface`,
-        );
-    } else {
-      const def = (await nl.routes({ family: 4 })).find(
-        (r) => r.dst === '0.0.0.0/0' && r.oif !== undefined,
-      );
-      if (!def)
-        throw new WeftError(
-          DaemonErrorCode.iface,
-          'no default route to find the underlay interface by: pass --iface (and --public-ip)',
-        );
-      iface = (await nl.links()).find((l) => l.index === def.oif);
-      if (!iface)
-        throw new WeftError(
-          DaemonErrorCode.iface,
-          `the default route's interface (index ${def.oif}) is gone`,
-        );
-    }
-    const addresses = (await nl.addresses(iface.index)).filter((a) => a.address.includes('.'));
-    this.connected = addresses.map(
-      (a) =>
-        cidrNetwork(parseCidr(`${a.address}/${a.prefixLength}`, { allowHostBits: true })) as Cidr4,
-    );
-    const publicIp = this.options.publicIp ?? addresses[0]?.address;
-    if (!publicIp)
-      throw new WeftError(
-        DaemonErrorCode.iface,
-        `${iface.name} has no IPv4 address: pass --public-ip`,
-      );
-    return { iface, publicIp };
-  }
-
   async start(): Promise<void> {
     const o = this.options;
-    this.store = this.openStore();
+    if (o.store === 'embedded')
+      this.log.info(
+        { store: o.storePath },
+        `using the embedded store ${o.storePath}: it serves the nodes of one host; nodes on several hosts need etcd (--etcd-endpoints)`,
+      );
+    this.store = openStore(o);
     this.manager = new SubnetManager(this.store, {
       logger: this.log,
       leaseTtlSeconds: o.leaseTtlSeconds,
@@ -206,166 +148,171 @@ export class Daemon {
         DaemonErrorCode.backend,
         'the network config has no IPv4 Network; weftd needs one',
       );
-    const { iface, publicIp } = await this.underlay();
-    this.iface = iface;
+    const network = config.network;
+    const underlay = await findUnderlay(this.nl, o, this.log);
     this.backendType = o.backendType ?? config.backend.type;
     const vx = config.backend.type === 'vxlan' ? config.backend : undefined;
     this.vni = vx?.vni ?? 1;
     this.log.info(
       {
         store: this.store.description,
-        network: formatCidr(config.network),
+        network: formatCidr(network),
         backend: this.backendType,
-        iface: iface.name,
-        publicIp,
+        iface: underlay.iface.name,
+        publicIp: underlay.publicIp,
+        rules: config.enableNftables ? 'nftables' : 'iptables',
       },
       'starting',
     );
+    if (o.publicIpv6 && !config.enableIpv6)
+      this.log.info(
+        { publicIpv6: o.publicIpv6 },
+        '--public-ipv6 is not used: the network config does not enable IPv6',
+      );
 
     // The VTEP MAC survives restarts: it is read back from this node's lease when there is one.
-    const existing = await this.manager.leaseFor(publicIp);
+    const existing = await this.manager.leaseFor(underlay.publicIp);
     const vtepMac = (existing && vxlanLeaseData(existing.attrs)?.vtepMac) ?? formatMac(randomMac());
     const attrs =
       this.backendType === 'vxlan'
-        ? { publicIp, backendType: 'vxlan', backendData: { VNI: this.vni, VtepMAC: vtepMac } }
-        : { publicIp, backendType: this.backendType };
+        ? {
+            publicIp: underlay.publicIp,
+            backendType: 'vxlan',
+            backendData: { VNI: this.vni, VtepMAC: vtepMac },
+          }
+        : { publicIp: underlay.publicIp, backendType: this.backendType };
     const previous = previousSubnets(readSubnetEnv(o.subnetFile));
-    this.lease = await this.manager.acquireLease({ attrs, previousSubnet: previous.subnet });
-    this.leaseCreatedThisRun = existing === undefined;
-    const ourVtep = vtepAddress(this.lease.subnet);
+    this.keeper = new LeaseKeeper(this.manager, this.log);
+    const lease = await this.keeper.acquire(attrs, previous.subnet, existing !== undefined);
     this.log.info(
       {
-        subnet: this.lease.subnet,
-        expiresAt: this.lease.expiresAt,
+        subnet: lease.subnet,
+        expiresAt: lease.expiresAt,
         vtepMac: this.backendType === 'vxlan' ? vtepMac : undefined,
       },
       'lease acquired',
     );
 
-    let mtu: number;
-    if (this.backendType === 'vxlan') {
-      mtu = vx?.mtu || (iface.mtu ?? 1500) - 50;
-      const port = vx?.port || 8472;
-      if (o.vxlanMode !== 'userspace')
-        this.kernel = new KernelVxlan(this.nl, {
-          name: `flannel.${this.vni}`,
-          vni: this.vni,
-          port: vx?.port ?? 0,
-          publicIp,
-          iface,
-          mtu,
-          vtepMac,
-          vtepAddress: ourVtep,
-          network: config.network,
-          gbp: vx?.gbp ?? false,
-          learning: vx?.learning ?? false,
-        });
-      const kernel = this.kernel;
-      const choice = await chooseVxlanMode(o.vxlanMode, async () => kernel?.setup());
-      if (choice.kernel) {
-        this.mode = 'kernel-vxlan';
-        this.log.info(
-          { device: `flannel.${this.vni}`, reason: choice.reason },
-          "vxlan: programming the kernel's VXLAN",
-        );
-      } else {
-        this.kernel = undefined;
-        this.log.info({ reason: choice.reason }, "vxlan: running weft's userspace VTEP");
-        if (vx?.gbp)
-          throw new WeftError(
-            DaemonErrorCode.backend,
-            'Backend.GBP is not supported by the userspace VTEP: use --vxlan-mode kernel',
-          );
-        // A kernel-mode run before this one leaves its device behind (as flannel does): it has our name.
-        const leftover = await this.nl.link(`flannel.${this.vni}`);
-        if (leftover?.kind === 'vxlan') {
-          this.log.info(
-            { device: leftover.name },
-            'removing the kernel VXLAN device a kernel-mode run left',
-          );
-          await this.nl.deleteLink(leftover.index);
-        }
-        this.backend = VxlanBackend.open({
-          deviceName: `flannel.${this.vni}`,
-          vni: this.vni,
-          port,
-          vtepMac,
-          vtepAddress: ourVtep,
-          network: formatCidr(config.network),
-          publicIp,
-          underlayMtu: iface.mtu ?? 1500,
-        });
-        mtu = this.backend.mtu;
-        this.mode = 'userspace-vxlan';
-      }
-      if (vx?.directRouting)
-        this.direct = new DirectRoutes(this.nl, { network: config.network, iface });
-    } else if (this.backendType === 'udp') {
-      this.backend = UdpBackend.open({
-        deviceName: 'flannel0',
-        nodeAddress: ourVtep,
-        network: formatCidr(config.network),
-        publicIp,
-        port: config.backend.type === 'udp' ? config.backend.port : 8285,
-        underlayMtu: iface.mtu ?? 1500,
-      });
-      mtu = this.backend.mtu;
-      this.mode = 'userspace-udp';
-    } else {
-      mtu = iface.mtu ?? 1500;
-      this.direct = new DirectRoutes(this.nl, { network: config.network, iface });
-      this.mode = 'host-gw';
-    }
-    this.forwarding = true;
-    if (this.backend)
-      this.log.info(
-        { offload: this.backend.offload, device: this.backend.deviceName, mtu: this.backend.mtu },
-        this.backend.offload
-          ? 'userspace dataplane up, with segmentation and coalescing offloads'
-          : 'userspace dataplane up, without offloads',
-      );
+    this.dataplane = await BRING_UP[this.backendType]({
+      nl: this.nl,
+      log: this.log,
+      config,
+      network,
+      underlay,
+      nodeAddress: vtepAddress(lease.subnet),
+      vtepMac,
+      vni: this.vni,
+      vxlanMode: o.vxlanMode,
+    });
+    await this.setUpTrafficRules(config, network, lease.subnet);
 
     this.subnetFileBefore = readOrNull(o.subnetFile);
-    writeSubnetEnv(o.subnetFile, subnetEnvText(config, this.lease, mtu, o.ipMasq));
+    const mtu = this.dataplane.mtu;
+    writeSubnetEnv(o.subnetFile, subnetEnvText(config, lease, mtu, o.ipMasq));
     this.subnetFileWritten = true;
     this.log.info({ path: o.subnetFile, mtu }, 'subnet.env written');
-    if (o.ipMasq) {
-      await setupMasquerade(formatCidr(config.network), this.lease.subnet);
-      this.log.info({ network: formatCidr(config.network) }, 'masquerade rules in place');
-    }
 
-    this.renewal = this.manager.keepRenewed(this.lease, { onRenewed: (l) => (this.lease = l) });
-    this.watchLeases();
+    this.keeper.start({
+      onLeases: () => this.scheduleSync(),
+      onSubnetTaken: (was, now) => {
+        this.log.error(
+          { was, now },
+          'the subnet went to another node: exiting so that a restart reconfigures this node',
+        );
+        process.exitCode = 1;
+        void this.stop();
+      },
+    });
+    // A full check now and then: what a missed notification hid is found within --resync seconds.
+    this.every(o.resyncSeconds, () => {
+      this.log.debug({}, 'resync: checking the forwarding state');
+      this.scheduleSync();
+    });
   }
 
-  private watchLeases(): void {
-    this.watch = this.manager!.watchLeases(
-      {
-        onEvents: (events, initial) => {
-          for (const e of events)
-            this.log.info(
-              {
-                event: e.type,
-                subnet: e.lease.subnet,
-                publicIp: e.lease.attrs.publicIp,
-                backend: e.lease.attrs.backendType,
-              },
-              initial ? 'lease known' : 'lease changed',
-            );
-          this.scheduleSync();
-        },
-        onOwnLeaseLost: () => void this.reacquire(),
-        onError: (err) =>
-          this.log.warn({ err: err.message }, 'lease watch: the store is not answering; retrying'),
-      },
-      { ownKey: this.lease!.key },
-    );
+  private every(seconds: number, fn: () => void): void {
+    const t = setInterval(fn, seconds * 1000);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  /** --ip-masq, the FORWARD accepts and --ip-blackhole-route, kept in place every --iptables-resync. */
+  private async setUpTrafficRules(
+    config: NetworkConfig,
+    network: Cidr4,
+    subnet: string,
+  ): Promise<void> {
+    const o = this.options;
+    const kind = config.enableNftables ? 'nftables' : 'iptables';
+    const masq = o.ipMasq
+      ? { network: formatCidr(network), subnet, fullyRandom: !o.ipMasqFullyRandomDisable }
+      : undefined;
+    const forward = o.iptablesForwardRules ? formatCidr(network) : undefined;
+    if (masq || forward) {
+      this.traffic = trafficRules(kind, masq, forward);
+      await this.traffic.cleanUpOther().catch(() => undefined);
+      try {
+        await this.traffic.ensure();
+        this.log.info(
+          { rules: kind, masquerade: masq !== undefined, forward: forward !== undefined },
+          `${kind}: ${[masq && 'masquerade', forward && 'forward'].filter(Boolean).join(' and ')} rules in place`,
+        );
+      } catch (err) {
+        // flannel: masquerading that cannot be set up is fatal, forward rules are logged.
+        if (masq) throw err;
+        const message = (err as Error).message;
+        this.log.error({ err: message }, 'the forward rules could not be set up');
+        // Without the tool there is nothing to check every few seconds: said once is enough.
+        if (/needs (iptables|nft): install it/.test(message)) return this.blackhole(subnet);
+      }
+      this.every(o.iptablesResyncSeconds, () => {
+        void this.traffic?.ensure().then(
+          (repaired) => {
+            if (repaired)
+              this.log.warn({ rules: kind }, 'some traffic rules were missing; put back');
+            else this.log.debug({ rules: kind }, 'traffic rules checked');
+          },
+          (err: Error) => this.log.error({ err: err.message }, 'checking the traffic rules failed'),
+        );
+      });
+    }
+    await this.blackhole(subnet);
+  }
+
+  /** --ip-blackhole-route, checked every --iptables-resync seconds as flannel does. */
+  private async blackhole(subnet: string): Promise<void> {
+    const o = this.options;
+    if (o.ipBlackholeRoute) {
+      const nl = this.nl!;
+      // flannel's AddBlackholeV4Route: added when missing, never replacing a route for the subnet
+      // another owner has (a bridge's): that one fails, and is said so.
+      const ensure = async () => {
+        const have = (await nl.routes({ family: 4 })).some(
+          (r) => r.type === RtnType.blackhole && r.dst === subnet,
+        );
+        if (!have) await nl.addRoute({ dst: subnet, type: RtnType.blackhole });
+        return !have;
+      };
+      await ensure().then(
+        () => this.log.info({ subnet }, 'blackhole route for this subnet in place'),
+        (err: Error) =>
+          this.log.error({ err: err.message }, 'the blackhole route could not be added'),
+      );
+      this.every(o.iptablesResyncSeconds, () => {
+        void ensure().then(
+          (added) =>
+            added && this.log.warn({ subnet }, 'the blackhole route was missing; put back'),
+          (err: Error) =>
+            this.log.error({ err: err.message }, 'checking the blackhole route failed'),
+        );
+      });
+    }
   }
 
   /** The remote nodes this node forwards to: leases of its own backend type (and VNI). */
   private remoteNodes(): RemoteNode[] {
     const nodes: RemoteNode[] = [];
-    for (const l of this.watch?.leases() ?? []) {
+    for (const l of this.keeper?.leases() ?? []) {
       if (l.attrs.backendType !== this.backendType) {
         if (!this.skippedKeys.has(l.key)) {
           this.skippedKeys.add(l.key);
@@ -423,96 +370,39 @@ export class Daemon {
   private async sync(): Promise<void> {
     const nodes = this.remoteNodes();
     this.remoteCount = nodes.length;
-    const direct =
-      this.direct && this.mode !== 'host-gw'
-        ? nodes.filter((n) => onSameLink(n.publicIp, this.connected))
-        : [];
-    if (this.mode === 'kernel-vxlan') {
-      const directKeys = new Set(direct.map((n) => n.key));
-      const r = await this.kernel!.sync(nodes.filter((n) => !directKeys.has(n.key)));
-      if (r.added || r.removed)
-        this.log.info({ ...r, nodes: nodes.map(describeNode) }, 'kernel VXLAN entries reconciled');
-    } else if (this.backend) {
-      this.backend.setNodes(
-        nodes.map((n) => ({
-          subnet: n.subnet,
-          publicIp: n.publicIp,
-          vtepMac: n.vtepMac,
-          name: n.key,
-        })),
+    const r = await this.dataplane!.sync(nodes);
+    if (r.added || r.removed)
+      this.log.info(
+        { ...r, mode: this.dataplane!.mode, nodes: nodes.length },
+        this.synced ? 'forwarding state reconciled' : 'forwarding state programmed',
       );
-    }
-    if (this.direct) {
-      const r = await this.direct.sync(this.mode === 'host-gw' ? nodes : direct);
-      if (r.added || r.removed) this.log.info(r, 'direct routes reconciled');
-    }
+    else this.log.debug({ nodes: nodes.length }, 'forwarding state checked: nothing to change');
     if (!this.synced) {
       this.synced = true;
       this.log.info(
-        { subnet: this.lease?.subnet, mode: this.mode, remoteNodes: nodes.length },
+        {
+          subnet: this.keeper?.lease?.subnet,
+          mode: this.dataplane!.mode,
+          remoteNodes: nodes.length,
+        },
         'ready',
       );
-    }
-  }
-
-  /** Our lease vanished from the store: say so loudly, and take the same subnet back if it is free. */
-  private async reacquire(): Promise<void> {
-    if (this.stopped || !this.lease || this.leaseLost) return;
-    this.leaseLost = true;
-    const lost = this.lease;
-    this.log.error(
-      { subnet: lost.subnet },
-      "this node's lease disappeared from the store; acquiring it again",
-    );
-    this.renewal?.stop();
-    let wait = 1000;
-    while (!this.stopped) {
-      try {
-        const again = await this.manager!.acquireLease({
-          attrs: lost.attrs,
-          previousSubnet: parseCidr(lost.subnet),
-        });
-        if (again.subnet !== lost.subnet) {
-          this.log.error(
-            { was: lost.subnet, now: again.subnet },
-            'the subnet went to another node: exiting so that a restart reconfigures this node',
-          );
-          await this.manager!.releaseLease(again).catch(() => undefined);
-          process.exitCode = 1;
-          await this.stop();
-          return;
-        }
-        this.lease = again;
-        this.renewal = this.manager!.keepRenewed(again, { onRenewed: (l) => (this.lease = l) });
-        this.leaseLost = false;
-        this.log.info({ subnet: again.subnet }, 'lease acquired again');
-        return;
-      } catch (err) {
-        this.log.error(
-          { err: (err as Error).message, retryInMs: wait },
-          'acquiring the lease again failed',
-        );
-        await sleep(wait);
-        wait = Math.min(wait * 2, 30_000);
-      }
     }
   }
 
   /** After a failed start: undo what this run created, so nothing is left half-configured. */
   async abort(): Promise<void> {
     this.stopped = true;
-    this.watch?.close();
-    this.renewal?.stop();
-    this.backend?.close();
-    if (this.kernel?.created) await this.kernel.remove().catch(() => undefined);
-    if (this.lease && this.leaseCreatedThisRun) {
-      await this.manager?.releaseLease(this.lease).catch(() => undefined);
+    for (const t of this.timers) clearInterval(t);
+    await this.dataplane?.close({ undo: true });
+    if (this.keeper?.createdThisRun) {
+      await this.keeper.stop(true);
       // A subnet.env naming a lease given back would mislead the CNI plugin.
       if (this.subnetFileBefore !== undefined) {
         if (this.subnetFileBefore === null) rmSync(this.options.subnetFile, { force: true });
         else writeFileSync(this.options.subnetFile, this.subnetFileBefore);
       }
-    }
+    } else await this.keeper?.stop(false);
     await this.close();
   }
 
@@ -520,14 +410,9 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.watch?.close();
-    this.renewal?.stop();
-    this.backend?.close();
-    if (this.options.releaseOnExit && this.lease) {
-      await this.manager
-        ?.releaseLease(this.lease)
-        .catch((err: Error) => this.log.error({ err: err.message }, 'releasing the lease failed'));
-    }
+    for (const t of this.timers) clearInterval(t);
+    await this.dataplane?.close();
+    await this.keeper?.stop(this.options.releaseOnExit);
     await this.close();
     this.log.info({}, 'stopped');
   }

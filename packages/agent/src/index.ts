@@ -1,5 +1,28 @@
-export { Daemon, DaemonErrorCode } from './daemon.js';
+export { Daemon, DaemonErrorCode, openStore } from './daemon.js';
+export {
+  BRING_UP,
+  type Dataplane,
+  type DataplaneContext,
+  type Health,
+  type Mode,
+} from './dataplane.js';
 export { FLAGS, helpText, type Options, parseFlags } from './flags.js';
-export { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
+export {
+  type DaemonStatus,
+  snakeCase,
+  startHealthServer,
+  startMetricsServer,
+  VERSION,
+} from './http.js';
 export { DirectRoutes, KernelVxlan, type RemoteNode, vtepAddress } from './kernel.js';
-export { setupMasquerade } from './masq.js';
+export { LeaseKeeper, type LeaseKeeperHandlers } from './lease-keeper.js';
+export {
+  iptablesForwardRules,
+  iptablesMasqRules,
+  type MasqueradeRules,
+  nftForwardRules,
+  nftMasqRules,
+  type TrafficRules,
+  trafficRules,
+} from './traffic.js';
+export { findUnderlay, type Underlay, type UnderlayOptions } from './underlay.js';

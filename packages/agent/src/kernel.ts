@@ -2,7 +2,6 @@ import {
   type Cidr4,
   cidrNetwork,
   formatCidr,
-  formatIpv4,
   ipv4InCidr,
   parseCidr,
   parseIpv4,
@@ -29,6 +28,13 @@ export function onSameLink(ip: string, connected: Cidr4[]): boolean {
   return connected.some((c) => ipv4InCidr(n, c));
 }
 
+/** Where the kernel programming says, at debug level, each entry it adds or removes. */
+export interface DebugLog {
+  debug(obj: object, msg: string): void;
+}
+
+const quiet: DebugLog = { debug() {} };
+
 export interface KernelRoutesOptions {
   /** The cluster network: routes into it on our devices are ours to manage. */
   network: Cidr4;
@@ -45,6 +51,7 @@ export class DirectRoutes {
   constructor(
     private readonly nl: Rtnl,
     private readonly options: KernelRoutesOptions,
+    private readonly log: DebugLog = quiet,
   ) {}
 
   async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
@@ -59,6 +66,7 @@ export class DirectRoutes {
     for (const r of have) {
       if (want.get(r.dst) !== r.gateway) {
         await this.nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: iface.index });
+        this.log.debug({ route: r.dst, via: r.gateway }, 'direct route removed');
         removed++;
       }
     }
@@ -66,6 +74,7 @@ export class DirectRoutes {
     for (const [dst, gateway] of want) {
       if (!have.some((r) => r.dst === dst && r.gateway === gateway)) {
         await this.nl.replaceRoute({ dst, gateway, oif: iface.index });
+        this.log.debug({ route: dst, via: gateway }, 'direct route programmed');
         added++;
       }
     }
@@ -102,9 +111,14 @@ export class KernelVxlan {
   constructor(
     private readonly nl: Rtnl,
     readonly options: KernelVxlanOptions,
+    private readonly log: DebugLog = quiet,
   ) {}
 
-  /** Creates (or reuses a matching) device, brings it up with our address. */
+  /**
+   * Creates (or reuses a matching) device, brings it up with our address. On a device that is
+   * already right nothing is set: writing even the same MAC makes the kernel flush the device's
+   * neighbors (NETDEV_CHANGEADDR), permanent ones included, and packets in flight are lost.
+   */
   async setup(): Promise<Link> {
     const o = this.options;
     const { link, created } = await this.nl.ensureVxlan({
@@ -119,14 +133,24 @@ export class KernelVxlan {
       learning: o.learning,
     });
     this.created = created;
-    if (!created) await this.nl.setLink(link.index, { mtu: o.mtu, mac: o.vtepMac });
-    await this.nl.setLink(link.index, { up: true });
-    // Only our /32: drop any other IPv4 address a previous run with another lease left.
-    for (const a of await this.nl.addresses(link.index)) {
-      if (a.address.includes('.') && !(a.address === o.vtepAddress && a.prefixLength === 32))
-        await this.nl.deleteAddress(link.index, `${a.address}/${a.prefixLength}`);
+    if (!created) {
+      const change: { mtu?: number; mac?: string } = {};
+      if (link.mtu !== o.mtu) change.mtu = o.mtu;
+      if (link.mac?.toLowerCase() !== o.vtepMac.toLowerCase()) change.mac = o.vtepMac;
+      if (change.mtu !== undefined || change.mac !== undefined) {
+        await this.nl.setLink(link.index, change);
+        this.log.debug({ device: o.name, ...change }, 'device MTU or MAC corrected');
+      }
     }
-    await this.nl.replaceAddress(link.index, `${o.vtepAddress}/32`);
+    if (!link.up) await this.nl.setLink(link.index, { up: true });
+    // Only our /32: drop any other IPv4 address a previous run with another lease left.
+    let haveOurs = false;
+    for (const a of await this.nl.addresses(link.index)) {
+      if (!a.address.includes('.')) continue;
+      if (a.address === o.vtepAddress && a.prefixLength === 32) haveOurs = true;
+      else await this.nl.deleteAddress(link.index, `${a.address}/${a.prefixLength}`);
+    }
+    if (!haveOurs) await this.nl.replaceAddress(link.index, `${o.vtepAddress}/32`);
     this.link = link;
     return link;
   }
@@ -148,6 +172,7 @@ export class KernelVxlan {
     for (const r of routes) {
       if (wantRoutes.get(r.dst) !== r.gateway || !r.onlink) {
         await this.nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: idx, onlink: r.onlink });
+        this.log.debug({ route: r.dst, via: r.gateway }, 'peer route removed');
         removed++;
       }
     }
@@ -155,6 +180,7 @@ export class KernelVxlan {
     for (const n of neighbors) {
       if (wantNeigh.get(n.ip) !== n.mac) {
         await this.nl.deleteNeighbor(idx, n.ip);
+        this.log.debug({ neighbor: n.ip, mac: n.mac }, 'peer neighbor removed');
         removed++;
       }
     }
@@ -162,6 +188,7 @@ export class KernelVxlan {
     for (const f of fdb) {
       if (f.dst !== undefined && wantFdb.get(f.mac) !== f.dst) {
         await this.nl.deleteFdb(idx, f.mac, f.dst);
+        this.log.debug({ mac: f.mac, dst: f.dst }, 'peer FDB entry removed');
         removed++;
       }
     }
@@ -169,18 +196,21 @@ export class KernelVxlan {
     for (const [ip, mac] of wantNeigh) {
       if (!neighbors.some((n) => n.ip === ip && n.mac === mac)) {
         await this.nl.replaceNeighbor(idx, ip, mac);
+        this.log.debug({ neighbor: ip, mac }, 'peer neighbor programmed');
         added++;
       }
     }
     for (const [mac, dst] of wantFdb) {
       if (!fdb.some((f) => f.mac === mac && f.dst === dst)) {
         await this.nl.replaceFdb(idx, mac, dst);
+        this.log.debug({ mac, dst }, 'peer FDB entry programmed');
         added++;
       }
     }
     for (const [dst, gateway] of wantRoutes) {
       if (!routes.some((r) => r.dst === dst && r.gateway === gateway && r.onlink)) {
         await this.nl.replaceRoute({ dst, gateway, oif: idx, onlink: true });
+        this.log.debug({ route: dst, via: gateway }, 'peer route programmed');
         added++;
       }
     }
@@ -221,5 +251,3 @@ export async function chooseVxlanMode(
 export function describeNode(n: RemoteNode): string {
   return `${n.subnet} at ${n.publicIp}${n.vtepMac ? ` (VTEP ${n.vtepMac})` : ''}`;
 }
-
-export { formatIpv4 };

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Counter } from '@weft/dataplane';
 import { EmbeddedStore, SubnetManager, silentLogger } from '@weft/subnet';
 import {
   Cluster,
@@ -17,6 +18,7 @@ import {
   waitFor,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
+import { snakeCase, VERSION } from '../src/index.js';
 
 const TAG = 'wd';
 const CONFIG = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}';
@@ -185,7 +187,7 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 90_000);
 
-  it('host-gw: a route per remote subnet via its public IP', async () => {
+  it('host-gw: a route per remote subnet via its public IP, put back when deleted by hand', async () => {
     const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}');
     try {
       const [n1, n2] = [s.cluster.addNode(), s.cluster.addNode()];
@@ -206,6 +208,16 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
         timeoutMs: 10_000,
       });
       expect(readFileSync(s.subnetEnv(n1), 'utf8')).toMatch(/FLANNEL_MTU=1500/);
+      // A route deleted by hand is put back at once (rtnetlink tells weftd).
+      await n1.ns.exec(['ip', 'route', 'del', `${sub2}.0/24`]);
+      await waitFor(
+        async () =>
+          JSON.parse((await n1.ns.exec(['ip', '-j', 'route', 'show', `${sub2}.0/24`])).stdout)
+            .length === 1,
+        'the host-gw route put back',
+        { timeoutMs: 1000, intervalMs: 10 },
+      );
+      expect(await s.cluster.reaches(p1, p2)).toBe(true);
     } finally {
       await s.done();
     }
@@ -235,6 +247,36 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const rx = Number(metrics.match(/weft_dataplane_packets_total\{direction="rx"\} (\d+)/)?.[1]);
       expect(tx).toBeGreaterThan(0);
       expect(rx).toBeGreaterThan(0);
+      // Node's process metrics, the build, and every counter of the dataplane, in snake_case.
+      expect(metrics).toMatch(/^process_cpu_user_seconds_total \d/m);
+      expect(metrics).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      expect(metrics).toMatch(
+        new RegExp(
+          `^weft_build_info\\{version="${VERSION}",nodejs_version="${process.version}"\\} 1$`,
+          'm',
+        ),
+      );
+      expect(metrics).toMatch(/^weft_ready 1$/m);
+      for (const name of Object.keys(Counter)) {
+        if (/^(tx|rx)(Packets|Bytes)$/.test(name)) continue;
+        const line = name.startsWith('drop')
+          ? `weft_dataplane_drops_total{reason="${snakeCase(name[4].toLowerCase() + name.slice(5))}"}`
+          : `weft_dataplane_${snakeCase(name)}_total`;
+        expect(metrics, name).toContain(`\n${line} `);
+      }
+      expect(metrics).toContain('weft_dataplane_drops_total{reason="no_route"}');
+      for (const m of metrics.matchAll(/^weft_\w+\{([^}]*)\}/gm))
+        for (const [, v] of m[1].matchAll(/="([^"]*)"/g))
+          if (!/version/.test(m[1])) expect(v).toMatch(/^[a-z0-9_]+$/);
+      // An unrouted destination in the network: flannel's udp answers net unreachable, and counts it.
+      await p1.ns.exec(['ping', '-c', '1', '-W', '1', '10.244.254.9']).catch(() => undefined);
+      const after = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
+      expect(
+        Number(after.match(/^weft_dataplane_icmp_errors_sent_total (\d+)/m)?.[1]),
+      ).toBeGreaterThan(0);
+      expect(
+        Number(after.match(/^weft_dataplane_drops_total\{reason="no_route"\} (\d+)/m)?.[1]),
+      ).toBeGreaterThan(0);
       const expiry = (m: string) =>
         Number(m.match(/^weft_lease_expiry_timestamp_seconds (\S+)$/m)?.[1]);
       const first = expiry(metrics);
@@ -344,12 +386,12 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       const metrics = (await httpGet(n1.ns, 'http://127.0.0.1:9472/metrics')).body;
       expect(metrics).toMatch(/weft_remote_nodes 0/);
       expect(metrics).toMatch(/weft_lease_expiry_timestamp_seconds \d{10}/);
-      const rules = (await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'WEFT-POSTRTG'])).stdout;
+      const rules = (await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'FLANNEL-POSTRTG'])).stdout;
       expect(rules).toMatch(
-        /-A WEFT-POSTRTG -s 10\.244\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE --random-fully/,
+        /-A FLANNEL-POSTRTG -s 10\.244\.0\.0\/16 ! -d 224\.0\.0\.0\/4 .*-j MASQUERADE --random-fully/,
       );
       expect((await n1.ns.exec(['iptables', '-t', 'nat', '-S', 'POSTROUTING'])).stdout).toMatch(
-        /-j WEFT-POSTRTG/,
+        /-j FLANNEL-POSTRTG/,
       );
       expect(readFileSync(join(dir.path, 'subnet.env'), 'utf8')).toMatch(/FLANNEL_IPMASQ=true/);
     } finally {

@@ -17,13 +17,32 @@ import type { RemoteNode } from './nodes.js';
  */
 type Config = BackendOptions & { nodes?: RemoteNode[] };
 
+const USAGE = `usage: weft-dataplane '<json config>' | @<config file>
+
+Runs one backend (udp or vxlan) from a JSON config: createBackend's options plus "nodes", e.g.
+  weft-dataplane '{"type":"udp","nodeAddress":"10.244.1.0","network":"10.244.0.0/16","nodes":[{"subnet":"10.244.2.0/24","publicIp":"198.18.0.2"}]}'
+Prints "ready {...}" once forwarding; "counters {...}" and "tables {...}" on SIGUSR1 and at exit;
+stops on SIGTERM or SIGINT. The node daemon, weftd, is what runs a backend in a cluster.
+`;
+
 function readConfig(arg: string | undefined): Config {
+  if (arg === '--help' || arg === '-h') {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
   if (!arg) {
-    console.error('usage: weft-dataplane <json config> | @<file>');
+    process.stderr.write(USAGE);
     process.exit(2);
   }
   const text = arg.startsWith('@') ? readFileSync(arg.slice(1), 'utf8') : arg;
-  return JSON.parse(text) as Config;
+  try {
+    return JSON.parse(text) as Config;
+  } catch (err) {
+    process.stderr.write(
+      `weft-dataplane: the config is not JSON: ${(err as Error).message} (see weft-dataplane --help)\n`,
+    );
+    process.exit(2);
+  }
 }
 
 try {

@@ -111,6 +111,7 @@ export const RtnType = {
   local: 2,
   broadcast: 3,
   multicast: 5,
+  blackhole: 6,
   unreachable: 7,
 } as const;
 /** rtmsg.flags: the gateway is on-link even though no route says so. */

@@ -6,6 +6,7 @@ export {
   Ntf,
   Nud,
   RtmType,
+  RtnType,
   RtProtocol,
   RtScope,
   RtTable,
@@ -19,6 +20,12 @@ export {
   parseError,
   parseMessages,
 } from './message.js';
+export {
+  type RtnlEvent,
+  RtnlGroup,
+  RtnlMonitor,
+  type RtnlMonitorOptions,
+} from './monitor.js';
 export {
   type Address,
   type FdbEntry,

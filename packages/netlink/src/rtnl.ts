@@ -98,6 +98,10 @@ export interface Route {
   protocol?: number;
   scope?: number;
   priority?: number;
+  /** RtnType: unicast (default) or blackhole, unreachable, ... */
+  type?: number;
+  /** The source address the kernel picks (what `ip route get` says after `src`). */
+  prefsrc?: string;
 }
 
 export interface Neighbor {
@@ -245,7 +249,7 @@ function parseAddress(msg: Message): Address {
   };
 }
 
-function parseRoute(msg: Message): Route {
+export function parseRouteMessage(msg: Message): Route {
   requirePayload(msg, 12, 'route');
   const p = msg.payload;
   const a = new Attrs(p, 12);
@@ -257,7 +261,10 @@ function parseRoute(msg: Message): Route {
     protocol: p[5],
     scope: p[6],
     onlink: (p.readUInt32LE(8) & RTNH_F_ONLINK) !== 0,
+    type: p[7],
   };
+  const prefsrc = ipFrom(a.get(RtaAttr.prefsrc));
+  if (prefsrc) route.prefsrc = prefsrc;
   const gw = ipFrom(a.get(RtaAttr.gateway));
   if (gw) route.gateway = gw;
   const oif = a.u32(RtaAttr.oif);
@@ -267,7 +274,7 @@ function parseRoute(msg: Message): Route {
   return route;
 }
 
-function parseNeighbor(msg: Message): { fam: number; n: Neighbor; dst?: string } {
+export function parseNeighborMessage(msg: Message): { fam: number; n: Neighbor; dst?: string } {
   requirePayload(msg, 12, 'neighbor');
   const p = msg.payload;
   const a = new Attrs(p, 12);
@@ -550,7 +557,7 @@ export class Rtnl {
           : AddressFamily.unspec;
     const all = (
       await this.request(RtmType.getRoute, NlmFlag.dump, rtmsg(fam, 0, 0, 0, 0, 0, 0), [], 'dump')
-    ).map(parseRoute);
+    ).map(parseRouteMessage);
     const table = filter.table ?? RtTable.main;
     return all.filter(
       (r) => r.table === table && (filter.oif === undefined || r.oif === filter.oif),
@@ -582,14 +589,16 @@ export class Rtnl {
     if (route.priority !== undefined) attrs.push(attr.u32(RtaAttr.priority, route.priority));
     const table = route.table ?? RtTable.main;
     if (table >= 256) attrs.push(attr.u32(RtaAttr.table, table));
-    const scope = route.scope ?? (route.gateway ? RtScope.universe : RtScope.link);
+    const type = route.type ?? RtnType.unicast;
+    const scope =
+      route.scope ?? (route.gateway || type !== RtnType.unicast ? RtScope.universe : RtScope.link);
     const header = rtmsg(
       family(dst),
       dst.prefixLength,
       table,
       route.protocol ?? RtProtocol.boot,
       scope,
-      RtnType.unicast,
+      type,
       route.onlink ? RTNH_F_ONLINK : 0,
     );
     return { header, attrs, what: `${route.dst}${route.gateway ? ` via ${route.gateway}` : ''}` };
@@ -605,6 +614,25 @@ export class Rtnl {
       m.attrs,
       m.what,
     );
+  }
+
+  /** `ip route add ...`: fails with ERR_NETLINK_EEXIST when a route for the prefix exists. */
+  async addRoute(route: Route): Promise<void> {
+    const m = this.routeMessage(route);
+    await this.request(RtmType.newRoute, NlmFlag.create | NlmFlag.excl, m.header, m.attrs, m.what);
+  }
+
+  /** `ip route get IP`: the route the kernel would use, with its output interface and source. */
+  async routeGet(ip: string): Promise<Route | undefined> {
+    const addr = parseIp(ip);
+    const [msg] = await this.request(
+      RtmType.getRoute,
+      0,
+      rtmsg(family(addr), addr.family === 4 ? 32 : 128, 0, 0, 0, 0, 0),
+      [attr.bytes(RtaAttr.dst, ipBytes(addr))],
+      `get ${ip}`,
+    );
+    return msg ? parseRouteMessage(msg) : undefined;
   }
 
   async deleteRoute(route: Route): Promise<void> {
@@ -625,7 +653,7 @@ export class Rtnl {
           : AddressFamily.unspec;
     const all = (
       await this.request(RtmType.getNeigh, NlmFlag.dump, ndmsg(fam, 0, 0, 0), [], 'dump')
-    ).map(parseNeighbor);
+    ).map(parseNeighborMessage);
     return all
       .filter((x) => x.fam === AddressFamily.inet || x.fam === AddressFamily.inet6)
       .map((x) => x.n)

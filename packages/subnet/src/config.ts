@@ -17,7 +17,7 @@ import { configError, SubnetErrorCode } from './errors.js';
  * parses it: keys match case-insensitively (Go's encoding/json), then CheckNetworkConfig's
  * defaults and rules apply. Every rejection is a WeftError naming the field and the rule.
  */
-export type BackendType = 'udp' | 'vxlan' | 'host-gw';
+export type BackendType = 'udp' | 'vxlan' | 'host-gw' | 'alloc';
 
 export interface UdpBackendConfig {
   type: 'udp';
@@ -31,7 +31,10 @@ export interface VxlanBackendConfig {
   vni: number;
   /** 0 means the kernel's default, 8472 (flannel leaves it to the kernel). */
   port: number;
-  /** 0 means derived from the interface MTU. */
+  /**
+   * The underlay MTU the device's is derived from (flannel's vxlan: device and FLANNEL_MTU are
+   * this less 50); 0 means the underlay interface's own MTU.
+   */
   mtu: number;
   learning: boolean;
   directRouting: boolean;
@@ -42,11 +45,22 @@ export interface HostGwBackendConfig {
   type: 'host-gw';
 }
 
-export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig;
+/** Subnet allocation only: the node leases a subnet and forwards nothing (flannel's `alloc`). */
+export interface AllocBackendConfig {
+  type: 'alloc';
+}
+
+export type BackendConfig =
+  | UdpBackendConfig
+  | VxlanBackendConfig
+  | HostGwBackendConfig
+  | AllocBackendConfig;
 
 export interface NetworkConfig {
   enableIpv4: boolean;
   enableIpv6: boolean;
+  /** Masquerade and forward rules with nftables (table flannel-ipv4) instead of iptables. */
+  enableNftables: boolean;
   network?: Cidr4;
   subnetLen: number;
   /** Network addresses of the first and last subnets that may be leased. */
@@ -122,8 +136,11 @@ function parseBackend(raw: unknown): {
   if (typeof raw !== 'object' || Array.isArray(raw))
     throw configError('Backend', 'must be an object');
   const obj = raw as Record<string, unknown>;
-  // flannel: no Backend means udp; a Backend without Type is an unknown (empty) type.
-  const type = expectType<string>(field(obj, 'Type'), 'Backend.Type', 'string') ?? '';
+  // flannel: no Backend means udp; a Backend without Type is an unknown (empty) type; the type
+  // is matched lowercased (pkg/backend/manager.go GetBackend: strings.ToLower).
+  const type = (
+    expectType<string>(field(obj, 'Type'), 'Backend.Type', 'string') ?? ''
+  ).toLowerCase();
   switch (type) {
     case 'udp': {
       const port = expectType<number>(field(obj, 'Port'), 'Backend.Port', 'number') ?? 8285;
@@ -159,11 +176,12 @@ function parseBackend(raw: unknown): {
       };
     }
     case 'host-gw':
+    case 'alloc':
       return { backend: { type }, backendRaw: obj };
     default:
       throw configError(
         'Backend.Type',
-        `${JSON.stringify(type)} is not a backend weft runs: use udp, vxlan or host-gw`,
+        `${JSON.stringify(type)} is not a backend weft runs: use udp, vxlan, host-gw or alloc`,
       );
   }
 }
@@ -188,10 +206,13 @@ export function parseNetworkConfig(input: string | Record<string, unknown>): Net
   const enableIpv4 = expectType<boolean>(field(raw, 'EnableIPv4'), 'EnableIPv4', 'boolean') ?? true;
   const enableIpv6 =
     expectType<boolean>(field(raw, 'EnableIPv6'), 'EnableIPv6', 'boolean') ?? false;
+  const enableNftables =
+    expectType<boolean>(field(raw, 'EnableNFTables'), 'EnableNFTables', 'boolean') ?? false;
   const { backend, backendRaw } = parseBackend(field(raw, 'Backend'));
   const config: NetworkConfig = {
     enableIpv4,
     enableIpv6,
+    enableNftables,
     subnetLen: 0,
     subnetMin: 0,
     subnetMax: 0,
@@ -339,6 +360,7 @@ export function networkConfigJson(config: NetworkConfig): string {
     out.IPv6Network = formatCidr(config.ipv6Network);
     out.IPv6SubnetLen = config.ipv6SubnetLen;
   }
+  if (config.enableNftables) out.EnableNFTables = true;
   out.Backend = config.backendRaw;
   return JSON.stringify(out);
 }

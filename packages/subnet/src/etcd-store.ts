@@ -51,6 +51,7 @@ export class EtcdStore implements SubnetStore {
   readonly description: string;
   readonly prefix: string;
   private readonly client: Etcd3;
+  private readonly clientOptions: IOptions;
   private readonly watches = new Set<StoreWatch>();
   private readonly leaseDeadlines = new Map<string, Promise<number>>();
 
@@ -93,6 +94,7 @@ export class EtcdStore implements SubnetStore {
     }
     if (options.username)
       config.auth = { username: options.username, password: options.password ?? '' };
+    this.clientOptions = config;
     this.client = new Etcd3(config);
   }
 
@@ -215,9 +217,16 @@ export class EtcdStore implements SubnetStore {
    * Watches from a revision. etcd's client reconnects on its own, but can skip changes across a
    * second drop; so any reconnection (and any compaction) is reported as a resync, and the
    * caller re-lists: nothing is missed, and its diff emits nothing twice.
+   *
+   * Each watch has a client (one gRPC stream) of its own: etcd3's watch manager multiplexes every
+   * watcher of a client on one stream and loses track of them when etcd cancels one at creation
+   * (a compacted start revision), then throws from a stream handler (`Failed to find watcher for
+   * IWatchResponse`), which no caller can catch. Alone on its stream a watch cannot disturb
+   * another, and whatever its manager still throws is turned into a resync here.
    */
   watchSubnets(fromRevision: number, handlers: WatchHandlers): StoreWatch {
     const key = `${this.prefix}${SUBNETS_PREFIX}`;
+    const client = new Etcd3(this.clientOptions);
     let watcher: Watcher | undefined;
     let closed = false;
     let wasDisconnected = false;
@@ -233,11 +242,16 @@ export class EtcdStore implements SubnetStore {
         this.watches.delete(watch);
         watcher?.removeAllListeners();
         watcher?.on('error', () => undefined);
-        void watcher?.cancel().catch(() => undefined);
+        // Closing the client ends the stream; the cancel is only manners.
+        void Promise.resolve(watcher?.cancel())
+          .catch(() => undefined)
+          .finally(() => client.close());
+        setTimeout(() => client.close(), 1000).unref();
       },
     };
     this.watches.add(watch);
-    this.client
+    guardWatchManager(client, (err) => resync(`etcd's watch client failed: ${err.message}`));
+    client
       .watch()
       .prefix(key)
       .startRevision(String(fromRevision + 1))
@@ -251,33 +265,36 @@ export class EtcdStore implements SubnetStore {
         // Responses are handled one at a time, in order: a put's TTL is looked up first.
         let chain = Promise.resolve();
         w.on('data', (res: IWatchResponse) => {
-          chain = chain.then(async () => {
-            if (closed) return;
-            if (res.compact_revision && res.compact_revision !== '0') {
-              resync(`etcd compacted history to revision ${res.compact_revision}`);
-              return;
-            }
-            const events: StoreEvent[] = [];
-            for (const e of res.events) {
-              const event: StoreEvent = {
-                type: e.type === 'Put' ? 'put' : 'delete',
-                key: e.kv.key.toString().slice(key.length),
-                revision: Number(e.kv.mod_revision),
-              };
-              if (e.type === 'Put') {
-                event.value = e.kv.value.toString();
-                try {
-                  event.ttlSeconds = await this.ttlOf(e.kv.lease);
-                } catch (err) {
-                  // Without its TTL the lease would pass for a reservation: re-list instead.
-                  resync(`etcd lease lookup failed: ${(err as Error).message}`);
-                  return;
-                }
+          chain = chain
+            .then(async () => {
+              if (closed) return;
+              if (res.compact_revision && res.compact_revision !== '0') {
+                resync(`etcd compacted history to revision ${res.compact_revision}`);
+                return;
               }
-              events.push(event);
-            }
-            if (!closed && events.length > 0) handlers.onEvents(events);
-          });
+              const events: StoreEvent[] = [];
+              for (const e of res.events) {
+                const event: StoreEvent = {
+                  type: e.type === 'Put' ? 'put' : 'delete',
+                  key: e.kv.key.toString().slice(key.length),
+                  revision: Number(e.kv.mod_revision),
+                };
+                if (e.type === 'Put') {
+                  event.value = e.kv.value.toString();
+                  try {
+                    event.ttlSeconds = await this.ttlOf(e.kv.lease);
+                  } catch (err) {
+                    // Without its TTL the lease would pass for a reservation: re-list instead.
+                    resync(`etcd lease lookup failed: ${(err as Error).message}`);
+                    return;
+                  }
+                }
+                events.push(event);
+              }
+              if (!closed && events.length > 0) handlers.onEvents(events);
+            })
+            // A handler that throws must not become an unhandled rejection: re-list instead.
+            .catch((err: Error) => resync(`handling an etcd watch event failed: ${err.message}`));
         });
         w.on('disconnected', (err: Error) => {
           wasDisconnected = true;
@@ -327,5 +344,26 @@ export class EtcdStore implements SubnetStore {
   async close(): Promise<void> {
     for (const w of [...this.watches]) w.close();
     this.client.close();
+  }
+}
+
+/**
+ * etcd3's watch manager throws ClientRuntimeError from its stream's 'data' handler when its
+ * bookkeeping and etcd's disagree; nothing can catch that but a wrapper around those handlers.
+ * Wrapped, the throw reaches `onFailure` instead (the watch re-lists on a fresh client).
+ */
+function guardWatchManager(client: Etcd3, onFailure: (err: Error) => void): void {
+  const manager = (client as unknown as { watchManager?: Record<string, unknown> }).watchManager;
+  if (!manager) return;
+  for (const name of ['handleResponse', 'handleCreatedResponse']) {
+    const original = manager[name];
+    if (typeof original !== 'function') continue;
+    manager[name] = function guarded(this: unknown, ...args: unknown[]) {
+      try {
+        return original.apply(this, args);
+      } catch (err) {
+        onFailure(err as Error);
+      }
+    };
   }
 }

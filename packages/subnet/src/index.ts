@@ -1,4 +1,5 @@
 export {
+  type AllocBackendConfig,
   type BackendConfig,
   type BackendType,
   type HostGwBackendConfig,
@@ -21,6 +22,7 @@ export {
   type VxlanLeaseData,
   vxlanLeaseData,
 } from './lease.js';
+export { LeaseWatcher, type LeaseWatcherOptions } from './lease-watcher.js';
 export { consoleLogger, type Logger, silentLogger } from './logger.js';
 export {
   type AcquireRequest,

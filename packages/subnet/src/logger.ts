@@ -1,5 +1,7 @@
 /** The logging the control plane does; pino's `(object, message)` signature, so a pino logger fits. */
 export interface Logger {
+  /** Detail for `--log-level debug`: each lease event, retry and resync. */
+  debug?(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;

@@ -18,8 +18,9 @@ import {
   parseSubnetKey,
   subnetKey,
 } from './lease.js';
+import { LeaseWatcher, type LeaseWatcherOptions } from './lease-watcher.js';
 import { consoleLogger, type Logger } from './logger.js';
-import type { StoreEvent, StoreWatch, SubnetStore } from './store.js';
+import type { SubnetStore } from './store.js';
 
 /** flannel's lease lifetime and renewal margin. */
 export const LEASE_TTL_SECONDS = 24 * 3600;
@@ -33,6 +34,11 @@ export interface SubnetManagerOptions {
   renewRetrySeconds?: number;
   /** How many times to pick again when another node takes the subnet first (default 32). */
   raceRetries?: number;
+  /**
+   * acquireLease's backoff while the store cannot be reached or racing nodes keep winning:
+   * first and longest wait in ms (default 200 and 10 000), each doubled with jitter.
+   */
+  acquireBackoffMs?: { initial: number; max: number };
   random?: () => number;
   now?: () => number;
 }
@@ -42,6 +48,8 @@ export interface AcquireRequest {
   /** The subnet recorded in this node's subnet.env: asked for again if it is free. */
   previousSubnet?: Cidr;
   previousSubnet6?: Cidr;
+  /** Stops the retrying (acquireLease then rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 export type LeaseEventType = 'added' | 'removed' | 'changed';
@@ -73,6 +81,22 @@ export interface RenewalHandle {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (!signal) return sleep(ms) as Promise<void>;
+  signal.throwIfAborted();
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 function overlaps(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;
   const len = Math.min(a.prefixLength, b.prefixLength);
@@ -87,11 +111,12 @@ function overlaps(a: Cidr, b: Cidr): boolean {
  * leases as a stream of changes that survives reconnects and compaction.
  */
 export class SubnetManager {
-  private readonly log: Logger;
+  readonly log: Logger;
   private readonly ttl: number;
   private readonly margin: number;
   private readonly retry: number;
   private readonly raceRetries: number;
+  private readonly acquireBackoff: { initial: number; max: number };
   private readonly random: () => number;
   private readonly now: () => number;
 
@@ -104,6 +129,7 @@ export class SubnetManager {
     this.margin = options.renewMarginSeconds ?? RENEW_MARGIN_SECONDS;
     this.retry = options.renewRetrySeconds ?? RENEW_RETRY_SECONDS;
     this.raceRetries = options.raceRetries ?? 32;
+    this.acquireBackoff = options.acquireBackoffMs ?? { initial: 200, max: 10_000 };
     this.random = options.random ?? Math.random;
     this.now = options.now ?? Date.now;
   }
@@ -125,7 +151,8 @@ export class SubnetManager {
   }
 
   /** Turns a stored value into a lease; a malformed one is logged and skipped (undefined). */
-  private toLease(v: {
+  /** @internal A stored value as a lease; a malformed one is logged and skipped (undefined). */
+  toLease(v: {
     key: string;
     value?: string;
     modRevision?: number;
@@ -245,9 +272,33 @@ export class SubnetManager {
    * Acquires this node's lease, in flannel's order: its existing lease (same public IP) if it
    * still fits the config; else the subnet from its subnet.env if free; else a random one of the
    * first free subnets. The create is atomic (create-if-absent): racing nodes never share a
-   * subnet; the loser picks again.
+   * subnet; the loser picks again. A store that cannot be reached (ERR_STORE_UNAVAILABLE) or
+   * racers that keep winning (ERR_SUBNET_RETRIES) mean waiting and trying again, with backoff,
+   * until it succeeds, the subnet space is full (ERR_SUBNET_NONE_FREE), or `signal` aborts.
    */
   async acquireLease(request: AcquireRequest): Promise<Lease> {
+    let wait = this.acquireBackoff.initial;
+    for (let attempt = 1; ; attempt++) {
+      request.signal?.throwIfAborted();
+      try {
+        return await this.acquireOnce(request);
+      } catch (err) {
+        const retryable =
+          err instanceof WeftError &&
+          (err.code === SubnetErrorCode.unavailable || err.code === SubnetErrorCode.tooManyRetries);
+        if (!retryable) throw err;
+        const delay = Math.round(wait / 2 + this.random() * (wait / 2));
+        this.log.warn(
+          { err: err.message, attempt, retryInMs: delay },
+          'acquiring a lease failed; retrying',
+        );
+        await abortableSleep(delay, request.signal);
+        wait = Math.min(wait * 2, this.acquireBackoff.max);
+      }
+    }
+  }
+
+  private async acquireOnce(request: AcquireRequest): Promise<Lease> {
     const config = await this.getNetworkConfig();
     const value = leaseAttrsJson(request.attrs);
     for (let attempt = 0; attempt < this.raceRetries; attempt++) {
@@ -404,116 +455,10 @@ export class SubnetManager {
   }
 
   /**
-   * Watches the other nodes' leases: first the snapshot (as `added`), then each change. On a
-   * reconnect or a compaction it re-lists and emits the difference, so across both it neither
-   * misses a change nor repeats one. A malformed lease is logged and skipped; the watch goes on.
+   * Watches the other nodes' leases: first the snapshot (as `added`), then each change; see
+   * LeaseWatcher. Kept for callers of the closure-era API: it starts a LeaseWatcher.
    */
-  watchLeases(handlers: LeaseWatchHandlers, options: { ownKey?: string } = {}): LeaseWatch {
-    const state = new Map<string, Lease>();
-    let storeWatch: StoreWatch | undefined;
-    let closed = false;
-    let ownSeen = false;
-    let backoff = 500;
-    const isOwn = (key: string) => key === options.ownKey;
-    const same = (a: Lease, b: Lease) =>
-      a.subnet === b.subnet &&
-      a.subnet6 === b.subnet6 &&
-      leaseAttrsJson(a.attrs) === leaseAttrsJson(b.attrs);
-
-    const sync = async (initial: boolean) => {
-      if (closed) return;
-      let listing: { leases: Lease[]; revision: number };
-      try {
-        listing = await this.listLeases();
-        backoff = 500;
-      } catch (err) {
-        handlers.onError?.(err as Error);
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 10_000);
-        return sync(initial);
-      }
-      if (closed) return;
-      const events: LeaseEvent[] = [];
-      const seen = new Set<string>();
-      let ownPresent = false;
-      for (const lease of listing.leases) {
-        if (isOwn(lease.key)) {
-          ownPresent = true;
-          continue;
-        }
-        seen.add(lease.key);
-        const old = state.get(lease.key);
-        if (!old) events.push({ type: 'added', lease });
-        else if (!same(old, lease)) events.push({ type: 'changed', lease, previous: old });
-        state.set(lease.key, lease);
-      }
-      for (const [key, old] of [...state]) {
-        if (!seen.has(key)) {
-          state.delete(key);
-          events.push({ type: 'removed', lease: old });
-        }
-      }
-      if (options.ownKey) {
-        if (ownPresent) ownSeen = true;
-        else if (ownSeen || !initial) {
-          ownSeen = false;
-          this.log.error({ key: options.ownKey }, "this node's own lease is gone from the store");
-          handlers.onOwnLeaseLost?.(options.ownKey);
-        }
-      }
-      if (initial || events.length > 0) handlers.onEvents(events, initial);
-      storeWatch = this.store.watchSubnets(listing.revision, {
-        onEvents: (evs) => apply(evs),
-        onResync: (reason) => {
-          this.log.warn({ reason }, 'lease watch resynchronising: re-listing');
-          void sync(false);
-        },
-        onError: (err) => handlers.onError?.(err),
-      });
-    };
-
-    const apply = (evs: StoreEvent[]) => {
-      const events: LeaseEvent[] = [];
-      for (const e of evs) {
-        if (isOwn(e.key)) {
-          if (e.type === 'delete' && options.ownKey) {
-            ownSeen = false;
-            this.log.error({ key: e.key }, "this node's own lease is gone from the store");
-            handlers.onOwnLeaseLost?.(e.key);
-          } else ownSeen = true;
-          continue;
-        }
-        const old = state.get(e.key);
-        // An event at or before what we hold is one we have already reflected.
-        if (old && e.revision <= old.revision) continue;
-        if (e.type === 'delete') {
-          if (old) {
-            state.delete(e.key);
-            events.push({ type: 'removed', lease: old });
-          }
-          continue;
-        }
-        const lease = this.toLease({
-          key: e.key,
-          value: e.value,
-          revision: e.revision,
-          ttlSeconds: e.ttlSeconds,
-        });
-        if (!lease) continue;
-        state.set(e.key, lease);
-        if (!old) events.push({ type: 'added', lease });
-        else if (!same(old, lease)) events.push({ type: 'changed', lease, previous: old });
-      }
-      if (events.length > 0) handlers.onEvents(events, false);
-    };
-
-    void sync(true);
-    return {
-      leases: () => [...state.values()],
-      close: () => {
-        closed = true;
-        storeWatch?.close();
-      },
-    };
+  watchLeases(handlers: LeaseWatchHandlers, options: LeaseWatcherOptions = {}): LeaseWatch {
+    return new LeaseWatcher(this, handlers, options).start();
   }
 }

@@ -1,6 +1,6 @@
 import { formatCidr, formatIpv4, formatIpv6, isWeftError } from '@weft/core';
 import { describe, expect, it } from 'vitest';
-import { parseNetworkConfig } from '../src/index.js';
+import { networkConfigJson, parseNetworkConfig } from '../src/index.js';
 
 function fails(json: unknown): string {
   try {
@@ -87,6 +87,33 @@ describe("flannel's network config", () => {
     expect(formatIpv4(c26.subnetMax)).toBe('10.0.255.192');
     expect(fails({ Network: '10.244.0.0/16', SubnetMin: 'ten' })).toMatch(
       /SubnetMin "ten" is not an IPv4 address/,
+    );
+  });
+
+  it("matches the backend type lowercased, as flannel's backend manager does, and knows alloc and EnableNFTables", () => {
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'VXLAN' } }).backend,
+    ).toEqual({
+      type: 'vxlan',
+      vni: 1,
+      port: 0,
+      mtu: 0,
+      learning: false,
+      directRouting: false,
+      gbp: false,
+    });
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'Host-GW' } }).backend.type,
+    ).toBe('host-gw');
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'alloc' } }).backend,
+    ).toEqual({ type: 'alloc' });
+    expect(parseNetworkConfig({ Network: '10.1.0.0/16' }).enableNftables).toBe(false);
+    const nft = parseNetworkConfig({ Network: '10.1.0.0/16', EnableNFTables: true });
+    expect(nft.enableNftables).toBe(true);
+    expect(JSON.parse(networkConfigJson(nft)).EnableNFTables).toBe(true);
+    expect(fails({ Network: '10.1.0.0/16', EnableNFTables: 'yes' })).toMatch(
+      /EnableNFTables must be a boolean, not "yes"/,
     );
   });
 

@@ -6,7 +6,13 @@ import { promisify } from 'node:util';
 import { isWeftError } from '@weft/core';
 import { tempDir, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { EmbeddedStore, SubnetManager, type SubnetStore, silentLogger } from '../src/index.js';
+import {
+  EmbeddedStore,
+  LeaseWatcher,
+  SubnetManager,
+  type SubnetStore,
+  silentLogger,
+} from '../src/index.js';
 import { CONFIG, storeSuite } from './store-suite.js';
 
 const execFileAsync = promisify(execFile);
@@ -95,6 +101,37 @@ describe('the embedded store', () => {
     await waitFor(() => snapshots.length === 1, 'the snapshot once the file is restored');
     expect(snapshots).toEqual([1]);
     watch.close();
+  });
+
+  it('a LeaseWatcher warns once, naming both leases, when two nodes claim one public IP', async () => {
+    const path = join(dir.path, 'dup.json');
+    const store = new EmbeddedStore(path, { pollMs: 50 });
+    await store.putConfig(CONFIG);
+    const warnings: { msg: string; obj: Record<string, unknown> }[] = [];
+    const m = new SubnetManager(store, {
+      logger: { ...silentLogger, warn: (obj, msg) => warnings.push({ msg, obj: obj as never }) },
+    });
+    const own = await m.acquireLease({ attrs: { publicIp: '198.18.7.1', backendType: 'udp' } });
+    const other = await m.acquireLease({ attrs: { publicIp: '198.18.7.2', backendType: 'udp' } });
+    const seen: string[] = [];
+    const watcher = new LeaseWatcher(
+      m,
+      { onEvents: (evs) => seen.push(...evs.map((e) => `${e.type} ${e.lease.subnet}`)) },
+      { ownKey: own.key, ownPublicIp: '198.18.7.1' },
+    ).start();
+    await waitFor(() => seen.length === 1, 'the snapshot');
+    expect(warnings.filter((w) => /two nodes claim/.test(w.msg))).toEqual([]);
+    // A node that was given this node's address as its --public-ip, under its own subnet.
+    await store.createSubnet('10.244.200.0-24', '{"PublicIP":"198.18.7.1","BackendType":"udp"}', 0);
+    await waitFor(() => seen.length === 2, 'the second claimant');
+    await store.putSubnet(other.key, '{"PublicIP":"198.18.7.2","BackendType":"udp"}', 0);
+    await new Promise((r) => setTimeout(r, 200));
+    const dup = warnings.filter((w) => /two nodes claim the public IP 198\.18\.7\.1/.test(w.msg));
+    expect(dup.length).toBe(1);
+    expect(dup[0].msg).toContain(`${own.key} (this node)`);
+    expect(dup[0].msg).toContain('10.244.200.0-24');
+    expect(dup[0].obj.leases).toEqual([`${own.key} (this node)`, '10.244.200.0-24']);
+    watcher.close();
   });
 
   it('takes over a lock left by a process that died', async () => {

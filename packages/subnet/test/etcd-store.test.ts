@@ -212,6 +212,81 @@ describe.skipIf(!haveEtcd)('the etcd store, against a real etcd', () => {
     }
   }, 60_000);
 
+  it('a watch from a compacted revision beside a running lease watch: a resync, no uncaught etcd3 error, the running watch goes on', async () => {
+    const prefix = nextPrefix();
+    const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix });
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error) => uncaught.push(err);
+    process.prependListener('uncaughtException', onUncaught);
+    try {
+      await store.putConfig(CONFIG);
+      const m = manager(store);
+      const seen: string[] = [];
+      const watch = m.watchLeases({
+        onEvents: (evs: LeaseEvent[]) =>
+          seen.push(...evs.map((e) => `${e.type} ${e.lease.subnet}`)),
+      });
+      const a = await m.acquireLease({ attrs: attrs('198.18.5.1') });
+      await waitFor(() => seen.includes(`added ${a.subnet}`), 'the first lease');
+      const old = await store.revision();
+      await m.acquireLease({ attrs: attrs('198.18.5.2') });
+      await etcd.compact(await store.revision());
+      for (let round = 0; round < 3; round++) {
+        const reasons: string[] = [];
+        const stale = store.watchSubnets(old - 1, {
+          onEvents: () => undefined,
+          onResync: (reason) => reasons.push(reason),
+        });
+        await waitFor(() => reasons.length > 0, 'the stale watch asking for a re-list');
+        expect(reasons[0]).toMatch(/compacted/);
+        stale.close();
+      }
+      const c = await m.acquireLease({ attrs: attrs('198.18.5.3') });
+      await waitFor(() => seen.includes(`added ${c.subnet}`), 'a change after the stale watches');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(uncaught.map((e) => e.message)).toEqual([]);
+      watch.close();
+    } finally {
+      process.removeListener('uncaughtException', onUncaught);
+      await store.close();
+    }
+  }, 30_000);
+
+  it('acquisition waits out a stopped etcd: 60 concurrent acquirers, etcd down for 3 s, 60 distinct subnets', async () => {
+    const prefix = nextPrefix();
+    const seed = new EtcdStore({ endpoints: [etcd.endpoint], prefix });
+    await seed.putConfig(CONFIG);
+    const clients = Array.from(
+      { length: 6 },
+      () => new EtcdStore({ endpoints: [etcd.endpoint], prefix, requestTimeoutMs: 1000 }),
+    );
+    try {
+      await etcd.kill();
+      const started = Date.now();
+      const pending = Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          new SubnetManager(clients[i % 6], {
+            logger: silentLogger,
+            acquireBackoffMs: { initial: 100, max: 1000 },
+          }).acquireLease({ attrs: attrs(`198.18.6.${i + 1}`) }),
+        ),
+      );
+      const settled = pending.then(
+        (leases) => ({ leases, err: undefined }),
+        (err: Error) => ({ leases: [], err }),
+      );
+      await new Promise((r) => setTimeout(r, 3000));
+      await etcd.restart();
+      const { leases, err } = await settled;
+      expect(err?.message).toBeUndefined();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
+      expect(new Set(leases.map((l) => l.subnet)).size).toBe(60);
+      expect((await manager(seed).listLeases()).leases.length).toBe(60);
+    } finally {
+      await Promise.all([seed, ...clients].map((c) => c.close()));
+    }
+  }, 60_000);
+
   it("a compaction past the watcher's revision makes it re-list and emit the difference", async () => {
     const prefix = nextPrefix();
     const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix });

@@ -55,4 +55,11 @@ export {
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';
 export { BUSYBOX, busyboxRootfs, Podman, type PodmanOptions } from './podman.js';
+export {
+  type PingStream,
+  pingStream,
+  pollReadyz,
+  type ReadyzPoller,
+  type ReadyzSample,
+} from './streams.js';
 export { type RunningWeftd, startWeftd, WEFTD_CLI } from './weftd-process.js';

@@ -2,8 +2,9 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 
-/** The weftd of this workspace (built by `pnpm build`). */
-export const WEFTD_CLI = fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
+/** The weftd of this workspace (built by `pnpm build`); WEFT_WEFTD_CLI runs another build (an older one, to show a test fails there). */
+export const WEFTD_CLI =
+  process.env.WEFT_WEFTD_CLI ?? fileURLToPath(new URL('../../agent/dist/main.js', import.meta.url));
 
 /** A weftd running inside a node namespace; its JSON log lines are kept. */
 export interface RunningWeftd {
@@ -17,8 +18,15 @@ export interface RunningWeftd {
   exited: Promise<number | null>;
 }
 
-export function startWeftd(ns: Netns, args: string[]): RunningWeftd {
-  const child = ns.spawn([process.execPath, WEFTD_CLI, ...args]);
+export function startWeftd(
+  ns: Netns,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): RunningWeftd {
+  const child = ns.spawn(
+    [process.execPath, WEFTD_CLI, ...args],
+    options.env ? { env: { ...process.env, ...options.env } } : {},
+  );
   const logs: Record<string, unknown>[] = [];
   let err = '';
   let partial = '';
