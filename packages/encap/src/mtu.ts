@@ -4,6 +4,7 @@ import { IPV6_HEADER_BYTES } from './ipv6.js';
 import { EncapError, EncapErrorCode } from './status.js';
 import { UDP_HEADER_BYTES } from './udp.js';
 import { VXLAN_HEADER_BYTES } from './vxlan.js';
+import { WIREGUARD_OVERHEAD_BYTES } from './wireguard.js';
 
 /** Outer IPv4 + UDP + VXLAN + inner Ethernet: 20 + 8 + 8 + 14 = 50 (why flannel.1 has MTU 1450). */
 export const VXLAN_IPV4_OVERHEAD_BYTES =
@@ -14,7 +15,7 @@ export const VXLAN_IPV6_OVERHEAD_BYTES =
 /** Outer IPv4 + UDP: 28 (why flannel0 has MTU 1472 on a 1500 underlay). */
 export const FLANNEL_UDP_OVERHEAD_BYTES = IPV4_HEADER_BYTES + UDP_HEADER_BYTES;
 
-export type Encapsulation = 'vxlan' | 'vxlan6' | 'flannel-udp';
+export type Encapsulation = 'vxlan' | 'vxlan6' | 'flannel-udp' | 'wireguard';
 
 export function overheadBytes(encapsulation: Encapsulation): number {
   switch (encapsulation) {
@@ -24,12 +25,14 @@ export function overheadBytes(encapsulation: Encapsulation): number {
       return VXLAN_IPV6_OVERHEAD_BYTES;
     case 'flannel-udp':
       return FLANNEL_UDP_OVERHEAD_BYTES;
+    case 'wireguard':
+      return WIREGUARD_OVERHEAD_BYTES;
     default:
       // Reachable from untyped callers (a config file): a NaN MTU would pass every comparison.
       throw new EncapError(
         EncapErrorCode.badValue,
         'encapsulation',
-        `encapsulation: ${JSON.stringify(encapsulation)} is not one of vxlan, vxlan6, flannel-udp`,
+        `encapsulation: ${JSON.stringify(encapsulation)} is not one of vxlan, vxlan6, flannel-udp, wireguard`,
       );
   }
 }
