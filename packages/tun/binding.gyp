@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/args.cc",
+        "native/crypto.cc",
         "native/errors.cc",
         "native/handle.cc",
         "native/ifconfig.cc",

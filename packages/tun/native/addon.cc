@@ -7,6 +7,7 @@
 #include <napi.h>
 #include <netinet/in.h>
 
+#include "crypto.h"
 #include "exports.h"
 #include "handle.h"
 
@@ -22,6 +23,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("openUdp", Napi::Function::New(env, OpenUdpJs, "openUdp"));
   exports.Set("openNetlink", Napi::Function::New(env, OpenNetlinkJs, "openNetlink"));
   exports.Set("ifconfig", Napi::Function::New(env, IfconfigJs, "ifconfig"));
+  RegisterCrypto(env, exports);
   Napi::Object c = Napi::Object::New(env);
   c.Set("IFF_TUN", IFF_TUN);
   c.Set("IFF_TAP", IFF_TAP);

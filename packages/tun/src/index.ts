@@ -1,3 +1,4 @@
+export { OpenOp, openTransport, SealOp, sealTransport } from './crypto.js';
 export {
   type DeviceMode,
   TunDevice,
