@@ -92,7 +92,7 @@ export interface BackendIo {
   socket: UdpIo;
 }
 
-export type BackendType = 'udp' | 'vxlan';
+export type BackendType = 'udp' | 'vxlan' | 'wireguard';
 
 /** What every backend shares: the options a node agent sets. */
 export interface CommonBackendOptions extends PumpOptions {

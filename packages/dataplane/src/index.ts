@@ -13,3 +13,18 @@ export type { PacketIo, UdpIo } from './pump.js';
 export { StandInIo, standInBackendIo } from './stand-in-io.js';
 export { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
 export { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
+export {
+  formatKey,
+  generatePrivateKey,
+  parseKey,
+  publicKeyOf,
+  WgCounter,
+  WireguardBackend,
+  type WireguardBackendOptions,
+  WireguardEngine,
+  WireguardErrorCode,
+  type WireguardNode,
+  type WireguardPeerConfig,
+  type WireguardPeerStatus,
+  type WireguardTimers,
+} from './wireguard/index.js';

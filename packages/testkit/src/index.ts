@@ -63,3 +63,9 @@ export {
   type ReadyzSample,
 } from './streams.js';
 export { type RunningWeftd, startWeftd, WEFTD_CLI } from './weftd-process.js';
+export {
+  startWireguardGo,
+  type WireguardGo,
+  type WireguardGoOptions,
+  wgKeyPair,
+} from './wireguard-go.js';
