@@ -9,6 +9,7 @@ import {
   type TwoNodes,
   tcpTransfer,
   type WireguardGo,
+  waitFor,
   wgKeyPair,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -79,11 +80,152 @@ async function teardown(s: Setup | undefined) {
   s.nodes.delete();
 }
 
+async function waitForCounter(
+  node: RunningNode,
+  check: (c: Awaited<ReturnType<RunningNode['counters']>>) => boolean,
+  what: string,
+) {
+  await waitFor(async () => check(await node.counters()), what, {
+    timeoutMs: 10_000,
+    intervalMs: 200,
+  });
+}
+
 const ping = (ns: TwoNodes['a'], to: string, count = 3) =>
   ns.exec(['ping', '-c', String(count), '-i', '0.2', '-W', '2', to]);
 
 describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flannel-wg", () => {
   afterAll(() => sweepNetns(TAG));
+
+  it('wireguard-go initiates: weft answers, then traffic flows both ways', async () => {
+    let s: Setup | undefined;
+    try {
+      s = await setup();
+      const ba = await ping(s.nodes.b, '10.244.1.0');
+      expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
+      const ab = await ping(s.nodes.a, '10.244.2.0');
+      expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
+      const c = await s.weft.counters();
+      expect(c.wireguard).toMatchObject({
+        handshakeInitiationsReceived: 1,
+        handshakeResponsesSent: 1,
+        handshakeInitiationsSent: 0,
+      });
+    } finally {
+      await teardown(s);
+    }
+  });
+
+  it("with flannel's PSK and PersistentKeepaliveInterval: a handshake and keepalives with no traffic; a wrong PSK never completes", async () => {
+    let s: Setup | undefined;
+    const psk = formatKey(generatePrivateKey());
+    try {
+      s = await setup({ presharedKey: psk, persistentKeepaliveSeconds: 1 });
+      const path = await s.wgo.writeFile('psk', psk);
+      await addWeftPeer(s.wgo, s.weftKey.publicKey, ['preshared-key', path]);
+      // Nobody sends a packet: the keepalive alone starts the handshake (as `wg` does).
+      await waitForCounter(s.weft, (c) => (c.wireguard?.keepalivesSent ?? 0) >= 2, 'keepalives');
+      const [, peer] = await s.wgo.dump();
+      expect(peer[1]).toBe(psk);
+      expect(Number(peer[4])).toBeGreaterThan(0);
+      expect(Number(peer[5])).toBeGreaterThan(0); // wireguard-go received bytes
+      const ab = await ping(s.nodes.a, '10.244.2.0');
+      expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
+      // A different PSK on wireguard-go: the response does not authenticate, no session.
+      const other = await s.wgo.writeFile('other', formatKey(generatePrivateKey()));
+      await addWeftPeer(s.wgo, s.weftKey.publicKey, ['preshared-key', other]);
+      await s.weft.stop();
+      s.weft = await startDataplane(
+        s.nodes.a,
+        weftConfig(s, { presharedKey: psk, timers: { rekeyTimeoutMs: 300 } }),
+      );
+      const lost = await ping(s.nodes.a, '10.244.2.0', 2).catch((e: { stdout: string }) => e);
+      expect(lost.stdout).toMatch(/2 packets transmitted, 0 received/);
+      const c = await s.weft.counters();
+      expect(c.wireguard?.handshakeInitiationsSent).toBeGreaterThan(1);
+      expect(c.wireguard?.handshakeResponsesReceived).toBe(0);
+      expect(c.drops.handshakeRejected).toBeGreaterThan(0);
+    } finally {
+      await teardown(s);
+    }
+  });
+
+  it('rekeys on time with traffic flowing, and after a forced expiry starts a new handshake', async () => {
+    let s: Setup | undefined;
+    try {
+      // weft rekeys every 1.5 s while it sends (wireguard-go's own timers are the paper's).
+      s = await setup({ timers: { rekeyAfterTimeMs: 1500, rekeyTimeoutMs: 500 } });
+      const steady = await s.nodes.a.exec([
+        'ping',
+        '-c',
+        '30',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        '10.244.2.0',
+      ]);
+      expect(steady.stdout).toMatch(/30 packets transmitted, 30 received/);
+      const c = await s.weft.counters();
+      expect(c.wireguard?.handshakeInitiationsSent).toBeGreaterThanOrEqual(3);
+      expect(c.wireguard?.sessionsStarted).toBe(c.wireguard?.handshakeResponsesReceived);
+      expect(c.drops.decrypt).toBe(0);
+
+      // Forced expiry: sessions older than 2 s are dead; after an idle spell the next packet
+      // finds none, and a new handshake carries it.
+      await s.weft.stop();
+      s.weft = await startDataplane(
+        s.nodes.a,
+        weftConfig(s, { timers: { rejectAfterTimeMs: 2000, rekeyTimeoutMs: 500 } }),
+      );
+      expect((await ping(s.nodes.a, '10.244.2.0', 1)).stdout).toMatch(/1 received/);
+      await new Promise((r) => setTimeout(r, 2500));
+      expect((await ping(s.nodes.a, '10.244.2.0', 1)).stdout).toMatch(/1 received/);
+      expect((await ping(s.nodes.b, '10.244.1.0', 1)).stdout).toMatch(/1 received/);
+      const e = await s.weft.counters();
+      expect(e.wireguard?.sessionsStarted).toBeGreaterThanOrEqual(2);
+    } finally {
+      await teardown(s);
+    }
+  });
+
+  it('a restart of either side recovers', async () => {
+    let s: Setup | undefined;
+    try {
+      // Short keepalive/rekey timeouts so weft notices a silent peer in 2 s, not 15.
+      const timers = { keepaliveTimeoutMs: 1000, rekeyTimeoutMs: 1000 };
+      s = await setup({ timers });
+      expect((await ping(s.nodes.a, '10.244.2.0')).stdout).toMatch(/3 received/);
+      // weft restarts (same key): its new initiation's timestamp is newer, wireguard-go takes it.
+      await s.weft.stop();
+      s.weft = await startDataplane(s.nodes.a, weftConfig(s, { timers }));
+      expect((await ping(s.nodes.a, '10.244.2.0')).stdout).toMatch(/3 received/);
+      expect((await ping(s.nodes.b, '10.244.1.0')).stdout).toMatch(/3 received/);
+      // wireguard-go restarts: weft still holds the old session; unanswered, it handshakes again.
+      await s.wgo.stop();
+      s.wgo = await startWireguardGo(s.nodes.b, {
+        privateKey: s.wgoKey.privateKey,
+        listenPort: 51820,
+        address: '10.244.2.0',
+        network: '10.244.0.0/16',
+      });
+      await addWeftPeer(s.wgo, s.weftKey.publicKey);
+      const again = await s.nodes.a.exec([
+        'ping',
+        '-c',
+        '12',
+        '-i',
+        '0.5',
+        '-W',
+        '1',
+        '10.244.2.0',
+      ]);
+      expect(again.stdout).toMatch(/12 packets transmitted, ([6-9]|1[0-2]) received/);
+      expect((await ping(s.nodes.b, '10.244.1.0')).stdout).toMatch(/3 received/);
+    } finally {
+      await teardown(s);
+    }
+  });
 
   it('weft initiates: handshake, ping both ways, 50 MB sha256-checked each way', async () => {
     let s: Setup | undefined;

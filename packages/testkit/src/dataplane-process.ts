@@ -58,15 +58,24 @@ export async function startDataplane(
   });
   const next = (prefix: string, timeoutMs = 10_000) =>
     new Promise<string>((resolve, reject) => {
-      waiters.push({ prefix, resolve });
-      const t = setTimeout(
-        () => reject(new Error(`no "${prefix}" line from weft-dataplane in ${ns.name}: ${stderr}`)),
-        timeoutMs,
-      );
-      child.once('exit', (code) => {
+      const onExit = (code: number | null) => {
         clearTimeout(t);
         reject(new Error(`weft-dataplane in ${ns.name} exited ${code}: ${stderr}`));
+      };
+      // Settled either way, the waiter leaves no timer or exit listener behind (counters() is polled).
+      waiters.push({
+        prefix,
+        resolve: (line) => {
+          clearTimeout(t);
+          child.off('exit', onExit);
+          resolve(line);
+        },
       });
+      const t = setTimeout(() => {
+        child.off('exit', onExit);
+        reject(new Error(`no "${prefix}" line from weft-dataplane in ${ns.name}: ${stderr}`));
+      }, timeoutMs);
+      child.once('exit', onExit);
     });
   const readyLine = await next('ready ');
   return {
