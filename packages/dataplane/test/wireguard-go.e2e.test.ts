@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   createTwoNodes,
   haveTools,
@@ -8,14 +11,43 @@ import {
   sweepNetns,
   type TwoNodes,
   tcpTransfer,
+  tempDir,
   type WireguardGo,
   waitFor,
   wgKeyPair,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../src/index.js';
+import { formatKey, generatePrivateKey, parseKey, publicKeyOf } from '../src/index.js';
+import { mac16, macKeys } from '../src/wireguard/noise.js';
 
 const TAG = 'dpwg';
+
+/** Sends hex datagrams from a given source port, as fast as the socket takes them. */
+const FLOOD = `
+const dgram = require('node:dgram');
+const [to, port, from, file] = process.argv.slice(1);
+const msgs = require('node:fs').readFileSync(file, 'utf8').trim().split('\\n').map((h) => Buffer.from(h, 'hex'));
+const s = dgram.createSocket('udp4');
+s.bind(Number(from), () => {
+  let i = 0;
+  const next = () => { if (i === msgs.length) return s.close(); s.send(msgs[i++], Number(port), to, next); };
+  next();
+});
+`;
+
+/** Handshake initiations to the holder of `publicKey`: random contents, a valid MAC1, no MAC2. */
+function floodInitiations(publicKey: string, count: number): string {
+  const { mac1 } = macKeys(parseKey(publicKey, 'key'));
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const m = randomBytes(148);
+    m.writeUInt32LE(1, 0);
+    m.set(mac16(mac1, m.subarray(0, 116)), 116);
+    m.fill(0, 132);
+    lines.push(m.toString('hex'));
+  }
+  return lines.join('\n');
+}
 const canRun =
   privileged('wireguard-go interop tests') &&
   haveTools('wireguard-go interop tests', 'wireguard-go', 'wg', 'nsenter', 'unshare');
@@ -224,6 +256,88 @@ describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flan
       expect((await ping(s.nodes.b, '10.244.1.0')).stdout).toMatch(/3 received/);
     } finally {
       await teardown(s);
+    }
+  });
+
+  it('on the underlay: tshark decodes every message type weft sends, no inner packet in clear, and a handshake flood gets cookies while established traffic flows', async () => {
+    let s: Setup | undefined;
+    const dir = tempDir('weft-wgcap-');
+    try {
+      s = await setup({ timers: { rejectAfterTimeMs: 3000, rekeyTimeoutMs: 500 } });
+      const pcap = join(dir.path, 'underlay.pcap');
+      const cap = s.nodes.a.spawn(['dumpcap', '-q', '-i', 'veth0', '-f', 'udp', '-w', pcap]);
+      await new Promise((r) => setTimeout(r, 1000));
+      const marker = '5745465450414e31'; // "WEFTPAN1"
+      const pat = ['-p', marker, '-s', '120'];
+      // wireguard-go initiates (weft sends a response), data both ways.
+      expect(
+        (await s.nodes.b.exec(['ping', '-c', '2', '-i', '0.2', ...pat, '10.244.1.0'])).stdout,
+      ).toMatch(/2 received/);
+      // The session expires on weft; its next packet starts a handshake (an initiation).
+      await new Promise((r) => setTimeout(r, 3300));
+      expect(
+        (await s.nodes.a.exec(['ping', '-c', '2', '-i', '0.2', ...pat, '10.244.2.0'])).stdout,
+      ).toMatch(/2 received/);
+      // A flood of initiations with valid MAC1 from another port of b, while a ping runs.
+      const floodFile = join(dir.path, 'flood.hex');
+      writeFileSync(floodFile, floodInitiations(s.weftKey.publicKey, 3000));
+      const during = s.nodes.a.exec(['ping', '-c', '20', '-i', '0.1', '-W', '1', '10.244.2.0']);
+      await s.nodes.b.exec([
+        process.execPath,
+        '-e',
+        FLOOD,
+        '198.18.0.1',
+        '51820',
+        '40000',
+        floodFile,
+      ]);
+      expect((await during).stdout).toMatch(/20 packets transmitted, (19|20) received/);
+      await waitForCounter(
+        s.weft,
+        (c) => (c.wireguard?.cookieRepliesSent ?? 0) > 100,
+        'cookie replies',
+      );
+      cap.kill('SIGINT');
+      await new Promise((r) => cap.once('exit', r));
+
+      const raw = readFileSync(pcap);
+      expect(raw.includes(Buffer.from(marker, 'hex'))).toBe(false);
+      const { stdout } = await s.nodes.a.exec([
+        'tshark',
+        '-r',
+        pcap,
+        '-d',
+        'udp.port==51820,wg',
+        '-T',
+        'fields',
+        '-e',
+        'ip.src',
+        '-e',
+        'udp.dstport',
+        '-e',
+        'wg.type',
+        '-e',
+        'icmp.type',
+        '-e',
+        'wg.reserved',
+      ]);
+      const rows = stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('\t'));
+      const fromWeft = rows.filter((r) => r[0] === '198.18.0.1');
+      const types = new Set(fromWeft.map((r) => r[2]));
+      expect([...types].sort()).toEqual(['1', '2', '3', '4']);
+      // Every datagram weft sent is a WireGuard message; no ICMP travels in clear.
+      expect(fromWeft.every((r) => ['1', '2', '3', '4'].includes(r[2]))).toBe(true);
+      expect(rows.some((r) => r[3] !== '')).toBe(false);
+      const cookies = fromWeft.filter((r) => r[2] === '3');
+      expect(cookies.every((r) => r[1] === '40000')).toBe(true);
+      const c = await s.weft.counters();
+      expect(c.wireguard?.cookieRepliesSent).toBe(cookies.length);
+    } finally {
+      await teardown(s);
+      dir.remove();
     }
   });
 
