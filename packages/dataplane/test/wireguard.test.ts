@@ -156,12 +156,13 @@ describe('WireGuard backend: hostile input is dropped and counted, good traffic 
     // Established traffic between a and b goes on meanwhile.
     a.sendPackets([udpPacket('10.244.1.5', '10.244.2.7', 'during the flood')]);
     await until(() => b.delivered.length === 2, 2000, 'data during the flood');
-    // Each of the 600 gets one outcome: a cookie reply, or (before b saw the load) a rejection.
+    // Each of the 600 gets one outcome: a cookie reply, or (before b saw the load) a rejection;
+    // c's own retransmissions (every 100 ms here) add a few more.
     const outcomes = () => {
       const cb = b.backend.counters();
       return cb.drops.handshakeRejected + cb.wireguard.cookieRepliesSent + cb.drops.rateLimited;
     };
-    await until(() => outcomes() === 600, 3000, 'every flooded message handled');
+    await until(() => outcomes() >= 600, 3000, 'every flooded message handled');
     expect(b.backend.counters().wireguard.cookieRepliesSent).toBeGreaterThan(400);
     // c takes the cookie (a reply to its own initiation's MAC1) and retries with MAC2.
     await until(
@@ -237,5 +238,56 @@ describe('WireGuard tables', () => {
         },
       ),
     );
+  });
+});
+
+describe('WireGuard hot paths allocate nothing per packet', () => {
+  it('outbound and inbound batches with a live session: under 1 byte of heap per packet', async () => {
+    const { a, b } = await established();
+    const batch = 64;
+    const ring = a.queue.ring;
+    for (let i = 0; i < batch; i++) {
+      const p = udpPacket('10.244.1.5', `10.244.2.${i + 1}`, Buffer.alloc(1372, i));
+      p.copy(ring.slab, ring.slotOffset(i));
+      ring.lengths[i] = p.length;
+    }
+    const plain = Buffer.from(ring.slab);
+    // Sends go nowhere (the stand-in's own send keeps numbers only).
+    a.socket.send = (_start: number, count: number) => count;
+    b.queue.send = (_start: number, count: number) => count;
+    const out = () => {
+      ring.slab.set(plain);
+      a.queue.onBatch(batch);
+    };
+    out();
+    // What a sent, as b receives it.
+    const rx = b.socket.ring;
+    for (let k = 0; k < batch; k++) {
+      const bytes = a.socket.sentBytes(k);
+      rx.slab.set(bytes, rx.slotOffset(k));
+      rx.lengths[k] = bytes.length;
+      rx.families[k] = 4;
+      rx.addrs[k * 4] = a.address;
+      rx.ports[k] = 51820;
+    }
+    const sealed = Buffer.from(rx.slab);
+    const kp = b.backend.engine.pCurrent[0];
+    const inb = () => {
+      rx.slab.set(sealed);
+      b.backend.engine.replay.reset(kp);
+      b.socket.onBatch(batch);
+    };
+    const perPacket = (fn: () => void) => {
+      for (let k = 0; k < 2000; k++) fn();
+      const rounds = 200;
+      const before = process.memoryUsage().heapUsed;
+      for (let k = 0; k < rounds; k++) fn();
+      return (process.memoryUsage().heapUsed - before) / (rounds * batch);
+    };
+    const outBytes = Math.min(perPacket(out), perPacket(out), perPacket(out));
+    const inBytes = Math.min(perPacket(inb), perPacket(inb), perPacket(inb));
+    expect(b.backend.counters().rxPackets).toBeGreaterThan(batch * 6000);
+    expect(outBytes).toBeLessThan(1);
+    expect(inBytes).toBeLessThan(1);
   });
 });

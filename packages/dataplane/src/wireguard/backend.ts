@@ -7,7 +7,6 @@ import {
   ipv4TotalLength,
   ipv6PayloadLength,
   overlayMtu,
-  readLe32,
   WG_TRANSPORT_HEADER_BYTES,
   WIREGUARD_PORT,
   WireguardType,
@@ -431,7 +430,10 @@ export class WireguardBackend extends Backend {
       const off = i * stride + headroom;
       const type = len > 0 ? wireguardMessageType(slab, off, len) : -1;
       if (type === WireguardType.transport) {
-        const kp = e.index.lookup(readLe32(slab, off + 4));
+        // The receiver index as int32 (never a boxed u32: see IndexTable).
+        const kp = e.index.lookup(
+          slab[off + 4] | (slab[off + 5] << 8) | (slab[off + 6] << 16) | (slab[off + 7] << 24),
+        );
         if (kp === NO_INDEX || kp < 0) {
           wg[WgCounter.dropUnknownIndex]++;
           continue;

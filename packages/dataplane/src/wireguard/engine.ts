@@ -211,8 +211,9 @@ export class WireguardEngine {
   // Keypairs.
   keys: Buffer = Buffer.alloc(0);
   kpPeer = new Int32Array(0);
-  kpLocalIndex = new Uint32Array(0);
-  kpRemoteIndex = new Uint32Array(0);
+  kpLocalIndex = new Int32Array(0);
+  /** The peer's index for the session, int32 (see IndexTable): written into each message header. */
+  kpRemoteIndex = new Int32Array(0);
   kpCreated = new Float64Array(0);
   kpSendCounter = new Float64Array(0);
   kpInitiator = new Uint8Array(0);
@@ -751,7 +752,7 @@ export class WireguardEngine {
     const now = this.now();
     const type = msg[0];
     if (type === WireguardType.cookieReply) {
-      const v = this.index.lookup(readLe32(msg, WireguardField.receiver));
+      const v = this.index.lookup(readLe32(msg, WireguardField.receiver) | 0);
       const s = v === NO_INDEX ? -1 : v < 0 ? -v - 1 : this.kpPeer[v];
       const peer = s < 0 ? undefined : this.peers[s];
       if (peer === undefined || !peer.cookies.consumeReply(msg, now)) {
@@ -817,7 +818,7 @@ export class WireguardEngine {
       return;
     }
     if (type === WireguardType.response) {
-      const v = this.index.lookup(readLe32(msg, WireguardField.responseReceiver));
+      const v = this.index.lookup(readLe32(msg, WireguardField.responseReceiver) | 0);
       if (v === NO_INDEX || v >= 0) {
         this.counts[WgCounter.dropHandshakeRejected]++;
         return;

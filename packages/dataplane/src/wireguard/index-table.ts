@@ -6,17 +6,18 @@ export const NO_INDEX = 0x7fffffff;
 /**
  * Receiver indices (the paper, 5.4.2: "a randomly generated 32-bit index") to what they name: a
  * keypair slot (>= 0) or a peer's handshake in progress (-(peer slot) - 1). Open addressing with
- * linear probing over typed arrays: a lookup allocates nothing and never boxes an index >= 2^31.
+ * linear probing over typed arrays. Indices are handled as int32 (the same 32 bits, read with
+ * `| 0`): a u32 >= 2^31 would be a boxed heap number on every call, an int32 never is.
  */
 export class IndexTable {
-  private keys = new Uint32Array(64);
+  private keys = new Int32Array(64);
   private values = new Int32Array(64);
   /** 0 empty, 1 used, 2 deleted. */
   private state = new Uint8Array(64);
   private used = 0;
   private deleted = 0;
   private mask = 63;
-  private readonly random = new Uint32Array(64);
+  private readonly random = new Int32Array(64);
   private randomLeft = 0;
 
   get size(): number {
@@ -27,7 +28,7 @@ export class IndexTable {
     return Math.imul(index, 0x9e3779b1) >>> 0;
   }
 
-  /** Hot path: the value held for `index`, or NO_INDEX. */
+  /** Hot path: the value held for `index` (int32), or NO_INDEX. */
   lookup(index: number): number {
     const mask = this.mask;
     for (let i = this.slotOf(index) & mask; ; i = (i + 1) & mask) {
@@ -37,12 +38,12 @@ export class IndexTable {
     }
   }
 
-  /** A new random index, not in use, holding `value`. */
+  /** A new random index (int32, never 0), not in use, holding `value`. */
   add(value: number): number {
     for (;;) {
       if (this.randomLeft === 0) {
         const b = randomBytes(this.random.byteLength);
-        this.random.set(new Uint32Array(b.buffer, b.byteOffset, this.random.length));
+        this.random.set(new Int32Array(b.buffer, b.byteOffset, this.random.length));
         this.randomLeft = this.random.length;
       }
       const index = this.random[--this.randomLeft];
@@ -103,7 +104,7 @@ export class IndexTable {
     const { keys, values, state } = this;
     let size = this.keys.length;
     while ((this.used + 1) * 4 > size) size *= 2;
-    this.keys = new Uint32Array(size);
+    this.keys = new Int32Array(size);
     this.values = new Int32Array(size);
     this.state = new Uint8Array(size);
     this.mask = size - 1;

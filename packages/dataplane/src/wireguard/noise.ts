@@ -238,7 +238,7 @@ export function consumeInitiation(
     chainKey: ck,
     timestamp,
     remoteEphemeral: e,
-    sender: readLe32(msg, F.sender),
+    sender: readLe32(msg, F.sender) | 0,
   };
 }
 
@@ -301,7 +301,7 @@ export function consumeResponse(
   if (open(key, empty, h) === undefined) return false;
   hs.hash = hash(h, empty);
   hs.chainKey = ck2;
-  hs.remoteIndex = readLe32(msg, F.sender);
+  hs.remoteIndex = readLe32(msg, F.sender) | 0;
   hs.state = HandshakeState.responseConsumed;
   return true;
 }
