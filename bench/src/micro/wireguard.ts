@@ -157,7 +157,8 @@ function fillPackets(queue: StandInIo): void {
     ring.ports[k] = 51820;
   }
   const sealed = Buffer.from(ring.slab);
-  const kp = b.backend.engine.pCurrent[0] >= 0 ? b.backend.engine.pCurrent[0] : 0;
+  const kp = b.backend.engine.pCurrent[0];
+  if (kp < 0) throw new Error('bench: b has no current session');
   cases.push({
     name: 'wireguard inbound: 64 datagrams UDP -> TUN, opened (per packet, one slab copy included)',
     opsPerCall: BATCH,
