@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(iproute2 iputils-ping procps ethtool strace iptables nftables iperf3 tshark python3-scapy etcd-server etcd-client openssl
-  containernetworking-plugins podman runc busybox-static)
+  containernetworking-plugins podman runc busybox-static
+  wireguard-go wireguard-tools util-linux)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

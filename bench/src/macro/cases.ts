@@ -1,10 +1,13 @@
+import { formatKey, generatePrivateKey, publicKeyOf } from '@weft/dataplane';
 import {
   configureKernelVtep,
   createTwoNodes,
   type Netns,
   type RunningNode,
   startDataplane,
+  startWireguardGo,
   type TwoNodes,
+  wgKeyPair,
 } from '@weft/testkit';
 
 /**
@@ -98,6 +101,41 @@ function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNo
   );
 }
 
+function wireguardKeys() {
+  const key = generatePrivateKey();
+  return { privateKey: formatKey(key), publicKey: formatKey(publicKeyOf(key)) };
+}
+
+function weftWireguard(
+  ns: Netns,
+  nodes: TwoNodes,
+  side: 'a' | 'b',
+  key: { privateKey: string },
+  peerPublicKey: string,
+): Promise<RunningNode> {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  return startDataplane(
+    ns,
+    {
+      type: 'wireguard',
+      deviceName: 'flannel-wg',
+      privateKey: key.privateKey,
+      nodeAddress: `10.244.${me}.0`,
+      network: '10.244.0.0/16',
+      publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+      nodes: [
+        {
+          subnet: `10.244.${peer}.0/24`,
+          publicIp: side === 'a' ? nodes.ipB : nodes.ipA,
+          publicKey: peerPublicKey,
+        },
+      ],
+    },
+    NODE_ARGS,
+  );
+}
+
 /** Starts things; if one fails, deletes the namespaces (which kills what did start). */
 async function guarded(
   tag: string,
@@ -153,6 +191,49 @@ export const CASES: BenchCase[] = [
       guarded(tag, async (nodes) => {
         const weft = [await weftUdp(nodes.a, nodes, 'a'), await weftUdp(nodes.b, nodes, 'b')];
         return { serverAddress: '10.244.2.0', weft };
+      }),
+  },
+  {
+    name: 'weft-wireguard',
+    description: "weft's userspace WireGuard on both nodes, as flannel's wireguard backend",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        const ka = wireguardKeys();
+        const kb = wireguardKeys();
+        const weft = [
+          await weftWireguard(nodes.a, nodes, 'a', ka, kb.publicKey),
+          await weftWireguard(nodes.b, nodes, 'b', kb, ka.publicKey),
+        ];
+        return { serverAddress: '10.244.2.0', weft };
+      }),
+  },
+  {
+    name: 'wireguard-go',
+    description:
+      "Debian's wireguard-go on both nodes, configured as flannel configures flannel-wg (its CPU is not counted)",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        const keys = [await wgKeyPair(), await wgKeyPair()];
+        for (const [i, ns] of [nodes.a, nodes.b].entries()) {
+          const wg = await startWireguardGo(ns, {
+            privateKey: keys[i].privateKey,
+            listenPort: 51820,
+            address: `10.244.${i + 1}.0`,
+            network: '10.244.0.0/16',
+          });
+          const other = 1 - i;
+          await wg.wg([
+            'set',
+            wg.name,
+            'peer',
+            keys[other].publicKey,
+            'endpoint',
+            `${other === 0 ? nodes.ipA : nodes.ipB}:51820`,
+            'allowed-ips',
+            `10.244.${other + 1}.0/24`,
+          ]);
+        }
+        return { serverAddress: '10.244.2.0', weft: [] };
       }),
   },
 ];
