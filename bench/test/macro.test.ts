@@ -57,6 +57,31 @@ describe.skipIf(!privileged('the macro benchmark harness'))('bench:macro', () =>
     }
   }, 150_000);
 
+  it('runs the weft-wireguard and wireguard-go cases in quick mode (both carry traffic)', () => {
+    const out = tempDir('weft-bench-');
+    try {
+      execFileSync(
+        process.execPath,
+        [RUN, '--quick', '--cases', 'weft-wireguard,wireguard-go', '--out', `${out.path}/`],
+        { encoding: 'utf8', timeout: 120_000 },
+      );
+      const report = JSON.parse(readFileSync(`${out.path}/macro-latest.json`, 'utf8'));
+      expect(report.cases.map((c: { name: string }) => c.name)).toEqual([
+        'weft-wireguard',
+        'wireguard-go',
+      ]);
+      for (const c of report.cases) {
+        expect(c.skipped).toBeUndefined();
+        expect(c.tcpBitsPerSecond).toBeGreaterThan(1e7);
+        expect(c.udpPacketsPerSecond).toBeGreaterThan(1000);
+      }
+      expect(report.cases[0].weftCpuSecondsPerGB).toBeGreaterThan(0);
+      expect(weftNamespaces()).toEqual([]);
+    } finally {
+      out.remove();
+    }
+  }, 150_000);
+
   it('cleans up every namespace and child on Ctrl-C in the middle of a case', async () => {
     const out = tempDir('weft-bench-');
     try {
