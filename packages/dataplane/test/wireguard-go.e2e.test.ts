@@ -341,6 +341,78 @@ describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flan
     }
   });
 
+  it("over an IPv6 underlay with IPv6 inside (flannel's flannel-wg-v6 on port 51821)", async () => {
+    const nodes = createTwoNodes(TAG);
+    let weft: RunningNode | undefined;
+    let wgo: WireguardGo | undefined;
+    try {
+      await nodes.a.exec(['ip', '-6', 'addr', 'add', 'fd00::1/64', 'dev', 'veth0', 'nodad']);
+      await nodes.b.exec(['ip', '-6', 'addr', 'add', 'fd00::2/64', 'dev', 'veth0', 'nodad']);
+      const priv = generatePrivateKey();
+      const weftKey = { privateKey: formatKey(priv), publicKey: formatKey(publicKeyOf(priv)) };
+      const wgoKey = await wgKeyPair();
+      wgo = await startWireguardGo(nodes.b, {
+        name: 'flannel-wg-v6',
+        privateKey: wgoKey.privateKey,
+        listenPort: 51821,
+        address: 'fd10:0:0:2::',
+        network: 'fd10::/48',
+      });
+      await wgo.wg([
+        'set',
+        wgo.name,
+        'peer',
+        weftKey.publicKey,
+        'endpoint',
+        '[fd00::1]:51821',
+        'allowed-ips',
+        'fd10:0:0:1::/64',
+      ]);
+      weft = await startDataplane(nodes.a, {
+        type: 'wireguard',
+        deviceName: 'flannel-wg-v6',
+        privateKey: weftKey.privateKey,
+        publicIp: 'fd00::1',
+        listenPort: 51821,
+        nodeAddress6: 'fd10:0:0:1::',
+        network6: 'fd10::/48',
+        nodes: [{ subnet6: 'fd10:0:0:2::/64', publicIp: 'fd00::2', publicKey: wgoKey.publicKey }],
+      });
+      const ab = await nodes.a.exec([
+        'ping',
+        '-6',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        'fd10:0:0:2::',
+      ]);
+      expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
+      const ba = await nodes.b.exec([
+        'ping',
+        '-6',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        'fd10:0:0:1::',
+      ]);
+      expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
+      const t = await tcpTransfer(nodes.b, nodes.a, 'fd10:0:0:2::', 5203, 10 * 1024 * 1024);
+      expect(t.receivedSha256).toBe(t.sentSha256);
+      const [, peer] = await wgo.dump();
+      expect(peer[2]).toBe('[fd00::1]:51821');
+    } finally {
+      await weft?.stop().catch(() => {});
+      await wgo?.stop().catch(() => {});
+      nodes.delete();
+    }
+  });
+
   it('weft initiates: handshake, ping both ways, 50 MB sha256-checked each way', async () => {
     let s: Setup | undefined;
     try {

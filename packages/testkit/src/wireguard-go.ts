@@ -32,7 +32,7 @@ export interface WireguardGoOptions {
   name?: string;
   privateKey: string;
   listenPort: number;
-  /** The node's overlay address (a /32 on the device) and the network routed into it. */
+  /** The node's overlay address (a /32, or /128 for IPv6, on the device) and the network routed into it. */
   address: string;
   network: string;
   mtu?: number;
@@ -101,7 +101,14 @@ export async function startWireguardGo(ns: Netns, o: WireguardGoOptions): Promis
     'listen-port',
     String(o.listenPort),
   ]);
-  await inside(['ip', 'addr', 'add', `${o.address}/32`, 'dev', name]);
+  await inside([
+    'ip',
+    'addr',
+    'add',
+    `${o.address}/${o.address.includes(':') ? 128 : 32}`,
+    'dev',
+    name,
+  ]);
   await inside(['ip', 'link', 'set', name, 'mtu', String(o.mtu ?? 1420), 'up']);
   await inside(['ip', 'route', 'replace', o.network, 'dev', name, 'scope', 'link']);
   return {
