@@ -291,3 +291,68 @@ describe('WireGuard hot paths allocate nothing per packet', () => {
     expect(inBytes).toBeLessThan(1);
   });
 });
+
+describe('WireGuard configuration errors name what is wrong and change nothing', () => {
+  const failure = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (err) {
+      return { code: (err as { code: string }).code, message: (err as Error).message };
+    }
+    throw new Error('nothing thrown');
+  };
+
+  it('refuses bad peers atomically', async () => {
+    const { a, b } = track(pair());
+    const good = { subnet: '10.244.2.0/24', publicIp: '192.0.2.2', publicKey: b.publicKey };
+    const before = a.backend.peers();
+    const cases: [object, RegExp][] = [
+      [{ ...good, publicKey: 'not a key' }, /publicKey "not a key" is not a WireGuard key/],
+      [{ ...good, publicKey: a.publicKey }, /own public key/],
+      [{ ...good, subnet: undefined }, /a subnet \(or subnet6\) is required/],
+      [{ ...good, publicIp: '2001:db8::2' }, /is IPv6 but this device's socket is IPv4/],
+    ];
+    for (const [node, message] of cases) {
+      const f = failure(() => a.backend.setNodes([node as never]));
+      expect(f.message).toMatch(message);
+      expect(f.code).toMatch(/^ERR_WIREGUARD_BAD_(KEY|PEER)$/);
+      expect(a.backend.peers()).toEqual(before);
+    }
+    const dup = failure(() => a.backend.setNodes([good, { ...good, subnet: '10.244.3.0/24' }]));
+    expect(dup.message).toMatch(/is listed twice/);
+    expect(a.backend.peers()).toEqual(before);
+    // A peer that stays keeps its session across a new snapshot.
+    a.sendPackets([udpPacket('10.244.1.5', '10.244.2.7', 'x')]);
+    await until(() => b.delivered.length === 1);
+    a.backend.setNodes([
+      good,
+      {
+        subnet: '10.244.3.0/24',
+        publicIp: '192.0.2.3',
+        publicKey: 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=',
+      },
+    ]);
+    expect(a.backend.peers().find((p) => p.publicKey === b.publicKey)?.sessionUp).toBe(true);
+    expect(a.backend.removeNode('10.244.3.0/24')).toBe(true);
+    expect(a.backend.peers().length).toBe(1);
+  });
+
+  it('refuses bad options before opening anything', async () => {
+    const { WireguardBackend } = await import('../src/index.js');
+    const { standInBackendIo } = await import('../src/index.js');
+    const open = (o: object) =>
+      failure(() => WireguardBackend.overIo(standInBackendIo().io, o as never));
+    expect(open({})).toEqual({
+      code: 'ERR_WIREGUARD_BAD_OPTION',
+      message: 'privateKey is required: generate one with `wg genkey`',
+    });
+    expect(open({ privateKey: 'abc' }).code).toBe('ERR_WIREGUARD_BAD_KEY');
+    const key = 'YAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=';
+    expect(open({ privateKey: key, presharedKey: 'x' }).message).toMatch(/presharedKey \(PSK\)/);
+    expect(open({ privateKey: key, listenPort: 70000 }).message).toMatch(/listenPort 70000/);
+    expect(open({ privateKey: key, persistentKeepaliveSeconds: 1.5 }).message).toMatch(
+      /persistentKeepaliveSeconds 1.5/,
+    );
+    expect(open({ privateKey: key, nodeAddress: 'fd00::1' }).message).toMatch(/must be IPv4/);
+  });
+});

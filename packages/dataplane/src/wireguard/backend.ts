@@ -198,6 +198,16 @@ export class WireguardBackend extends Backend {
     return backend;
   }
 
+  /** Replaces the peer set: each node's public key, public IP and subnets (see Backend.setNodes). */
+  override setNodes(nodes: readonly WireguardNode[]): void {
+    super.setNodes(nodes);
+  }
+
+  /** Adds a peer, or replaces the one with the same subnet. */
+  override addNode(node: WireguardNode): void {
+    super.addNode(node);
+  }
+
   /** This node's public key, base64: what its lease publishes. */
   get publicKey(): string {
     return this.engine.publicKeyText;
