@@ -16,6 +16,7 @@ export { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
 export {
   formatKey,
   generatePrivateKey,
+  loadOrCreateKeyFile,
   parseKey,
   publicKeyOf,
   WgCounter,

@@ -12,6 +12,7 @@ export {
 export {
   formatKey,
   generatePrivateKey,
+  loadOrCreateKeyFile,
   parseKey,
   publicKeyOf,
   WireguardErrorCode,

@@ -6,6 +6,16 @@ import {
   type KeyObject,
   randomBytes,
 } from 'node:crypto';
+import {
+  chmodSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname } from 'node:path';
 import { WeftError } from '@weft/core';
 
 export const WireguardErrorCode = {
@@ -103,4 +113,70 @@ export function dh(
     // OpenSSL refuses an all-zero result itself ("failed during derivation").
     return undefined;
   }
+}
+
+/**
+ * This node's key pair, kept in `path` as flannel keeps it (/run/flannel/wgkey, or
+ * $WIREGUARD_KEY_FILE): the private key in base64, generated on first use and read back on every
+ * later start, so peers keep knowing the node. A new file is written 0600 in one step (a temporary
+ * file renamed into place); an existing one readable by others is narrowed to 0600, and said.
+ */
+export function loadOrCreateKeyFile(path: string): {
+  privateKey: string;
+  publicKey: string;
+  created: boolean;
+  /** Set when an existing file's mode was narrowed (what it was). */
+  narrowedFrom?: number;
+} {
+  const fail = (what: string, err: unknown): never => {
+    throw new WeftError(
+      WireguardErrorCode.keyFile,
+      `WireGuard key file ${path}: ${what}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  };
+  let text: string | undefined;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail('cannot read it', err);
+  }
+  if (text !== undefined) {
+    let key: Uint8Array;
+    try {
+      key = parseKey(text.trim(), 'the private key in it');
+    } catch (err) {
+      return fail('it holds no private key (remove it to have a new one made)', err);
+    }
+    let narrowedFrom: number | undefined;
+    try {
+      const mode = statSync(path).mode & 0o777;
+      if ((mode & 0o077) !== 0) {
+        chmodSync(path, 0o600);
+        narrowedFrom = mode;
+      }
+    } catch (err) {
+      fail('cannot set its mode to 0600', err);
+    }
+    return {
+      privateKey: formatKey(key),
+      publicKey: formatKey(publicKeyOf(key)),
+      created: false,
+      narrowedFrom,
+    };
+  }
+  const key = generatePrivateKey();
+  const privateKey = formatKey(key);
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    writeFileSync(tmp, privateKey, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    fail('cannot write it', err);
+  }
+  return { privateKey, publicKey: formatKey(publicKeyOf(key)), created: true };
 }
