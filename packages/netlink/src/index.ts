@@ -39,3 +39,18 @@ export {
   type VxlanInfo,
   type VxlanSpec,
 } from './rtnl.js';
+export {
+  KernelWireguard,
+  type KernelWireguardConfig,
+  type KernelWireguardDevice,
+  type KernelWireguardPeer,
+  parseDevice,
+  probeKernelWireguard,
+  setDeviceAttrs,
+  sockaddr,
+  WG_GENL_NAME,
+  WgAllowedIp,
+  WgDevice,
+  WgPeer,
+  WgPeerFlag,
+} from './wireguard.js';
