@@ -120,6 +120,7 @@ function weftWireguard(
     {
       type: 'wireguard',
       deviceName: 'flannel-wg',
+      offload: OFFLOAD,
       privateKey: key.privateKey,
       nodeAddress: `10.244.${me}.0`,
       network: '10.244.0.0/16',

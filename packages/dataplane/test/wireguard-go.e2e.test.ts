@@ -413,37 +413,83 @@ describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flan
     }
   });
 
-  it('weft initiates: handshake, ping both ways, 50 MB sha256-checked each way', async () => {
-    let s: Setup | undefined;
+  it('two weft nodes with offloads (TSO cut into sealed GSO batches; GRO where the kernel coalesces): 50 MB sha256-checked each way', async () => {
+    const nodes = createTwoNodes(TAG);
+    const nodesUp: RunningNode[] = [];
     try {
-      s = await setup();
-      expect(s.weft.ready).toMatchObject({ device: 'flannel-wg', mtu: 1420, port: 51820 });
-      const ab = await ping(s.nodes.a, '10.244.2.0');
-      expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
-      const ba = await ping(s.nodes.b, '10.244.1.0');
-      expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
-      const c = await s.weft.counters();
-      expect(c.wireguard).toMatchObject({
-        handshakeInitiationsSent: 1,
-        handshakeResponsesReceived: 1,
+      const ka = generatePrivateKey();
+      const kb = generatePrivateKey();
+      const conf = (me: 1 | 2, key: Uint8Array, peer: Uint8Array) => ({
+        type: 'wireguard',
+        deviceName: 'flannel-wg',
+        privateKey: formatKey(key),
+        nodeAddress: `10.244.${me}.0`,
+        network: '10.244.0.0/16',
+        nodes: [
+          {
+            subnet: `10.244.${3 - me}.0/24`,
+            publicIp: me === 1 ? '198.18.0.2' : '198.18.0.1',
+            publicKey: formatKey(publicKeyOf(peer)),
+          },
+        ],
       });
-      // wireguard-go saw the handshake: a latest-handshake time and our endpoint.
-      const [, peer] = await s.wgo.dump();
-      expect(peer[0]).toBe(s.weftKey.publicKey);
-      expect(peer[2]).toBe('198.18.0.1:51820');
-      expect(Number(peer[4])).toBeGreaterThan(0);
-
-      const up = await tcpTransfer(s.nodes.b, s.nodes.a, '10.244.2.0', 5201, 50 * 1024 * 1024);
-      expect(up.receivedBytes).toBe(50 * 1024 * 1024);
+      nodesUp.push(await startDataplane(nodes.a, conf(1, ka, kb)));
+      nodesUp.push(await startDataplane(nodes.b, conf(2, kb, ka)));
+      expect(nodesUp.map((n) => n.ready.offload)).toEqual([true, true]);
+      expect((await ping(nodes.a, '10.244.2.0')).stdout).toMatch(/3 received/);
+      const up = await tcpTransfer(nodes.b, nodes.a, '10.244.2.0', 5204, 50 * 1024 * 1024);
       expect(up.receivedSha256).toBe(up.sentSha256);
-      const down = await tcpTransfer(s.nodes.a, s.nodes.b, '10.244.1.0', 5202, 50 * 1024 * 1024);
-      expect(down.receivedBytes).toBe(50 * 1024 * 1024);
+      const down = await tcpTransfer(nodes.a, nodes.b, '10.244.1.0', 5205, 50 * 1024 * 1024);
       expect(down.receivedSha256).toBe(down.sentSha256);
-      const after = await s.weft.counters();
-      expect(after.drops.decrypt).toBe(0);
-      expect(after.drops.replay).toBe(0);
+      for (const n of nodesUp) {
+        const c = await n.counters();
+        expect(c.drops.decrypt).toBe(0);
+        expect(c.drops.replay).toBe(0);
+        expect(c.drops.unsupported).toBe(0);
+      }
     } finally {
-      await teardown(s);
+      for (const n of nodesUp) await n.stop().catch(() => {});
+      nodes.delete();
     }
   });
+
+  for (const offload of [true, false])
+    it(`weft initiates, offloads ${offload ? 'on' : 'off'}: handshake, ping both ways, 50 MB sha256-checked each way`, async () => {
+      let s: Setup | undefined;
+      try {
+        s = await setup({ offload });
+        expect(s.weft.ready).toMatchObject({
+          device: 'flannel-wg',
+          mtu: 1420,
+          port: 51820,
+          offload,
+        });
+        const ab = await ping(s.nodes.a, '10.244.2.0');
+        expect(ab.stdout).toMatch(/3 packets transmitted, 3 received/);
+        const ba = await ping(s.nodes.b, '10.244.1.0');
+        expect(ba.stdout).toMatch(/3 packets transmitted, 3 received/);
+        const c = await s.weft.counters();
+        expect(c.wireguard).toMatchObject({
+          handshakeInitiationsSent: 1,
+          handshakeResponsesReceived: 1,
+        });
+        // wireguard-go saw the handshake: a latest-handshake time and our endpoint.
+        const [, peer] = await s.wgo.dump();
+        expect(peer[0]).toBe(s.weftKey.publicKey);
+        expect(peer[2]).toBe('198.18.0.1:51820');
+        expect(Number(peer[4])).toBeGreaterThan(0);
+
+        const up = await tcpTransfer(s.nodes.b, s.nodes.a, '10.244.2.0', 5201, 50 * 1024 * 1024);
+        expect(up.receivedBytes).toBe(50 * 1024 * 1024);
+        expect(up.receivedSha256).toBe(up.sentSha256);
+        const down = await tcpTransfer(s.nodes.a, s.nodes.b, '10.244.1.0', 5202, 50 * 1024 * 1024);
+        expect(down.receivedBytes).toBe(50 * 1024 * 1024);
+        expect(down.receivedSha256).toBe(down.sentSha256);
+        const after = await s.weft.counters();
+        expect(after.drops.decrypt).toBe(0);
+        expect(after.drops.replay).toBe(0);
+      } finally {
+        await teardown(s);
+      }
+    });
 });

@@ -26,6 +26,7 @@ import {
 } from '../backend.js';
 import { Counter, type CounterSnapshot } from '../counters.js';
 import type { ParsedNode, RemoteNode } from '../nodes.js';
+import { type Segmented, segmentTcp4 } from '../offload.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from '../pump.js';
 import {
   type WireguardEngine as Engine,
@@ -71,6 +72,8 @@ export interface WireguardBackendOptions extends CommonBackendOptions {
 
 /** The slab index the engine's own messages are sent from. */
 const CONTROL_SLAB = 3;
+/** The most segments one TSO super-packet is cut into (64 KiB at an MSS of 536 is 123). */
+const SEGMENT_OPS = 160;
 
 type WireguardCounterSnapshot = CounterSnapshot & { wireguard: Record<string, number> };
 
@@ -89,6 +92,8 @@ export class WireguardBackend extends Backend {
   private readonly psk: string | undefined;
   private readonly keepaliveSeconds: number;
   private readonly sealOps: Int32Array;
+  /** The send descriptor each seal op fills. */
+  private readonly opDesc: Int32Array;
   private readonly openOps: Int32Array;
   private readonly opSlot: Int32Array;
   private readonly opKp: Int32Array;
@@ -101,9 +106,13 @@ export class WireguardBackend extends Backend {
   private controlCount = 0;
   private ticker: NodeJS.Timeout | undefined;
   private readonly icmpSource4: number;
+  /** Offloads: a TSO super-packet is cut here before its segments are sealed into txStaging. */
+  private readonly segTemp: Buffer;
+  private readonly segOps = new Int32Array(SEGMENT_OPS * SealOp.words);
+  private readonly wgSegmented: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
 
   private constructor(tun: DeviceIo, socket: UdpIo, options: WireguardBackendOptions) {
-    super(tun, socket, { ...options, offload: false });
+    super(tun, socket, options);
     this.listenPort = options.listenPort ?? WIREGUARD_PORT;
     this.psk = options.presharedKey;
     this.keepaliveSeconds = options.persistentKeepaliveSeconds ?? 0;
@@ -114,10 +123,14 @@ export class WireguardBackend extends Backend {
       log: options.log,
     });
     this.sealOps = new Int32Array(this.batch * SealOp.words);
-    this.openOps = new Int32Array(this.batch * OpenOp.words);
-    this.opSlot = new Int32Array(this.batch);
-    this.opKp = new Int32Array(this.batch);
-    this.opCounter = new Float64Array(this.batch);
+    this.opDesc = new Int32Array(this.batch);
+    // With UDP GRO one slot holds many datagrams: room for 64 messages a slot.
+    const opens = this.offload ? this.batch * 64 : this.batch;
+    this.openOps = new Int32Array(opens * OpenOp.words);
+    this.opSlot = new Int32Array(opens);
+    this.opKp = new Int32Array(opens);
+    this.opCounter = new Float64Array(opens);
+    this.segTemp = Buffer.allocUnsafeSlow(this.offload ? 72 * 1024 : 0);
     this.touched = new Int32Array(this.batch);
     this.touchedData = new Uint8Array(this.batch);
     this.touchedSlot = new Int32Array(this.batch);
@@ -162,7 +175,7 @@ export class WireguardBackend extends Backend {
         deviceName: options.deviceName ?? 'weft%d',
         mode: 'tun',
         netns: options.netns,
-        offload: false,
+        offload: options.offload ?? true,
         address: options.publicIp ?? '0.0.0.0',
         port: options.listenPort ?? WIREGUARD_PORT,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
@@ -178,7 +191,7 @@ export class WireguardBackend extends Backend {
       },
     );
     try {
-      return WireguardBackend.overIo(io, options);
+      return WireguardBackend.overIo(io, { ...options, offload: io.offload });
     } catch (err) {
       io.socket.close();
       io.device.close();
@@ -306,6 +319,7 @@ export class WireguardBackend extends Backend {
     const stride = ring.stride;
     const headroom = ring.headroom;
     const room = stride - headroom;
+    const h = this.deviceHeaderBytes;
     const c = this.counts;
     const e = this.engine;
     const routes = e.routes;
@@ -318,11 +332,15 @@ export class WireguardBackend extends Backend {
     const batchId = ++this.batchId;
     let touched = 0;
     let n = 0;
+    let sealed = 0;
     let replies = 0;
+    this.txPos = 0;
     for (let i = 0; i < count; i++) {
-      const off = i * stride + headroom;
-      const len = this.devicePacket(slab, off, lengths[i]) < 0 ? -1 : lengths[i];
-      if (len < 0) continue;
+      const base = i * stride + headroom;
+      const gso = this.devicePacket(slab, base, lengths[i]);
+      if (gso < 0) continue;
+      const off = base + h;
+      const len = lengths[i] - h;
       const version = slab[off] >> 4;
       let hop: { port: number } | undefined;
       if (version === 4 && len >= 20) hop = routes.lookup4(ipv4Dst(slab, off));
@@ -346,75 +364,175 @@ export class WireguardBackend extends Backend {
         continue;
       }
       const s = hop.port - 1;
-      const padded = wireguardPaddedLength(len, mtu);
-      if (padded + WG_TRANSPORT_HEADER_BYTES > room || len > mtu) {
-        e.counts[WgCounter.dropTooBig]++;
-        continue;
-      }
       const kp = e.pCurrent[s];
-      if (
-        kp < 0 ||
-        now - e.kpCreated[kp] >= reject ||
-        e.kpSendCounter[kp] >= REJECT_AFTER_MESSAGES ||
-        e.epFamily[s] === 0
-      ) {
-        e.stage(s, slab, off, len);
-        continue;
+      const live =
+        kp >= 0 &&
+        now - e.kpCreated[kp] < reject &&
+        e.kpSendCounter[kp] < REJECT_AFTER_MESSAGES &&
+        e.epFamily[s] !== 0;
+      if (gso !== 0) {
+        // A TSO super-packet: cut into segments, each sealed into its own datagram, one GSO send.
+        n = this.queueSealedSegments(slab, off, len, s, live ? kp : -1, n);
+      } else {
+        const padded = wireguardPaddedLength(len, mtu);
+        if (padded + WG_TRANSPORT_HEADER_BYTES + h > room || len > mtu) {
+          e.counts[WgCounter.dropTooBig]++;
+          continue;
+        }
+        if (!live) {
+          e.stage(s, slab, off, len);
+          continue;
+        }
+        const counter = e.kpSendCounter[kp]++;
+        const hdr = off - WG_TRANSPORT_HEADER_BYTES;
+        writeTransportHeader(slab, hdr, e.kpRemoteIndex[kp], counter);
+        const o = sealed * SealOp.words;
+        ops[o] = off;
+        ops[o + 1] = len;
+        ops[o + 2] = padded - len;
+        ops[o + 3] = hdr;
+        ops[o + 4] = kp * 2;
+        this.opDesc[sealed] = n;
+        sealed++;
+        const total = padded + 2 * WG_TRANSPORT_HEADER_BYTES;
+        table.slabs[n] = UdpSlab.deviceRing;
+        table.offsets[n] = hdr;
+        table.lengths[n] = total;
+        const a = s * 4;
+        table.addrs[n * 4] = e.epAddr[a];
+        table.addrs[n * 4 + 1] = e.epAddr[a + 1];
+        table.addrs[n * 4 + 2] = e.epAddr[a + 2];
+        table.addrs[n * 4 + 3] = e.epAddr[a + 3];
+        table.ports[n] = e.epPort[s];
+        table.gso[n] = 0;
+        n++;
+        e.pTxBytes[s] += total;
+        c[Counter.txPackets]++;
+        c[Counter.txBytes] += len;
       }
-      const counter = e.kpSendCounter[kp]++;
-      const hdr = off - WG_TRANSPORT_HEADER_BYTES;
-      writeTransportHeader(slab, hdr, e.kpRemoteIndex[kp], counter);
-      const o = n * SealOp.words;
-      ops[o] = off;
-      ops[o + 1] = len;
-      ops[o + 2] = padded - len;
-      ops[o + 3] = hdr;
-      ops[o + 4] = kp * 2;
-      const total = padded + 2 * WG_TRANSPORT_HEADER_BYTES;
-      table.slabs[n] = UdpSlab.deviceRing;
-      table.offsets[n] = hdr;
-      table.lengths[n] = total;
-      const a = s * 4;
-      table.addrs[n * 4] = e.epAddr[a];
-      table.addrs[n * 4 + 1] = e.epAddr[a + 1];
-      table.addrs[n * 4 + 2] = e.epAddr[a + 2];
-      table.addrs[n * 4 + 3] = e.epAddr[a + 3];
-      table.ports[n] = e.epPort[s];
-      table.gso[n] = 0;
-      n++;
-      e.pTxBytes[s] += total;
-      c[Counter.txPackets]++;
-      c[Counter.txBytes] += len;
       if (mark[s] !== batchId) {
         mark[s] = batchId;
         this.touched[touched++] = s;
       }
     }
-    if (n > 0) {
-      sealTransport(slab, slab, e.keys, ops, n);
-      n = this.dropUnsealed(n);
+    if (sealed > 0) {
+      sealTransport(slab, slab, e.keys, ops, sealed);
+      n = this.dropUnsealed(sealed, n);
     }
     if (touched > 0) e.afterDataSent(this.touched, touched);
     this.sendDeviceReplies(replies);
     return n;
   }
 
+  /**
+   * Offloads: cuts the super-packet at slab[off] into segments (segTemp), seals each into its own
+   * transport message in txStaging (all but the last the same size), and queues them as UDP GSO
+   * sends. Without a live session (`kp` -1) the segments wait, each, for the handshake.
+   */
+  private queueSealedSegments(
+    slab: Buffer,
+    off: number,
+    len: number,
+    s: number,
+    kp: number,
+    n: number,
+  ): number {
+    const e = this.engine;
+    const r = segmentTcp4(
+      slab,
+      off,
+      len,
+      this.gsoSize,
+      this.segTemp,
+      0,
+      0,
+      false,
+      this.wgSegmented,
+    );
+    if (r === undefined || r.count > SEGMENT_OPS) {
+      this.counts[Counter.dropUnsupported]++;
+      return n;
+    }
+    const full = r.segmentBytes;
+    const lastBytes = r.totalBytes - (r.count - 1) * full;
+    if (kp < 0) {
+      for (let k = 0; k < r.count; k++)
+        e.stage(s, this.segTemp, k * full, k === r.count - 1 ? lastBytes : full);
+      return n;
+    }
+    const mtu = e.mtu;
+    const padded = wireguardPaddedLength(full, mtu);
+    const paddedLast = wireguardPaddedLength(lastBytes, mtu);
+    const wgStride = padded + 2 * WG_TRANSPORT_HEADER_BYTES;
+    const bytes = (r.count - 1) * wgStride + paddedLast + 2 * WG_TRANSPORT_HEADER_BYTES;
+    if (full > mtu || this.txPos + bytes > this.txStaging.length) {
+      e.counts[WgCounter.dropTooBig] += r.count;
+      return n;
+    }
+    const ops = this.segOps;
+    const out = this.txStaging;
+    const remote = e.kpRemoteIndex[kp];
+    for (let k = 0; k < r.count; k++) {
+      const dst = this.txPos + k * wgStride;
+      const plain = k === r.count - 1 ? lastBytes : full;
+      writeTransportHeader(out, dst, remote, e.kpSendCounter[kp]++);
+      const o = k * SealOp.words;
+      ops[o] = k * full;
+      ops[o + 1] = plain;
+      ops[o + 2] = (k === r.count - 1 ? paddedLast : padded) - plain;
+      ops[o + 3] = dst;
+      ops[o + 4] = kp * 2;
+    }
+    sealTransport(this.segTemp, out, e.keys, ops, r.count);
+    // A UDP datagram is at most 64 KiB before the kernel cuts it: some super-packets take two sends.
+    const perSend = Math.max(1, Math.floor(65_000 / wgStride));
+    const table = this.toUdp;
+    const a = s * 4;
+    for (let k = 0; k < r.count; k += perSend) {
+      if (n >= this.udpReplyBase) {
+        this.counts[Counter.dropSendError] += r.count - k;
+        break;
+      }
+      const segs = Math.min(perSend, r.count - k);
+      const start = this.txPos + k * wgStride;
+      table.slabs[n] = UdpSlab.staging;
+      table.offsets[n] = start;
+      table.lengths[n] = k + segs === r.count ? bytes - k * wgStride : segs * wgStride;
+      table.addrs[n * 4] = e.epAddr[a];
+      table.addrs[n * 4 + 1] = e.epAddr[a + 1];
+      table.addrs[n * 4 + 2] = e.epAddr[a + 2];
+      table.addrs[n * 4 + 3] = e.epAddr[a + 3];
+      table.ports[n] = e.epPort[s];
+      table.gso[n] = segs > 1 ? wgStride : 0;
+      n++;
+    }
+    this.txPos += (bytes + 15) & ~15;
+    e.pTxBytes[s] += bytes;
+    this.counts[Counter.txPackets] += r.count;
+    this.counts[Counter.txBytes] += r.totalBytes;
+    return n;
+  }
+
   /** Removes descriptors whose seal failed (OpenSSL refused: never seen, but never sent as garbage). */
-  private dropUnsealed(n: number): number {
+  private dropUnsealed(sealed: number, n: number): number {
     const ops = this.sealOps;
-    let bad = 0;
-    for (let k = 0; k < n; k++) if (ops[k * SealOp.words + SealOp.result] < 0) bad++;
-    if (bad === 0) return n;
     const t = this.toUdp;
+    let bad = 0;
+    for (let k = 0; k < sealed; k++)
+      if (ops[k * SealOp.words + SealOp.result] < 0) {
+        t.lengths[this.opDesc[k]] = -1;
+        bad++;
+      }
+    if (bad === 0) return n;
     let w = 0;
     for (let k = 0; k < n; k++) {
-      if (ops[k * SealOp.words + SealOp.result] < 0) continue;
+      if (t.lengths[k] < 0) continue;
       t.slabs[w] = t.slabs[k];
       t.offsets[w] = t.offsets[k];
       t.lengths[w] = t.lengths[k];
       for (let q = 0; q < 4; q++) t.addrs[w * 4 + q] = t.addrs[k * 4 + q];
       t.ports[w] = t.ports[k];
-      t.gso[w] = 0;
+      t.gso[w] = t.gso[k];
       w++;
     }
     this.counts[Counter.dropSendError] += bad;
@@ -434,55 +552,74 @@ export class WireguardBackend extends Backend {
     const now = e.now();
     const reject = e.timers.rejectAfterTimeMs;
     const ops = this.openOps;
+    const capacity = this.opKp.length;
     let m = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
-      const off = i * stride + headroom;
-      const type = len > 0 ? wireguardMessageType(slab, off, len) : -1;
-      if (type === WireguardType.transport) {
-        // The receiver index as int32 (never a boxed u32: see IndexTable).
-        const kp = e.index.lookup(
-          slab[off + 4] | (slab[off + 5] << 8) | (slab[off + 6] << 16) | (slab[off + 7] << 24),
-        );
-        if (kp === NO_INDEX || kp < 0) {
-          wg[WgCounter.dropUnknownIndex]++;
-          continue;
-        }
-        if (now - e.kpCreated[kp] >= reject) {
-          wg[WgCounter.dropExpiredKey]++;
-          continue;
-        }
-        const counter = wireguardCounter(slab, off);
-        if (counter < 0 || !e.replay.wouldAccept(kp, counter)) {
-          wg[WgCounter.dropReplay]++;
-          continue;
-        }
-        const o = m * OpenOp.words;
-        ops[o] = off;
-        ops[o + 1] = len;
-        ops[o + 2] = kp * 2 + 1;
-        this.opSlot[m] = i;
-        this.opKp[m] = kp;
-        this.opCounter[m] = counter;
-        m++;
-      } else if (type > 0) {
-        e.enqueueHandshake(slab, off, len, ring.families[i], ring.addrs, i * 4, ring.ports[i]);
-      } else if (type === 0) {
-        c[Counter.dropBadHeader]++;
-      } else {
+      if (len <= 0) {
         c[Counter.dropTruncated]++;
+        continue;
+      }
+      const base = i * stride + headroom;
+      // With UDP GRO one slot may hold several datagrams of ring.gso[i] bytes each.
+      const step = ring.gso[i] > 0 ? ring.gso[i] : len;
+      for (let at = 0; at < len; at += step) {
+        const off = base + at;
+        const dlen = Math.min(step, len - at);
+        const type = wireguardMessageType(slab, off, dlen);
+        if (type === WireguardType.transport) {
+          // The receiver index as int32 (never a boxed u32: see IndexTable).
+          const kp = e.index.lookup(
+            slab[off + 4] | (slab[off + 5] << 8) | (slab[off + 6] << 16) | (slab[off + 7] << 24),
+          );
+          if (kp === NO_INDEX || kp < 0) {
+            wg[WgCounter.dropUnknownIndex]++;
+            continue;
+          }
+          if (now - e.kpCreated[kp] >= reject) {
+            wg[WgCounter.dropExpiredKey]++;
+            continue;
+          }
+          const counter = wireguardCounter(slab, off);
+          if (counter < 0 || !e.replay.wouldAccept(kp, counter)) {
+            wg[WgCounter.dropReplay]++;
+            continue;
+          }
+          if (m === capacity) {
+            c[Counter.dropSendError]++;
+            continue;
+          }
+          const o = m * OpenOp.words;
+          ops[o] = off;
+          ops[o + 1] = dlen;
+          ops[o + 2] = kp * 2 + 1;
+          this.opSlot[m] = i;
+          this.opKp[m] = kp;
+          this.opCounter[m] = counter;
+          m++;
+        } else if (type > 0) {
+          e.enqueueHandshake(slab, off, dlen, ring.families[i], ring.addrs, i * 4, ring.ports[i]);
+        } else if (type === 0) {
+          c[Counter.dropBadHeader]++;
+        } else {
+          c[Counter.dropTruncated]++;
+        }
       }
     }
     if (m === 0) return 0;
     openTransport(slab, e.keys, ops, m);
     const table = this.toDevice;
+    const coalescer = this.coalescer;
     const mark = this.peerMark;
     const batchId = ++this.batchId;
     const routes = e.routes;
     let touched = 0;
     let n = 0;
+    this.devOut = 0;
+    coalescer?.reset();
     for (let j = 0; j < m; j++) {
-      const plain = ops[j * OpenOp.words + OpenOp.result];
+      const o = j * OpenOp.words;
+      const plain = ops[o + OpenOp.result];
       if (plain < 0) {
         wg[WgCounter.dropDecrypt]++;
         continue;
@@ -510,13 +647,13 @@ export class WireguardBackend extends Backend {
         while (this.touched[t] !== s) t++;
       }
       this.touchedSlot[t] = i;
-      e.pRxBytes[s] += lengths[i];
+      e.pRxBytes[s] += ops[o + 1];
       if (plain === 0) {
         wg[WgCounter.keepalivesReceived]++;
         continue;
       }
       this.touchedData[t] = 1;
-      const p = i * stride + headroom + WG_TRANSPORT_HEADER_BYTES;
+      const p = ops[o] + WG_TRANSPORT_HEADER_BYTES;
       const version = slab[p] >> 4;
       let total: number;
       let hop: { port: number } | undefined;
@@ -543,7 +680,16 @@ export class WireguardBackend extends Backend {
         wg[WgCounter.dropNotAllowedSource]++;
         continue;
       }
-      table.setLocal(n++, DeviceSlab.udpRing, p, total);
+      if (coalescer) {
+        const ok =
+          version === 4 ? coalescer.push(slab, p, total) : coalescer.passThrough(slab, p, total);
+        if (!ok) {
+          c[Counter.dropSendError]++;
+          continue;
+        }
+      } else {
+        table.setLocal(n++, DeviceSlab.udpRing, p, total);
+      }
       c[Counter.rxPackets]++;
       c[Counter.rxBytes] += total;
     }
@@ -553,6 +699,10 @@ export class WireguardBackend extends Backend {
       e.setEndpointTo(s, ring.families[i], ring.addrs, i * 4, ring.ports[i]);
     }
     if (touched > 0) e.afterReceived(this.touched, this.touchedData, touched);
+    if (coalescer) {
+      coalescer.flush();
+      return this.devOut;
+    }
     return n;
   }
 
