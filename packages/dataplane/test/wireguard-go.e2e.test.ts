@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { wireguard } from '@weft/encap';
 import {
   createTwoNodes,
   haveTools,
   privileged,
   type RunningNode,
+  readPcap,
   startDataplane,
   startWireguardGo,
   sweepNetns,
@@ -265,7 +267,7 @@ describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flan
     try {
       s = await setup({ timers: { rejectAfterTimeMs: 3000, rekeyTimeoutMs: 500 } });
       const pcap = join(dir.path, 'underlay.pcap');
-      const cap = s.nodes.a.spawn(['dumpcap', '-q', '-i', 'veth0', '-f', 'udp', '-w', pcap]);
+      const cap = s.nodes.a.spawn(['dumpcap', '-q', '-P', '-i', 'veth0', '-f', 'udp', '-w', pcap]);
       await new Promise((r) => setTimeout(r, 1000));
       const marker = '5745465450414e31'; // "WEFTPAN1"
       const pat = ['-p', marker, '-s', '120'];
@@ -335,6 +337,41 @@ describe.skipIf(!canRun)("interop with wireguard-go configured as flannel's flan
       expect(cookies.every((r) => r[1] === '40000')).toBe(true);
       const c = await s.weft.counters();
       expect(c.wireguard?.cookieRepliesSent).toBe(cookies.length);
+      // @weft/encap's parser reads every message on the wire, weft's and wireguard-go's, as tshark does.
+      const fields = (
+        await s.nodes.a.exec([
+          'tshark',
+          '-r',
+          pcap,
+          '-d',
+          'udp.port==51820,wg',
+          '-T',
+          'fields',
+          '-e',
+          'wg.type',
+          '-e',
+          'wg.sender',
+          '-e',
+          'wg.receiver',
+          '-e',
+          'wg.counter',
+        ])
+      ).stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('\t'));
+      const records = readPcap(readFileSync(pcap)).records;
+      expect(records.length).toBe(fields.length);
+      const hex = (n: number | undefined) =>
+        n === undefined ? '' : `0x${n.toString(16).padStart(8, '0')}`;
+      records.forEach((r, k) => {
+        const udp = 14 + (r.data[14] & 0x0f) * 4;
+        const m = wireguard.parse(r.data, udp + 8, r.data.readUInt16BE(udp + 4) - 8);
+        const sender = 'sender' in m ? m.sender : undefined;
+        const receiver = 'receiver' in m ? m.receiver : undefined;
+        const counter = m.type === 4 ? String(m.counter) : '';
+        expect([String(m.type), hex(sender), hex(receiver), counter]).toEqual(fields[k]);
+      });
     } finally {
       await teardown(s);
       dir.remove();
