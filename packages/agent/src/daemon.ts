@@ -1,6 +1,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { type Cidr4, formatCidr, formatMac, randomMac, WeftError } from '@weft/core';
+import { loadOrCreateKeyFile } from '@weft/dataplane';
 import { Rtnl, RtnType } from '@weft/netlink';
 import {
   EmbeddedStore,
@@ -22,6 +23,7 @@ import { type RemoteNode, vtepAddress } from './kernel.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type TrafficRules, trafficRules } from './traffic.js';
 import { findUnderlay } from './underlay.js';
+import { type WireguardContext, wireguardLeaseData } from './wireguard.js';
 
 export const DaemonErrorCode = {
   iface: 'ERR_WEFTD_IFACE',
@@ -66,7 +68,10 @@ export class Daemon {
   private keeper: LeaseKeeper | undefined;
   private dataplane: Dataplane | undefined;
   private traffic: TrafficRules | undefined;
-  private backendType: 'udp' | 'vxlan' | 'host-gw' | 'alloc' = 'vxlan';
+  private backendType: 'udp' | 'vxlan' | 'wireguard' | 'host-gw' | 'alloc' = 'vxlan';
+  /** wireguard: this node's key pair (kept in the key file) and ports. */
+  private wireguard: WireguardContext | undefined;
+  private wireguardPort = 51820;
   private vni = 1;
   private servers: Server[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -173,6 +178,26 @@ export class Daemon {
     // The VTEP MAC survives restarts: it is read back from this node's lease when there is one.
     const existing = await this.manager.leaseFor(underlay.publicIp);
     const vtepMac = (existing && vxlanLeaseData(existing.attrs)?.vtepMac) ?? formatMac(randomMac());
+    if (this.backendType === 'wireguard') {
+      // flannel keeps the key in /run/flannel/wgkey ($WIREGUARD_KEY_FILE): made once, read back after.
+      const keyFile = process.env.WIREGUARD_KEY_FILE || '/run/flannel/wgkey';
+      const keys = loadOrCreateKeyFile(keyFile);
+      if (keys.narrowedFrom !== undefined)
+        this.log.warn(
+          { keyFile, mode: keys.narrowedFrom.toString(8) },
+          'the WireGuard key file was readable by others; its mode is now 0600',
+        );
+      this.log.info(
+        { keyFile, publicKey: keys.publicKey },
+        keys.created ? 'WireGuard key pair made' : 'WireGuard key pair read back',
+      );
+      this.wireguard = {
+        privateKey: keys.privateKey,
+        publicKey: keys.publicKey,
+        mode: o.wireguardMode,
+      };
+      this.wireguardPort = config.backend.type === 'wireguard' ? config.backend.listenPort : 51820;
+    }
     const attrs =
       this.backendType === 'vxlan'
         ? {
@@ -180,7 +205,14 @@ export class Daemon {
             backendType: 'vxlan',
             backendData: { VNI: this.vni, VtepMAC: vtepMac },
           }
-        : { publicIp: underlay.publicIp, backendType: this.backendType };
+        : this.backendType === 'wireguard'
+          ? {
+              publicIp: underlay.publicIp,
+              backendType: 'wireguard',
+              // flannel's wireguardLeaseAttrs: the key peers need, and the port to reach us on.
+              backendData: { PublicKey: this.wireguard!.publicKey, Port: this.wireguardPort },
+            }
+          : { publicIp: underlay.publicIp, backendType: this.backendType };
     const previous = previousSubnets(readSubnetEnv(o.subnetFile));
     this.keeper = new LeaseKeeper(this.manager, this.log);
     const lease = await this.keeper.acquire(attrs, previous.subnet, existing !== undefined);
@@ -203,6 +235,7 @@ export class Daemon {
       vtepMac,
       vni: this.vni,
       vxlanMode: o.vxlanMode,
+      wireguard: this.wireguard,
     });
     await this.setUpTrafficRules(config, network, lease.subnet);
 
@@ -321,6 +354,28 @@ export class Daemon {
             `not forwarding to a ${l.attrs.backendType} node: a ${this.backendType} node reaches only ${this.backendType} nodes`,
           );
         }
+        continue;
+      }
+      if (this.backendType === 'wireguard') {
+        const wg = wireguardLeaseData(l.attrs.backendData);
+        if (!wg) {
+          if (!this.skippedKeys.has(l.key)) {
+            this.skippedKeys.add(l.key);
+            this.log.warn(
+              { subnet: l.subnet },
+              'skipping a wireguard lease without a PublicKey in its BackendData',
+            );
+          }
+          continue;
+        }
+        // flannel: a lease without a Port (an older flannel) is reached on our own port.
+        nodes.push({
+          key: l.key,
+          subnet: l.subnet,
+          publicIp: l.attrs.publicIp,
+          publicKey: wg.publicKey,
+          port: wg.port || this.wireguardPort,
+        });
         continue;
       }
       const data = vxlanLeaseData(l.attrs);

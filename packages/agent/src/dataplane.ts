@@ -11,9 +11,17 @@ import {
   type RemoteNode,
 } from './kernel.js';
 import type { Underlay } from './underlay.js';
+import { type WireguardContext, wireguard } from './wireguard.js';
 
 /** How a node forwards: the backend type and, for vxlan, whose VTEP. */
-export type Mode = 'kernel-vxlan' | 'userspace-vxlan' | 'userspace-udp' | 'host-gw' | 'alloc';
+export type Mode =
+  | 'kernel-vxlan'
+  | 'userspace-vxlan'
+  | 'userspace-udp'
+  | 'kernel-wireguard'
+  | 'userspace-wireguard'
+  | 'host-gw'
+  | 'alloc';
 
 /** Whether traffic can flow through the dataplane, and why not. */
 export type Health = { ok: true } | { ok: false; reason: string };
@@ -50,6 +58,8 @@ export interface DataplaneContext {
   vtepMac: string;
   vni: number;
   vxlanMode: 'kernel' | 'userspace' | 'auto';
+  /** wireguard: this node's key pair and --wireguard-mode. */
+  wireguard?: WireguardContext;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -214,9 +224,9 @@ interface FaultReporting {
  * backend's own fault report) means: 503 with the reason, close the backend, open a new one,
  * reprogram every peer.
  */
-async function userspace(
+export async function userspace(
   ctx: DataplaneContext,
-  mode: 'userspace-vxlan' | 'userspace-udp',
+  mode: 'userspace-vxlan' | 'userspace-udp' | 'userspace-wireguard',
   open: () => Backend,
 ): Promise<Dataplane> {
   const { log } = ctx;
@@ -236,7 +246,15 @@ async function userspace(
       : 'userspace dataplane up, without offloads',
   );
   const toBackend = (list: RemoteNode[]) =>
-    list.map((n) => ({ subnet: n.subnet, publicIp: n.publicIp, vtepMac: n.vtepMac, name: n.key }));
+    list.map((n) => ({
+      subnet: n.subnet,
+      publicIp: n.publicIp,
+      vtepMac: n.vtepMac,
+      name: n.key,
+      // wireguard: the peer's key and, when its lease names one, its port.
+      publicKey: n.publicKey,
+      port: n.port || undefined,
+    }));
 
   const reopen = async (reason: string) => {
     if (lost || closed) return;
@@ -481,7 +499,7 @@ function withDirectRoutes(ctx: DataplaneContext, inner: Dataplane): Dataplane {
 
 /** Each backend type's bring-up; a new mode is one more entry. */
 export const BRING_UP: Record<
-  'vxlan' | 'udp' | 'host-gw' | 'alloc',
+  'vxlan' | 'udp' | 'wireguard' | 'host-gw' | 'alloc',
   (ctx: DataplaneContext) => Promise<Dataplane>
 > = {
   vxlan,
@@ -497,6 +515,7 @@ export const BRING_UP: Record<
         underlayMtu: ctx.underlay.iface.mtu ?? 1500,
       }),
     ),
+  wireguard,
   'host-gw': hostGw,
   alloc,
 };

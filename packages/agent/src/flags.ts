@@ -34,7 +34,8 @@ export interface Options {
   healthzPort: number;
   metricsPort: number;
   vxlanMode: 'kernel' | 'userspace' | 'auto';
-  backendType?: 'udp' | 'vxlan' | 'host-gw' | 'alloc';
+  wireguardMode: 'kernel' | 'userspace' | 'auto';
+  backendType?: 'udp' | 'vxlan' | 'host-gw' | 'alloc' | 'wireguard';
   releaseOnExit: boolean;
   leaseTtlSeconds: number;
   renewMarginMinutes: number;
@@ -197,10 +198,18 @@ export const FLAGS: FlagSpec[] = [
     help: "vxlan: program the kernel's VXLAN, run weft's userspace VTEP, or auto (kernel when it has VXLAN)",
   },
   {
+    name: 'wireguard-mode',
+    key: 'wireguardMode',
+    kind: 'string',
+    default: 'auto',
+    choices: ['kernel', 'userspace', 'auto'],
+    help: "wireguard: program the kernel's WireGuard, run weft's userspace WireGuard, or auto (kernel when it has WireGuard)",
+  },
+  {
     name: 'backend-type',
     key: 'backendType',
     kind: 'string',
-    choices: ['udp', 'vxlan', 'host-gw', 'alloc'],
+    choices: ['udp', 'vxlan', 'wireguard', 'host-gw', 'alloc'],
     help: "this node's backend instead of the config's Backend.Type (a node reaches only nodes of the same type)",
   },
   {

@@ -15,6 +15,9 @@ export interface RemoteNode {
   subnet: string;
   publicIp: string;
   vtepMac?: string;
+  /** wireguard: the node's public key and port, from its lease's BackendData. */
+  publicKey?: string;
+  port?: number;
 }
 
 /** The address of a node's VTEP: its subnet's first address (flannel's convention). */

@@ -17,7 +17,7 @@ import { configError, SubnetErrorCode } from './errors.js';
  * parses it: keys match case-insensitively (Go's encoding/json), then CheckNetworkConfig's
  * defaults and rules apply. Every rejection is a WeftError naming the field and the rule.
  */
-export type BackendType = 'udp' | 'vxlan' | 'host-gw' | 'alloc';
+export type BackendType = 'udp' | 'vxlan' | 'host-gw' | 'alloc' | 'wireguard';
 
 export interface UdpBackendConfig {
   type: 'udp';
@@ -50,7 +50,24 @@ export interface AllocBackendConfig {
   type: 'alloc';
 }
 
+/** flannel's `wireguard` backend (pkg/backend/wireguard: RegisterNetwork's cfg and defaults). */
+export interface WireguardBackendConfig {
+  type: 'wireguard';
+  /** The IPv4 device's port, published in the lease (default 51820). */
+  listenPort: number;
+  /** The IPv6 device's port in `separate` mode (default 51821). */
+  listenPortV6: number;
+  /** The underlay MTU the device's is derived from (less 80); 0 means the interface's own. */
+  mtu: number;
+  /** A pre-shared key for every peer (base64), when set. */
+  psk?: string;
+  /** Seconds between keepalives (flannel multiplies the number by time.Second); 0 off. */
+  persistentKeepaliveSeconds: number;
+  mode: 'separate' | 'auto' | 'ipv4' | 'ipv6';
+}
+
 export type BackendConfig =
+  | WireguardBackendConfig
   | UdpBackendConfig
   | VxlanBackendConfig
   | HostGwBackendConfig
@@ -178,10 +195,44 @@ function parseBackend(raw: unknown): {
     case 'host-gw':
     case 'alloc':
       return { backend: { type }, backendRaw: obj };
+    case 'wireguard': {
+      const int = (name: string, fallback: number, max: number) => {
+        const v = expectType<number>(field(obj, name), `Backend.${name}`, 'number') ?? fallback;
+        if (!Number.isInteger(v) || v < 0 || v > max)
+          throw configError(`Backend.${name}`, `${v} must be a whole number 0..${max}`);
+        return v;
+      };
+      const listenPort = int('ListenPort', 51820, 65535);
+      const listenPortV6 = int('ListenPortV6', 51821, 65535);
+      const mtu = int('MTU', 0, 65535);
+      if (mtu !== 0 && mtu < 148)
+        throw configError(
+          'Backend.MTU',
+          `${mtu} leaves no room for WireGuard's 80 bytes: use 148..65535, or 0`,
+        );
+      // A time.Duration in Go's JSON: a number, which flannel then multiplies by a second; wg keeps 16 bits.
+      const persistentKeepaliveSeconds = int('PersistentKeepaliveInterval', 0, 65535);
+      const psk = expectType<string>(field(obj, 'PSK'), 'Backend.PSK', 'string') || undefined;
+      if (psk !== undefined && !/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(psk))
+        throw configError(
+          'Backend.PSK',
+          'is not a WireGuard key: use 32 bytes in base64, as `wg genpsk` prints',
+        );
+      const mode = expectType<string>(field(obj, 'Mode'), 'Backend.Mode', 'string') ?? 'separate';
+      if (mode !== 'separate' && mode !== 'auto' && mode !== 'ipv4' && mode !== 'ipv6')
+        throw configError(
+          'Backend.Mode',
+          `${JSON.stringify(mode)} is not one of separate, auto, ipv4, ipv6`,
+        );
+      return {
+        backend: { type, listenPort, listenPortV6, mtu, psk, persistentKeepaliveSeconds, mode },
+        backendRaw: obj,
+      };
+    }
     default:
       throw configError(
         'Backend.Type',
-        `${JSON.stringify(type)} is not a backend weft runs: use udp, vxlan, host-gw or alloc`,
+        `${JSON.stringify(type)} is not a backend weft runs: use udp, vxlan, wireguard, host-gw or alloc`,
       );
   }
 }

@@ -8,6 +8,7 @@ export {
   parseNetworkConfig,
   type UdpBackendConfig,
   type VxlanBackendConfig,
+  type WireguardBackendConfig,
 } from './config.js';
 export { EmbeddedStore, type EmbeddedStoreOptions } from './embedded-store.js';
 export { configError, SubnetErrorCode } from './errors.js';

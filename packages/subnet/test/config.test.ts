@@ -137,8 +137,8 @@ describe("flannel's network config", () => {
     expect(
       parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'host-gw' } }).backend.type,
     ).toBe('host-gw');
-    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'wireguard' } })).toMatch(
-      /Backend.Type "wireguard" is not a backend weft runs/,
+    expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'ipip' } })).toMatch(
+      /Backend.Type "ipip" is not a backend weft runs: use udp, vxlan, wireguard, host-gw or alloc/,
     );
     expect(fails({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan', VNI: 2 ** 24 } })).toMatch(
       /Backend.VNI 16777216 must fit 24 bits/,
@@ -161,6 +161,51 @@ describe("flannel's network config", () => {
     expect(fails({ Network: '10.1.0.0/16', Backend: 'vxlan' })).toMatch(
       /Backend must be an object/,
     );
+  });
+
+  it("reads flannel's wireguard options with its defaults (pkg/backend/wireguard RegisterNetwork)", () => {
+    expect(
+      parseNetworkConfig({ Network: '10.1.0.0/16', Backend: { Type: 'wireguard' } }).backend,
+    ).toEqual({
+      type: 'wireguard',
+      listenPort: 51820,
+      listenPortV6: 51821,
+      mtu: 0,
+      psk: undefined,
+      persistentKeepaliveSeconds: 0,
+      mode: 'separate',
+    });
+    const psk = 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=';
+    expect(
+      parseNetworkConfig({
+        Network: '10.1.0.0/16',
+        Backend: {
+          Type: 'WireGuard',
+          listenport: 51000,
+          PSK: psk,
+          PersistentKeepaliveInterval: 25,
+          Mode: 'auto',
+          MTU: 1400,
+        },
+      }).backend,
+    ).toMatchObject({
+      listenPort: 51000,
+      psk,
+      persistentKeepaliveSeconds: 25,
+      mode: 'auto',
+      mtu: 1400,
+    });
+    const wg = (b: object) =>
+      fails({ Network: '10.1.0.0/16', Backend: { Type: 'wireguard', ...b } });
+    expect(wg({ PSK: 'abc' })).toMatch(/Backend.PSK is not a WireGuard key/);
+    expect(wg({ Mode: 'both' })).toMatch(
+      /Backend.Mode "both" is not one of separate, auto, ipv4, ipv6/,
+    );
+    expect(wg({ ListenPort: 70000 })).toMatch(
+      /Backend.ListenPort 70000 must be a whole number 0..65535/,
+    );
+    expect(wg({ PersistentKeepaliveInterval: 1.5 })).toMatch(/Backend.PersistentKeepaliveInterval/);
+    expect(wg({ MTU: 100 })).toMatch(/Backend.MTU 100 leaves no room/);
   });
 
   it('reads the IPv6 fields with their defaults', () => {
