@@ -99,9 +99,9 @@ function neighborTable(n: number): { table: NeighborTable; probes: Uint32Array }
   return { table, probes: Uint32Array.from({ length: OPS }, () => ips[next() % n]) };
 }
 
-function fdb(n: number, store: 'map' | 'lru-cache') {
+function fdb(n: number) {
   const nowMs = 1_000_000;
-  const table = new Fdb({ learnedStore: store, maxLearned: n, now: () => nowMs });
+  const table = new Fdb({ maxLearned: n, now: () => nowMs });
   const macs: number[] = [];
   const remoteOf = new Map<number, number>();
   for (let i = 0; i < n; i++) {
@@ -190,29 +190,27 @@ for (const n of SIZES) {
     },
   });
 }
-for (const store of ['map', 'lru-cache'] as const) {
-  for (const n of SIZES) {
-    const { table, probes, remotes, nowMs } = fdb(n, store);
-    cases.push({
-      name: `fdb lookup (${store}) @ ${n} entries`,
-      opsPerCall: OPS,
-      fn() {
-        let s = 0;
-        for (let i = 0; i < OPS; i++) s += table.lookup(probes[i], nowMs)?.port ?? 1;
-        consume(s);
-      },
-    });
-    cases.push({
-      name: `fdb learn, seen again (${store}) @ ${n} entries`,
-      opsPerCall: OPS,
-      fn() {
-        let s = 0;
-        for (let i = 0; i < OPS; i++)
-          s += table.learn4(probes[i], remotes[i], 8472, 1, nowMs) ? 1 : 0;
-        consume(s);
-      },
-    });
-  }
+for (const n of SIZES) {
+  const { table, probes, remotes, nowMs } = fdb(n);
+  cases.push({
+    name: `fdb lookup @ ${n} entries`,
+    opsPerCall: OPS,
+    fn() {
+      let s = 0;
+      for (let i = 0; i < OPS; i++) s += table.lookup(probes[i], nowMs)?.port ?? 1;
+      consume(s);
+    },
+  });
+  cases.push({
+    name: `fdb learn, seen again @ ${n} entries`,
+    opsPerCall: OPS,
+    fn() {
+      let s = 0;
+      for (let i = 0; i < OPS; i++)
+        s += table.learn4(probes[i], remotes[i], 8472, 1, nowMs) ? 1 : 0;
+      consume(s);
+    },
+  });
 }
 
 export const fdbSuite: MicroSuite = { name: 'fdb', cases };

@@ -1,5 +1,4 @@
 import { formatIp, formatMac, type IpAddress, MAC_ZERO, parseIp, parseMac } from '@weft/core';
-import { LRUCache } from 'lru-cache';
 import { checkOption, FdbErrorCode, fdbError, validateEach } from './errors.js';
 import { type ChangeEvent, Emitter, type Listener } from './events.js';
 import { ipv6PrefixEquals } from './ipv6-key.js';
@@ -59,24 +58,15 @@ export interface FdbOptions {
   defaultPort?: number;
   defaultVni?: number;
   now?: () => number;
-  /** How learned entries are stored; `map` measured faster (see bench/src/micro/fdb.ts). */
-  learnedStore?: 'map' | 'lru-cache';
 }
 
 const LRU_REFRESH_MS = 1000;
 
-/** The learned entries, bounded, least recently seen evicted first. */
-interface LearnedStore {
-  get(mac: number): FdbEntry | undefined;
-  /** Inserts or marks as most recently seen; returns the entry evicted to make room, if any. */
-  touch(entry: FdbEntry): FdbEntry | undefined;
-  delete(mac: number): boolean;
-  values(): IterableIterator<FdbEntry>;
-  readonly size: number;
-}
-
-/** A Map keeps insertion order: re-inserting on touch makes its first key the least recent. */
-class MapStore implements LearnedStore {
+/**
+ * The learned entries, bounded, least recently seen evicted first: a Map keeps insertion order, so
+ * re-inserting on touch makes its first key the least recent.
+ */
+class LearnedEntries {
   private readonly map = new Map<number, FdbEntry>();
   constructor(private readonly max: number) {}
   get size(): number {
@@ -85,6 +75,7 @@ class MapStore implements LearnedStore {
   get(mac: number): FdbEntry | undefined {
     return this.map.get(mac);
   }
+  /** Inserts or marks as most recently seen; returns the entry evicted to make room, if any. */
   touch(entry: FdbEntry): FdbEntry | undefined {
     this.map.delete(entry.mac);
     this.map.set(entry.mac, entry);
@@ -98,36 +89,6 @@ class MapStore implements LearnedStore {
   }
   values(): IterableIterator<FdbEntry> {
     return this.map.values();
-  }
-}
-
-class LruCacheStore implements LearnedStore {
-  private readonly cache: LRUCache<number, FdbEntry>;
-  private evicted: FdbEntry | undefined;
-  constructor(max: number) {
-    this.cache = new LRUCache<number, FdbEntry>({
-      max,
-      disposeAfter: (value, _key, reason) => {
-        if (reason === 'evict') this.evicted = value;
-      },
-    });
-  }
-  get size(): number {
-    return this.cache.size;
-  }
-  get(mac: number): FdbEntry | undefined {
-    return this.cache.peek(mac);
-  }
-  touch(entry: FdbEntry): FdbEntry | undefined {
-    this.evicted = undefined;
-    this.cache.set(entry.mac, entry);
-    return this.evicted;
-  }
-  delete(mac: number): boolean {
-    return this.cache.delete(mac);
-  }
-  values(): IterableIterator<FdbEntry> {
-    return this.cache.values();
   }
 }
 
@@ -168,7 +129,7 @@ function makeEntry(
 export class Fdb {
   private readonly statics = new Map<number, FdbEntry>();
   private defaultList: FdbEntry[] = [];
-  private readonly learned: LearnedStore;
+  private readonly learned: LearnedEntries;
   private readonly emitter = new Emitter<FdbDump>();
   private readonly ageingMs: number;
   private readonly defaultPort: number;
@@ -191,18 +152,14 @@ export class Fdb {
       );
     this.now = options.now ?? Date.now;
     const max = checkOption('maxLearned', options.maxLearned ?? 4096, 1);
-    if (
-      options.learnedStore !== undefined &&
-      options.learnedStore !== 'map' &&
-      options.learnedStore !== 'lru-cache'
-    ) {
+    // Removed in 0.2 (the Map measured faster in bench/src/micro/fdb.ts): say so rather than ignore it.
+    if ((options as { learnedStore?: unknown }).learnedStore !== undefined) {
       throw fdbError(
         FdbErrorCode.badOption,
-        `learnedStore ${JSON.stringify(options.learnedStore)} must be 'map' or 'lru-cache'`,
+        'learnedStore was removed: learned entries are always kept in a Map (measured faster than lru-cache); drop the option',
       );
     }
-    this.learned =
-      options.learnedStore === 'lru-cache' ? new LruCacheStore(max) : new MapStore(max);
+    this.learned = new LearnedEntries(max);
   }
 
   get size(): number {

@@ -249,10 +249,10 @@ describe('FDB: bad input', () => {
         message: /defaultVni 16777216 does not fit 24 bits/,
       },
       {
-        name: 'an unknown learned-entry store',
-        fn: options({ learnedStore: 'redis' as 'map' }),
+        name: 'the removed learnedStore option',
+        fn: options({ learnedStore: 'lru-cache' } as FdbOptions),
         code: 'ERR_FDB_BAD_OPTION',
-        message: /learnedStore "redis" must be 'map' or 'lru-cache'/,
+        message: /learnedStore was removed: learned entries are always kept in a Map/,
       },
     ],
     () => [fdb.dump(), fdb.defaults.length],

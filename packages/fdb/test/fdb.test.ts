@@ -13,102 +13,100 @@ function clock(start = 1_000_000) {
   return { now: () => t, advance: (ms: number) => (t += ms) };
 }
 
-for (const store of ['map', 'lru-cache'] as const) {
-  describe(`FDB (${store} store)`, () => {
-    it('static beats learned: learning never overrides a static entry', () => {
-      const fdb = new Fdb({ learnedStore: store });
-      fdb.add({ mac: '02:00:00:00:02:01', dst: '198.18.0.2' });
-      expect(fdb.learn4(B, ip('198.18.0.66'), 8472, 1)).toBe(false);
-      expect(formatIpv4(fdb.lookup(B)!.remote4)).toBe('198.18.0.2');
-      expect(fdb.lookup(B)!.isStatic).toBe(true);
-      expect(fdb.learnedCount).toBe(0);
-    });
-
-    it('a static entry added later replaces a learned one', () => {
-      const fdb = new Fdb({ learnedStore: store });
-      fdb.learn4(B, ip('198.18.0.66'), 8472, 1);
-      const events = fdb.add({ mac: '02:00:00:00:02:01', dst: '198.18.0.2' });
-      expect(events.map((e) => `${e.kind} ${e.entry.dst} ${e.entry.static}`)).toEqual([
-        'removed 198.18.0.66 false',
-        'added 198.18.0.2 true',
-      ]);
-      expect(fdb.lookup(B)!.remote4).toBe(ip('198.18.0.2'));
-    });
-
-    it('learned entries age out after 300 s unseen (fake clock), and seeing them refreshes', () => {
-      const c = clock();
-      const fdb = new Fdb({ learnedStore: store, now: c.now });
-      expect(fdb.learn4(B, ip('198.18.0.2'), 8472, 1)).toBe(true);
-      c.advance(299_000);
-      expect(fdb.lookup(B)).toBeDefined();
-      expect(fdb.learn4(B, ip('198.18.0.2'), 8472, 1)).toBe(false); // refresh, no change
-      c.advance(299_000);
-      expect(fdb.lookup(B)).toBeDefined();
-      c.advance(1_000);
-      expect(fdb.lookup(B)).toBeUndefined();
-      expect(fdb.dump()).toEqual([]);
-      expect(fdb.expire().map((e) => e.kind)).toEqual(['removed']);
-      expect(fdb.learnedCount).toBe(0);
-    });
-
-    it('a moved MAC updates in place and says so', () => {
-      const fdb = new Fdb({ learnedStore: store });
-      fdb.learn4(B, ip('198.18.0.2'), 8472, 1);
-      const entry = fdb.lookup(B);
-      const events: string[] = [];
-      fdb.onChange((e) => events.push(`${e.kind} ${e.previous?.dst} -> ${e.entry.dst}`));
-      expect(fdb.learn4(B, ip('198.18.0.3'), 8472, 1)).toBe(true);
-      expect(fdb.lookup(B)).toBe(entry);
-      expect(fdb.lookup(B)!.remote4).toBe(ip('198.18.0.3'));
-      expect(events).toEqual(['changed 198.18.0.2 -> 198.18.0.3']);
-    });
-
-    it('evicts the least recently seen learned entry, never a static one', () => {
-      const c = clock();
-      const fdb = new Fdb({ learnedStore: store, maxLearned: 3, now: c.now });
-      fdb.add({ mac: '02:00:00:00:00:99', dst: '198.18.0.99' });
-      for (let i = 1; i <= 3; i++) {
-        fdb.learn4(i * 2 * 2 ** 40 + i, ip(`198.18.0.${i}`), 8472, 1);
-        c.advance(1_500);
-      }
-      fdb.learn4(2 * 2 ** 40 + 1, ip('198.18.0.1'), 8472, 1); // the first is seen again
-      const evicted: string[] = [];
-      fdb.onChange((e) => e.kind === 'removed' && evicted.push(e.entry.dst));
-      fdb.learn4(8 * 2 ** 40 + 4, ip('198.18.0.4'), 8472, 1);
-      expect(evicted).toEqual(['198.18.0.2']);
-      expect(fdb.learnedCount).toBe(3);
-      expect(fdb.lookup(mac('02:00:00:00:00:99'))).toBeDefined();
-      expect(fdb.lookup(2 * 2 ** 40 + 1)).toBeDefined();
-    });
-
-    it('never learns group or all-zeros source MACs', () => {
-      const fdb = new Fdb({ learnedStore: store });
-      expect(fdb.learn4(0xffffffffffff, ip('198.18.0.2'), 8472, 1)).toBe(false);
-      expect(fdb.learn4(mac('01:00:5e:00:00:01'), ip('198.18.0.2'), 8472, 1)).toBe(false);
-      expect(fdb.learn4(0, ip('198.18.0.2'), 8472, 1)).toBe(false);
-      expect(fdb.learnedCount).toBe(0);
-    });
-
-    it('learns behind IPv6 underlay addresses', () => {
-      const fdb = new Fdb({ learnedStore: store });
-      const pkt = new Uint8Array(40);
-      pkt.set(parseIpv6('fd00::2'), 8);
-      expect(fdb.learn6(B, pkt, 8, 4789, 42)).toBe(true);
-      expect(fdb.learn6(B, pkt, 8, 4789, 42)).toBe(false);
-      expect(fdb.dump()).toEqual([
-        {
-          mac: '02:00:00:00:02:01',
-          dst: 'fd00::2',
-          port: 4789,
-          vni: 42,
-          static: false,
-          ageSeconds: 0,
-        },
-      ]);
-      expect(fdb.lookup(B)!.remote4).toBe(-1);
-    });
+describe('FDB', () => {
+  it('static beats learned: learning never overrides a static entry', () => {
+    const fdb = new Fdb();
+    fdb.add({ mac: '02:00:00:00:02:01', dst: '198.18.0.2' });
+    expect(fdb.learn4(B, ip('198.18.0.66'), 8472, 1)).toBe(false);
+    expect(formatIpv4(fdb.lookup(B)!.remote4)).toBe('198.18.0.2');
+    expect(fdb.lookup(B)!.isStatic).toBe(true);
+    expect(fdb.learnedCount).toBe(0);
   });
-}
+
+  it('a static entry added later replaces a learned one', () => {
+    const fdb = new Fdb();
+    fdb.learn4(B, ip('198.18.0.66'), 8472, 1);
+    const events = fdb.add({ mac: '02:00:00:00:02:01', dst: '198.18.0.2' });
+    expect(events.map((e) => `${e.kind} ${e.entry.dst} ${e.entry.static}`)).toEqual([
+      'removed 198.18.0.66 false',
+      'added 198.18.0.2 true',
+    ]);
+    expect(fdb.lookup(B)!.remote4).toBe(ip('198.18.0.2'));
+  });
+
+  it('learned entries age out after 300 s unseen (fake clock), and seeing them refreshes', () => {
+    const c = clock();
+    const fdb = new Fdb({ now: c.now });
+    expect(fdb.learn4(B, ip('198.18.0.2'), 8472, 1)).toBe(true);
+    c.advance(299_000);
+    expect(fdb.lookup(B)).toBeDefined();
+    expect(fdb.learn4(B, ip('198.18.0.2'), 8472, 1)).toBe(false); // refresh, no change
+    c.advance(299_000);
+    expect(fdb.lookup(B)).toBeDefined();
+    c.advance(1_000);
+    expect(fdb.lookup(B)).toBeUndefined();
+    expect(fdb.dump()).toEqual([]);
+    expect(fdb.expire().map((e) => e.kind)).toEqual(['removed']);
+    expect(fdb.learnedCount).toBe(0);
+  });
+
+  it('a moved MAC updates in place and says so', () => {
+    const fdb = new Fdb();
+    fdb.learn4(B, ip('198.18.0.2'), 8472, 1);
+    const entry = fdb.lookup(B);
+    const events: string[] = [];
+    fdb.onChange((e) => events.push(`${e.kind} ${e.previous?.dst} -> ${e.entry.dst}`));
+    expect(fdb.learn4(B, ip('198.18.0.3'), 8472, 1)).toBe(true);
+    expect(fdb.lookup(B)).toBe(entry);
+    expect(fdb.lookup(B)!.remote4).toBe(ip('198.18.0.3'));
+    expect(events).toEqual(['changed 198.18.0.2 -> 198.18.0.3']);
+  });
+
+  it('evicts the least recently seen learned entry, never a static one', () => {
+    const c = clock();
+    const fdb = new Fdb({ maxLearned: 3, now: c.now });
+    fdb.add({ mac: '02:00:00:00:00:99', dst: '198.18.0.99' });
+    for (let i = 1; i <= 3; i++) {
+      fdb.learn4(i * 2 * 2 ** 40 + i, ip(`198.18.0.${i}`), 8472, 1);
+      c.advance(1_500);
+    }
+    fdb.learn4(2 * 2 ** 40 + 1, ip('198.18.0.1'), 8472, 1); // the first is seen again
+    const evicted: string[] = [];
+    fdb.onChange((e) => e.kind === 'removed' && evicted.push(e.entry.dst));
+    fdb.learn4(8 * 2 ** 40 + 4, ip('198.18.0.4'), 8472, 1);
+    expect(evicted).toEqual(['198.18.0.2']);
+    expect(fdb.learnedCount).toBe(3);
+    expect(fdb.lookup(mac('02:00:00:00:00:99'))).toBeDefined();
+    expect(fdb.lookup(2 * 2 ** 40 + 1)).toBeDefined();
+  });
+
+  it('never learns group or all-zeros source MACs', () => {
+    const fdb = new Fdb();
+    expect(fdb.learn4(0xffffffffffff, ip('198.18.0.2'), 8472, 1)).toBe(false);
+    expect(fdb.learn4(mac('01:00:5e:00:00:01'), ip('198.18.0.2'), 8472, 1)).toBe(false);
+    expect(fdb.learn4(0, ip('198.18.0.2'), 8472, 1)).toBe(false);
+    expect(fdb.learnedCount).toBe(0);
+  });
+
+  it('learns behind IPv6 underlay addresses', () => {
+    const fdb = new Fdb();
+    const pkt = new Uint8Array(40);
+    pkt.set(parseIpv6('fd00::2'), 8);
+    expect(fdb.learn6(B, pkt, 8, 4789, 42)).toBe(true);
+    expect(fdb.learn6(B, pkt, 8, 4789, 42)).toBe(false);
+    expect(fdb.dump()).toEqual([
+      {
+        mac: '02:00:00:00:02:01',
+        dst: 'fd00::2',
+        port: 4789,
+        vni: 42,
+        static: false,
+        ageSeconds: 0,
+      },
+    ]);
+    expect(fdb.lookup(B)!.remote4).toBe(-1);
+  });
+});
 
 describe('the all-zeros default list: head-end replication like the kernel', () => {
   it('append adds a destination, a duplicate append is a no-op, delete removes one', () => {
