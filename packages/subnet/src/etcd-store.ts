@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { WeftError } from '@weft/core';
-import { Etcd3, type IOptions, type IWatchResponse, type Watcher } from 'etcd3';
+import type { Etcd3, IOptions, IWatchResponse, Watcher } from 'etcd3';
 import { SubnetErrorCode } from './errors.js';
 import {
   type StoredValue,
@@ -35,6 +35,21 @@ export interface EtcdStoreOptions {
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
+let etcd3: Promise<typeof import('etcd3')> | undefined;
+
+/** etcd3 (and gRPC under it) is loaded on first use, so the embedded store's users never load it. */
+function loadEtcd3(): Promise<typeof import('etcd3')> {
+  etcd3 ??= import('etcd3').catch((err: Error) => {
+    etcd3 = undefined;
+    throw new WeftError(
+      SubnetErrorCode.unavailable,
+      `etcd: cannot load the etcd3 client, a dependency of @weft/subnet (${err.message}): reinstall @weft/subnet`,
+      { cause: err },
+    );
+  });
+  return etcd3;
+}
+
 /** The key just past every key with this prefix (etcd's range end for a prefix). */
 function prefixEnd(prefix: string): Buffer {
   const b = Buffer.from(prefix);
@@ -50,7 +65,8 @@ function prefixEnd(prefix: string): Buffer {
 export class EtcdStore implements SubnetStore {
   readonly description: string;
   readonly prefix: string;
-  private readonly client: Etcd3;
+  private clientPromise: Promise<Etcd3> | undefined;
+  private closed = false;
   private readonly clientOptions: IOptions;
   private readonly watches = new Set<StoreWatch>();
   private readonly leaseDeadlines = new Map<string, Promise<number>>();
@@ -95,13 +111,19 @@ export class EtcdStore implements SubnetStore {
     if (options.username)
       config.auth = { username: options.username, password: options.password ?? '' };
     this.clientOptions = config;
-    this.client = new Etcd3(config);
+  }
+
+  /** The request client, made on first use (loading etcd3 then). */
+  private client(): Promise<Etcd3> {
+    if (this.closed) return Promise.reject(new Error('the store was closed'));
+    this.clientPromise ??= loadEtcd3().then(({ Etcd3 }) => new Etcd3(this.clientOptions));
+    return this.clientPromise;
   }
 
   /** Runs one request, turning etcd's failures into a WeftError that says which store. */
-  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private async call<T>(what: string, fn: (client: Etcd3) => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await fn(await this.client());
     } catch (err) {
       throw new WeftError(
         SubnetErrorCode.unavailable,
@@ -120,8 +142,8 @@ export class EtcdStore implements SubnetStore {
     if (!lease || lease === '0') return undefined;
     let deadline = this.leaseDeadlines.get(lease);
     if (!deadline) {
-      deadline = this.client.leaseClient
-        .leaseTimeToLive({ ID: lease })
+      deadline = this.client()
+        .then((client) => client.leaseClient.leaseTimeToLive({ ID: lease }))
         .then((res) => Date.now() + Math.max(Number(res.TTL), 0) * 1000);
       deadline.catch(() => this.leaseDeadlines.delete(lease));
       this.leaseDeadlines.set(lease, deadline);
@@ -137,18 +159,18 @@ export class EtcdStore implements SubnetStore {
   getConfig(): Promise<string | undefined> {
     return this.call(
       'get config',
-      async () => (await this.client.get(`${this.prefix}config`).string()) ?? undefined,
+      async (etcd) => (await etcd.get(`${this.prefix}config`).string()) ?? undefined,
     );
   }
 
   async putConfig(json: string): Promise<void> {
-    await this.call('put config', () => this.client.put(`${this.prefix}config`).value(json).exec());
+    await this.call('put config', (etcd) => etcd.put(`${this.prefix}config`).value(json).exec());
   }
 
   listSubnets(): Promise<{ values: StoredValue[]; revision: number }> {
-    return this.call('list subnets', async () => {
+    return this.call('list subnets', async (etcd) => {
       const key = `${this.prefix}${SUBNETS_PREFIX}`;
-      const res = await this.client.kv.range({ key: Buffer.from(key), range_end: prefixEnd(key) });
+      const res = await etcd.kv.range({ key: Buffer.from(key), range_end: prefixEnd(key) });
       const values = await Promise.all(
         res.kvs.map(
           async (kv): Promise<StoredValue> => ({
@@ -164,8 +186,8 @@ export class EtcdStore implements SubnetStore {
   }
 
   getSubnet(key: string): Promise<StoredValue | undefined> {
-    return this.call('get subnet', async () => {
-      const res = await this.client.kv.range({
+    return this.call('get subnet', async (etcd) => {
+      const res = await etcd.kv.range({
         key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`),
       });
       const kv = res.kvs[0];
@@ -180,26 +202,26 @@ export class EtcdStore implements SubnetStore {
   }
 
   createSubnet(key: string, value: string, ttlSeconds: number): Promise<boolean> {
-    return this.call('create subnet', async () => {
+    return this.call('create subnet', async (etcd) => {
       const full = `${this.prefix}${SUBNETS_PREFIX}${key}`;
       const lease =
-        ttlSeconds > 0 ? (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
-      const res = await this.client.kv.txn({
+        ttlSeconds > 0 ? (await etcd.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
+      const res = await etcd.kv.txn({
         compare: [{ key: Buffer.from(full), target: 'Version', result: 'Equal', version: 0 }],
         success: [{ request_put: { key: Buffer.from(full), value: Buffer.from(value), lease } }],
         failure: [],
       });
-      if (!res.succeeded && lease !== '0') await this.client.leaseClient.leaseRevoke({ ID: lease });
+      if (!res.succeeded && lease !== '0') await etcd.leaseClient.leaseRevoke({ ID: lease });
       return res.succeeded;
     });
   }
 
   async putSubnet(key: string, value: string, ttlSeconds: number): Promise<void> {
-    await this.call('update subnet', async () => {
+    await this.call('update subnet', async (etcd) => {
       // As flannel: a fresh lease per renewal; the old one runs out unattached.
       const lease =
-        ttlSeconds > 0 ? (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
-      await this.client.kv.put({
+        ttlSeconds > 0 ? (await etcd.leaseClient.leaseGrant({ TTL: ttlSeconds })).ID : '0';
+      await etcd.kv.put({
         key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`),
         value: Buffer.from(value),
         lease,
@@ -208,8 +230,8 @@ export class EtcdStore implements SubnetStore {
   }
 
   async deleteSubnet(key: string): Promise<void> {
-    await this.call('delete subnet', () =>
-      this.client.kv.deleteRange({ key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`) }),
+    await this.call('delete subnet', (etcd) =>
+      etcd.kv.deleteRange({ key: Buffer.from(`${this.prefix}${SUBNETS_PREFIX}${key}`) }),
     );
   }
 
@@ -226,7 +248,7 @@ export class EtcdStore implements SubnetStore {
    */
   watchSubnets(fromRevision: number, handlers: WatchHandlers): StoreWatch {
     const key = `${this.prefix}${SUBNETS_PREFIX}`;
-    const client = new Etcd3(this.clientOptions);
+    let client: Etcd3 | undefined;
     let watcher: Watcher | undefined;
     let closed = false;
     let wasDisconnected = false;
@@ -245,18 +267,24 @@ export class EtcdStore implements SubnetStore {
         // Closing the client ends the stream; the cancel is only manners.
         void Promise.resolve(watcher?.cancel())
           .catch(() => undefined)
-          .finally(() => client.close());
-        setTimeout(() => client.close(), 1000).unref();
+          .finally(() => client?.close());
+        setTimeout(() => client?.close(), 1000).unref();
       },
     };
     this.watches.add(watch);
-    guardWatchManager(client, (err) => resync(`etcd's watch client failed: ${err.message}`));
-    client
-      .watch()
-      .prefix(key)
-      .startRevision(String(fromRevision + 1))
-      .create()
+    loadEtcd3()
+      .then(({ Etcd3 }) => {
+        if (closed) return undefined;
+        client = new Etcd3(this.clientOptions);
+        guardWatchManager(client, (err) => resync(`etcd's watch client failed: ${err.message}`));
+        return client
+          .watch()
+          .prefix(key)
+          .startRevision(String(fromRevision + 1))
+          .create();
+      })
       .then((w) => {
+        if (!w) return;
         watcher = w;
         if (closed) {
           void w.cancel().catch(() => undefined);
@@ -311,15 +339,17 @@ export class EtcdStore implements SubnetStore {
         w.on('error', (err: Error) => {
           // etcd cancels a watch whose start revision was compacted, often without saying why:
           // reading at that revision tells.
-          this.client.kv.range({ key: Buffer.from(key), revision: String(fromRevision + 1) }).then(
-            () => resync(`etcd watch failed: ${err.message}`),
-            (probe: Error) =>
-              resync(
-                /compacted/i.test(probe.message)
-                  ? `etcd compacted history past revision ${fromRevision}`
-                  : `etcd watch failed: ${err.message}`,
-              ),
-          );
+          this.client()
+            .then((c) => c.kv.range({ key: Buffer.from(key), revision: String(fromRevision + 1) }))
+            .then(
+              () => resync(`etcd watch failed: ${err.message}`),
+              (probe: Error) =>
+                resync(
+                  /compacted/i.test(probe.message)
+                    ? `etcd compacted history past revision ${fromRevision}`
+                    : `etcd watch failed: ${err.message}`,
+                ),
+            );
         });
       })
       .catch((err: Error) => {
@@ -334,16 +364,17 @@ export class EtcdStore implements SubnetStore {
 
   /** etcd's revision right now (for compaction in tests and tools). */
   async revision(): Promise<number> {
-    return this.call('status', async () =>
-      Number(
-        (await this.client.kv.range({ key: Buffer.from(`${this.prefix}config`) })).header.revision,
-      ),
+    return this.call('status', async (etcd) =>
+      Number((await etcd.kv.range({ key: Buffer.from(`${this.prefix}config`) })).header.revision),
     );
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     for (const w of [...this.watches]) w.close();
-    this.client.close();
+    const client = this.clientPromise;
+    this.clientPromise = undefined;
+    if (client) (await client.catch(() => undefined))?.close();
   }
 }
 
