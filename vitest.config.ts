@@ -13,6 +13,7 @@ export default defineConfig({
       'packages/*/test/**/*.test.ts',
       'bench/test/**/*.test.ts',
       'examples/test/**/*.test.ts',
+      'test/**/*.test.ts',
     ],
     pool: 'forks',
     testTimeout: 30_000,

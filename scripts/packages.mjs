@@ -37,7 +37,8 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
     if (write) copyFileSync(join(root, 'LICENSE'), licenseFile);
     else problems.push(`${pkg.name}: LICENSE missing or not the repository's`);
   }
-  if (!existsSync(join(root, 'packages', dir, 'README.md'))) problems.push(`${pkg.name}: no README.md`);
+  if (!existsSync(join(root, 'packages', dir, 'README.md')))
+    problems.push(`${pkg.name}: no README.md`);
   if (!Array.isArray(pkg.keywords) || pkg.keywords.length === 0)
     problems.push(`${pkg.name}: no keywords`);
   if (pkg.sideEffects === undefined)
@@ -48,7 +49,8 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
   }
   for (const field of ['scripts']) {
     for (const hook of ['preinstall', 'install', 'postinstall'])
-      if (pkg[field]?.[hook]) problems.push(`${pkg.name}: an ${hook} script runs on every consumer's install`);
+      if (pkg[field]?.[hook])
+        problems.push(`${pkg.name}: an ${hook} script runs on every consumer's install`);
   }
   if (write) {
     const out = `${JSON.stringify(pkg, null, 2)}\n`;
@@ -57,7 +59,9 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
 }
 
 if (problems.length > 0) {
-  console.error(`${problems.join('\n')}\n\npackages: ${problems.length} problem(s); \`pnpm packages:write\` fixes links, LICENSE copies and access; the rest by hand`);
+  console.error(
+    `${problems.join('\n')}\n\npackages: ${problems.length} problem(s); \`pnpm packages:write\` fixes links, LICENSE copies and access; the rest by hand`,
+  );
   process.exit(1);
 }
 console.log(write ? 'packages: written' : 'packages: every public package is complete');

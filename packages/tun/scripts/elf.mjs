@@ -9,7 +9,8 @@
 export const GLIBC_MIN = '2.28';
 export const GLIBCXX_MIN = '3.4.25';
 
-const MACHINES = { 0x3e: 'x86-64', 0xb7: 'aarch64', 0x28: 'arm', 0xf3: 'riscv' };
+// EM_X86_64, EM_AARCH64, EM_ARM, EM_RISCV.
+const MACHINES = { 62: 'x86-64', 183: 'aarch64', 40: 'arm', 243: 'riscv' };
 
 /** The ELF header's class and machine (e_machine at byte 18, little-endian here). */
 export function elfInfo(bytes) {
