@@ -56,6 +56,7 @@ export class CniError extends WeftError {
     this.details = details;
   }
 
+  /** The error as the CNI result a plugin prints on stdout (SPEC.md, "Error"). */
   toResult(cniVersion: string): CniErrorResult {
     const out: CniErrorResult = { cniVersion, code: this.cniCode, msg: this.msg };
     if (this.details) out.details = this.details;

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 /** The plugin's entry point (`weft-cni`): one bundled file, built by `pnpm build`. */
 export const PLUGIN_MAIN = fileURLToPath(new URL('../dist/weft-cni.cjs', import.meta.url));
 
+/** Options of {@link installPlugin}. */
 export interface InstallOptions {
   /** The file name in the bin directory: `flannel` (default) serves kube-flannel's configuration. */
   name?: string;

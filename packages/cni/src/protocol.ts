@@ -14,8 +14,10 @@ export const SUPPORTED_VERSIONS: readonly string[] = [
   '1.0.0',
   '1.1.0',
 ];
+/** The newest CNI spec version the plugin speaks, and answers VERSION with. */
 export const LATEST_VERSION = '1.1.0';
 
+/** A CNI operation, as a runtime names it in CNI_COMMAND. */
 export type CniCommand = 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC' | 'VERSION';
 export const COMMANDS: readonly CniCommand[] = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC', 'VERSION'];
 

@@ -7,15 +7,22 @@ import { ErrorCode, WeftError } from './errors.js';
  * - MAC: an unsigned 48-bit integer (exact in a double), usable as a Map key;
  * - IPv6: 16 bytes in network order.
  */
+/** An IPv4 address: an unsigned 32-bit integer in host order (`10.244.1.0` is 0x0af40100). */
 export type Ipv4 = number;
+/** A MAC address: an unsigned 48-bit integer, exact in a double and usable as a Map key. */
 export type Mac = number;
+/** An IPv6 address: 16 bytes in network order. */
 export type Ipv6 = Uint8Array;
 
+/** An IPv4 or IPv6 address, tagged with its family. */
 export type IpAddress = { family: 4; address: Ipv4 } | { family: 6; address: Ipv6 };
+/** A network or interface address with its prefix length (`10.244.1.0/24`, `fd00::/64`). */
 export type Cidr =
   | { family: 4; address: Ipv4; prefixLength: number }
   | { family: 6; address: Ipv6; prefixLength: number };
+/** An IPv4 {@link Cidr}. */
 export type Cidr4 = Extract<Cidr, { family: 4 }>;
+/** An IPv6 {@link Cidr}. */
 export type Cidr6 = Extract<Cidr, { family: 6 }>;
 
 const IPV4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
@@ -41,6 +48,7 @@ export function tryParseIpv4(text: string): Ipv4 | undefined {
   return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
 }
 
+/** Parses dotted-quad IPv4; throws `ERR_BAD_IP` for anything else (leading zeros included). */
 export function parseIpv4(text: string): Ipv4 {
   const ip = tryParseIpv4(text);
   if (ip === undefined) {
@@ -52,6 +60,7 @@ export function parseIpv4(text: string): Ipv4 {
   return ip;
 }
 
+/** Formats an IPv4 address as a dotted quad. */
 export function formatIpv4(ip: Ipv4): string {
   return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
 }
@@ -98,6 +107,7 @@ export function tryParseIpv6(text: string): Ipv6 | undefined {
   return out;
 }
 
+/** Parses IPv6 text (RFC 4291 section 2.2); throws `ERR_BAD_IP` for anything else. */
 export function parseIpv6(text: string): Ipv6 {
   const ip = tryParseIpv6(text);
   if (ip === undefined) {
@@ -135,6 +145,7 @@ export function formatIpv6(bytes: Uint8Array, offset = 0): string {
   return `${hex(words.slice(0, bestStart))}::${hex(words.slice(bestStart + bestLen))}`;
 }
 
+/** Parses IPv4 or IPv6 text, or returns undefined. */
 export function tryParseIp(text: string): IpAddress | undefined {
   const v4 = tryParseIpv4(text);
   if (v4 !== undefined) return { family: 4, address: v4 };
@@ -143,6 +154,7 @@ export function tryParseIp(text: string): IpAddress | undefined {
   return undefined;
 }
 
+/** Parses IPv4 or IPv6 text; throws `ERR_BAD_IP` for anything else. */
 export function parseIp(text: string): IpAddress {
   const ip = tryParseIp(text);
   if (ip === undefined) {
@@ -151,10 +163,12 @@ export function parseIp(text: string): IpAddress {
   return ip;
 }
 
+/** Formats an address of either family (IPv6 in RFC 5952's canonical form). */
 export function formatIp(ip: IpAddress): string {
   return ip.family === 4 ? formatIpv4(ip.address) : formatIpv6(ip.address);
 }
 
+/** True when both are the same family and address. */
 export function ipEquals(a: IpAddress, b: IpAddress): boolean {
   if (a.family === 4 || b.family === 4) return a.family === b.family && a.address === b.address;
   for (let i = 0; i < 16; i++) if (a.address[i] !== b.address[i]) return false;
@@ -166,6 +180,7 @@ export function ipv4Mask(prefixLength: number): number {
   return prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
 }
 
+/** True when `ip` is inside the network `cidr` (which must have no host bits set). */
 export function ipv4InCidr(ip: Ipv4, cidr: Cidr4): boolean {
   const mask = ipv4Mask(cidr.prefixLength);
   return (ip & mask) >>> 0 === cidr.address;
@@ -236,6 +251,7 @@ export function cidrNetwork(cidr: Cidr): Cidr {
   return { family: 6, address, prefixLength: cidr.prefixLength };
 }
 
+/** True when no host bits are set: `10.244.1.0/24` is a network, `10.244.1.1/24` is not. */
 export function cidrIsNetwork(cidr: Cidr): boolean {
   const network = cidrNetwork(cidr);
   if (cidr.family === 4) return network.address === cidr.address;
@@ -245,11 +261,13 @@ export function cidrIsNetwork(cidr: Cidr): boolean {
   );
 }
 
+/** Formats `address/prefix-length`. */
 export function formatCidr(cidr: Cidr): string {
   const ip = cidr.family === 4 ? formatIpv4(cidr.address) : formatIpv6(cidr.address);
   return `${ip}/${cidr.prefixLength}`;
 }
 
+/** Parses six hex pairs separated by `:` or `-`, or returns undefined. */
 export function tryParseMac(text: string): Mac | undefined {
   const m = MAC_RE.exec(text);
   if (m === null) return undefined;
@@ -258,6 +276,7 @@ export function tryParseMac(text: string): Mac | undefined {
   return mac;
 }
 
+/** Parses six hex pairs separated by `:` or `-`; throws `ERR_BAD_MAC` for anything else. */
 export function parseMac(text: string): Mac {
   const mac = tryParseMac(text);
   if (mac === undefined) {
@@ -269,6 +288,7 @@ export function parseMac(text: string): Mac {
   return mac;
 }
 
+/** Formats a MAC as six lower-case hex pairs separated by `:`. */
 export function formatMac(mac: Mac): string {
   let out = '';
   for (let shift = 40; shift >= 0; shift -= 8) {
@@ -278,7 +298,9 @@ export function formatMac(mac: Mac): string {
   return out;
 }
 
+/** `ff:ff:ff:ff:ff:ff`. */
 export const MAC_BROADCAST: Mac = 0xffffffffffff;
+/** `00:00:00:00:00:00`: in the FDB, the default destination list (as the kernel's). */
 export const MAC_ZERO: Mac = 0;
 
 /** True for group (multicast and broadcast) MACs: the I/G bit, the low bit of the first octet. */

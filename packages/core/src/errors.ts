@@ -21,6 +21,7 @@ export const ErrorCode = {
   hostBitsSet: 'ERR_CIDR_HOST_BITS',
 } as const;
 
+/** True when `err` is a {@link WeftError}, and when `code` is given, one with that code. */
 export function isWeftError(err: unknown, code?: string): err is WeftError {
   return err instanceof WeftError && (code === undefined || err.code === code);
 }
