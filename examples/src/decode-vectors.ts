@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatIpv4, formatIpv6, formatMac } from '@weft/core';
 import {
   ARP_BYTES,
@@ -13,7 +14,10 @@ import {
   parseUdpFrame,
   parseVxlanFrame,
 } from '@weft/encap';
-import { readPcap, VECTORS_DIR } from '@weft/testkit';
+import { pcapFrames } from './pcap.js';
+
+/** The captured frames beside the repository (`../shared/vectors`, see its README). */
+export const VECTORS_DIR = fileURLToPath(new URL('../../../shared/vectors/', import.meta.url));
 
 /**
  * Decodes the captured golden frames (kernel VXLAN on 8472 and 4789, flannel's UDP proxy on
@@ -75,9 +79,13 @@ export function describeFrame(data: Uint8Array): string {
   return `${outerIp} vxlan vni ${f.vxlan.vni} | ${formatMac(f.inner.src)} -> ${formatMac(f.inner.dst)} | ${inner}`;
 }
 
-export function decodeVectors(print: (line: string) => void, maxFramesPerFile = 12): void {
+export function decodeVectors(
+  print: (line: string) => void,
+  maxFramesPerFile = 12,
+  dir = VECTORS_DIR,
+): void {
   for (const file of VECTOR_FILES) {
-    const records = readPcap(readFileSync(join(VECTORS_DIR, file))).records;
+    const records = pcapFrames(readFileSync(join(dir, file))).map((data) => ({ data }));
     print(
       `\n${file}: ${records.length} frames${records.length > maxFramesPerFile ? ` (first ${maxFramesPerFile})` : ''}`,
     );
@@ -86,3 +94,7 @@ export function decodeVectors(print: (line: string) => void, maxFramesPerFile = 
     }
   }
 }
+
+// node examples/dist/decode-vectors.js [directory of the .pcap files]
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href)
+  decodeVectors((line) => console.log(line), 12, process.argv[2]);

@@ -1,14 +1,8 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedStore, SubnetManager, silentLogger, vxlanLeaseData } from '@weft/subnet';
-import {
-  Cluster,
-  type Pod,
-  privilegeStatus,
-  type RunningWeftd,
-  startWeftd,
-  tempDir,
-} from '@weft/testkit';
+import { Cluster, type Pod, type RunningWeftd, startWeftd } from './cluster.js';
 
 /**
  * The main job: a three-node weft cluster on this machine. Three node namespaces on a shared
@@ -28,13 +22,12 @@ const say = (line = '') => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const status = privilegeStatus();
-if (!status.ok) {
-  console.error(`weft demo: needs root (network namespaces, TUN devices): ${status.reason}`);
+if (process.getuid?.() !== 0) {
+  console.error('weft demo: needs root (network namespaces, TUN devices): run it as root');
   process.exit(1);
 }
 
-const work = tempDir('weft-demo-');
+const work = mkdtempSync(join(tmpdir(), 'weft-demo-'));
 const cluster = new Cluster('demo');
 const daemons: RunningWeftd[] = [];
 let teardown: Promise<void> | undefined;
@@ -43,12 +36,11 @@ function cleanup(): Promise<void> {
   teardown ??= (async () => {
     await Promise.all(daemons.map((d) => d.stop().catch(() => undefined)));
     cluster.delete();
-    work.remove();
+    rmSync(work, { recursive: true, force: true });
   })();
   return teardown;
 }
-// A listener that stays: testkit re-raises the signal after removing the namespaces, and the
-// process must live until the teardown (daemons, store, temp dir) is done.
+// The process must live until the teardown (daemons, store, namespaces, temp dir) is done.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (interrupted) return;
@@ -77,7 +69,7 @@ const plan = [
 
 try {
   say('weft demo: a three-node cluster in network namespaces, leases in an embedded store');
-  const storePath = join(work.path, 'subnets.json');
+  const storePath = join(work, 'subnets.json');
   const store = new EmbeddedStore(storePath);
   await store.putConfig('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}}');
   say('network config: {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}}');
@@ -87,7 +79,7 @@ try {
 
   for (const [i, p] of plan.entries()) {
     const node = cluster.addNode();
-    const dir = join(work.path, node.name);
+    const dir = join(work, node.name);
     mkdirSync(dir, { recursive: true });
     const weftd = startWeftd(node.ns, [
       '--store-path',
