@@ -120,7 +120,7 @@ describe('sealTransport / openTransport (OpenSSL through the addon)', () => {
   });
 
   it('refuses every bad argument with a JS error, in a child process (a crash fails the test)', () => {
-    const addon = fileURLToPath(new URL('../build/Release/weft_tun.node', import.meta.url));
+    const addon = fileURLToPath(new URL('../native/build/Release/weft_tun.node', import.meta.url));
     const script = `
       const a = require(${JSON.stringify(addon)});
       const out = [];
