@@ -59,6 +59,9 @@ function compilerFreePath(dir: string): string {
   return dir;
 }
 
+/** A WireGuard transport message sealed by the addon (through Node's OpenSSL) and opened back. */
+const SEALED_AND_OPENED = { sealed: 1, ciphertextDiffers: true, opened: 1, plaintextBack: true };
+
 const work = tempDir('weft-consumer-');
 let bin = '';
 let app = '';
@@ -162,6 +165,7 @@ describe('the packed packages, installed with npm as a consumer installs them', 
         cni: 'function',
       });
       expect(out.vxlan).toEqual({ bytes: 84 + 22, status: 'ok', innerIntact: true });
+      expect(out.wireguard).toEqual(SEALED_AND_OPENED);
       expect(out.etcd3Loaded).toBe(false);
       // require(esm) needs no flag on Node >= 20.19, and says nothing about it.
       expect(r.stderr).not.toMatch(/ExperimentalWarning|ERR_REQUIRE_ESM/);

@@ -37,10 +37,33 @@ async function check(m) {
     innerIntact: inner.length === 84 && inner.every((b, i) => b === i),
   };
 
+  out.wireguard = sealOpen(m.tun);
+
   const netns = process.env.WEFT_CONSUMER_NETNS;
   if (netns) out.tun = await pingThroughTun(m, netns);
   out.addon = Object.keys(require.cache).filter((p) => p.endsWith('.node'));
   return out;
+}
+
+/** Seals a WireGuard transport message with the addon (Node's OpenSSL) and opens it again. */
+function sealOpen({ sealTransport, openTransport, SealOp, OpenOp }) {
+  const keys = Buffer.alloc(32, 7);
+  const plain = Buffer.from('weft consumer, sealed by the addon');
+  const msg = Buffer.alloc(16 + plain.length + 16);
+  msg.writeUInt32LE(4, 0); // type 4: transport data; receiver index 0; counter 0
+  const seal = new Int32Array(SealOp.words);
+  seal[SealOp.srcLen] = plain.length;
+  const sealed = sealTransport(plain, msg, keys, seal, 1);
+  const ciphertextDiffers = !msg.subarray(16, 16 + plain.length).equals(plain);
+  const open = new Int32Array(OpenOp.words);
+  open[OpenOp.msgLen] = seal[SealOp.result];
+  const opened = openTransport(msg, keys, open, 1);
+  return {
+    sealed,
+    ciphertextDiffers,
+    opened,
+    plaintextBack: msg.subarray(16, 16 + plain.length).equals(plain),
+  };
 }
 
 /** Opens a TUN device, writes an echo request for its own address, reads the kernel's reply. */
