@@ -1,13 +1,17 @@
 /** What happened to one entry of a table, with plain values (strings for addresses). */
 export type ChangeKind = 'added' | 'removed' | 'changed';
 
+/** One change to a table: an entry added, removed or replaced, as listeners and callers see it. */
 export interface ChangeEvent<T> {
+  /** What happened to the entry. */
   kind: ChangeKind;
+  /** The entry as it is now (for `removed`, as it was). */
   entry: T;
   /** The entry before a change. */
   previous?: T;
 }
 
+/** Called with each change, after the whole batch it belongs to is applied. */
 export type Listener<T> = (event: ChangeEvent<T>) => void;
 
 /**

@@ -18,8 +18,10 @@ export interface FdbEntry {
   readonly asList: readonly FdbEntry[];
 }
 
+/** A static FDB entry as `bridge fdb add` takes it: MAC, remote VTEP, port and VNI. */
 export interface FdbEntryInput {
   /** `00:00:00:00:00:00` adds a destination to the default (flood) list. */
+  /** The inner destination MAC. */
   mac: string;
   /** The remote VTEP's underlay address. */
   dst: string;
@@ -29,6 +31,7 @@ export interface FdbEntryInput {
   vni?: number;
 }
 
+/** An FDB entry as text, the way `bridge fdb show` lists it. */
 export interface FdbDump {
   mac: string;
   dst: string;
@@ -39,24 +42,30 @@ export interface FdbDump {
   ageSeconds?: number;
 }
 
+/** An FDB entry to remove, by MAC (and for the default list, by destination). */
 export interface FdbRemove {
   mac: string;
   /** For the all-zeros MAC: which destination of the default list. */
   dst?: string;
 }
 
+/** Changes applied together by {@link Fdb.applyDiff}: removals first, then additions. */
 export interface FdbDiff {
   add?: readonly FdbEntryInput[];
   remove?: readonly FdbRemove[];
 }
 
+/** Options of a new {@link Fdb}. */
 export interface FdbOptions {
   /** Learned entries age out after this long unseen (the Linux bridge default: 300 s). */
   ageingMs?: number;
   /** The most learned entries kept; beyond it the least recently seen is evicted. Static entries do not count. */
   maxLearned?: number;
+  /** The UDP port of entries that name none (default 8472, the Linux VXLAN port flannel uses). */
   defaultPort?: number;
+  /** The VNI of entries that name none (default 1, flannel's). */
   defaultVni?: number;
+  /** The clock, in milliseconds (default `Date.now`; tests pass a fake one). */
   now?: () => number;
 }
 
@@ -309,6 +318,7 @@ export class Fdb {
     return events;
   }
 
+  /** Calls `listener` with every change; returns the function that stops it. */
   onChange(listener: Listener<FdbDump>): () => void {
     return this.emitter.on(listener);
   }
@@ -350,6 +360,7 @@ export class Fdb {
     return this.commit(removes, [...statics.values(), ...defaults]);
   }
 
+  /** Adds (or replaces) one static entry; `00:00:00:00:00:00` appends to the default list. */
   add(entry: FdbEntryInput): ChangeEvent<FdbDump>[] {
     return this.applyDiff({ add: [entry] });
   }
@@ -359,14 +370,17 @@ export class Fdb {
     return this.applyDiff({ add: [{ mac: '00:00:00:00:00:00', dst, port, vni }] });
   }
 
+  /** Removes one destination from the default (flood) list. */
   removeDefault(dst: string): ChangeEvent<FdbDump>[] {
     return this.applyDiff({ remove: [{ mac: '00:00:00:00:00:00', dst }] });
   }
 
+  /** Removes the static entry for `mac` (the all-zeros MAC: the default list), only at `dst` if given. */
   remove(mac: string, dst?: string): ChangeEvent<FdbDump>[] {
     return this.applyDiff({ remove: [{ mac, dst }] });
   }
 
+  /** Every entry as text: static ones, the default list, then learned ones not yet aged out. */
   dump(): FdbDump[] {
     const nowMs = this.now();
     return [...this.statics.values(), ...this.defaultList, ...this.learned.values()]

@@ -50,6 +50,7 @@ export class Ipv6Map<V> {
     return undefined;
   }
 
+  /** Sets the value for the prefix of `key` (the key's bytes are copied). */
   set(key: Uint8Array, value: V): void {
     const h = hashIpv6(key, 0, this.prefixLength);
     let bucket = this.buckets.get(h);
@@ -67,6 +68,7 @@ export class Ipv6Map<V> {
     this.count++;
   }
 
+  /** Removes the value for the prefix of `key`; false when there was none. */
   delete(key: Uint8Array): boolean {
     const h = hashIpv6(key, 0, this.prefixLength);
     const bucket = this.buckets.get(h);
@@ -79,6 +81,7 @@ export class Ipv6Map<V> {
     return true;
   }
 
+  /** Every key (a copy of the bytes it was set with) and its value. */
   *entries(): IterableIterator<[Uint8Array, V]> {
     for (const bucket of this.buckets.values())
       for (const item of bucket) yield [item.key, item.value];

@@ -10,8 +10,11 @@ import { Ipv6Map } from './ipv6-key.js';
  */
 export type NeighborState = 'permanent' | 'reachable' | 'stale';
 
+/** A neighbor entry as `ip neigh add` takes it: an address and the MAC it resolves to. */
 export interface NeighborInput {
+  /** The IPv4 or IPv6 address. */
   ip: string;
+  /** Its MAC. */
   mac: string;
   /** Default `permanent`. */
   state?: 'permanent' | 'reachable';
@@ -19,16 +22,23 @@ export interface NeighborInput {
   proxy?: boolean;
 }
 
+/** A neighbor entry as the table holds it (numbers, for the hot path). */
 export interface NeighborEntry {
+  /** The address. */
   readonly ip: IpAddress;
+  /** Its MAC, as a 48-bit number. */
   mac: number;
+  /** Configured permanent: never ages. */
   permanent: boolean;
+  /** Answer ARP and ND requests for this address with this MAC. */
   proxy: boolean;
   /** Learned from traffic rather than configured. */
   learned: boolean;
+  /** When the entry was last confirmed (the table's clock, milliseconds). */
   confirmedMs: number;
 }
 
+/** A neighbor entry as text, the way `ip neigh show` lists it. */
 export interface NeighborDump {
   ip: string;
   mac: string;
@@ -37,15 +47,18 @@ export interface NeighborDump {
   learned: boolean;
 }
 
+/** Changes applied together by {@link NeighborTable.applyDiff}: removals first. */
 export interface NeighborDiff {
   add?: readonly NeighborInput[];
   /** Addresses to remove. */
   remove?: readonly string[];
 }
 
+/** Options of a new {@link NeighborTable}. */
 export interface NeighborTableOptions {
   /** How long a confirmed entry stays reachable (the kernel's base_reachable_time, 30 s). */
   reachableMs?: number;
+  /** The clock, in milliseconds (default `Date.now`). */
   now?: () => number;
 }
 
@@ -123,11 +136,13 @@ export class NeighborTable {
     return true;
   }
 
+  /** The entry for `ip`, as text, or undefined. */
   get(ip: string): NeighborDump | undefined {
     const entry = this.entryFor(parseIp(ip));
     return entry && this.dumpEntry(entry, this.now());
   }
 
+  /** Calls `listener` with every change; returns the function that stops it. */
   onChange(listener: Listener<NeighborDump>): () => void {
     return this.emitter.on(listener);
   }
@@ -144,19 +159,23 @@ export class NeighborTable {
     return this.commit(removes, next);
   }
 
+  /** Removes, then adds (an add replaces the entry for its address). All or nothing. */
   applyDiff(diff: NeighborDiff): ChangeEvent<NeighborDump>[] {
     const removes = validateEach('neighbor remove', diff.remove ?? [], (ip) => ip, parseIp);
     return this.commit(removes, this.validate(diff.add ?? []));
   }
 
+  /** Adds or replaces one entry. */
   add(entry: NeighborInput): ChangeEvent<NeighborDump>[] {
     return this.applyDiff({ add: [entry] });
   }
 
+  /** Removes the entry for `ip` (an absent one is not an error). */
   remove(ip: string): ChangeEvent<NeighborDump>[] {
     return this.applyDiff({ remove: [ip] });
   }
 
+  /** Every entry, as text. */
   dump(): NeighborDump[] {
     const nowMs = this.now();
     return this.entries().map((e) => this.dumpEntry(e, nowMs));

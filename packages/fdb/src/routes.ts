@@ -39,6 +39,7 @@ export interface RouteDump {
   tag?: string;
 }
 
+/** Changes applied together by {@link RouteTable.applyDiff}: removals first. */
 export interface RouteDiff {
   add?: readonly RouteInput[];
   /** Destinations to remove, e.g. `10.244.2.0/24`. Removing an absent route is not an error. */
@@ -221,6 +222,7 @@ export class RouteTable {
     return hop && dumpOf(hop);
   }
 
+  /** Calls `listener` with every change; returns the function that stops it. */
   onChange(listener: Listener<RouteDump>): () => void {
     return this.emitter.on(listener);
   }
@@ -246,14 +248,17 @@ export class RouteTable {
     return this.commit(next);
   }
 
+  /** Adds a route, replacing one to the same destination. */
   add(route: RouteInput): ChangeEvent<RouteDump>[] {
     return this.applyDiff({ add: [route] });
   }
 
+  /** Removes the route to `dst` (e.g. `10.244.2.0/24`; an absent one is not an error). */
   remove(dst: string): ChangeEvent<RouteDump>[] {
     return this.applyDiff({ remove: [dst] });
   }
 
+  /** Every route, as text. */
   dump(): RouteDump[] {
     return [...this.byDst.values()].map(dumpOf);
   }
