@@ -5,8 +5,12 @@ import { HandleKind, type NativeHandle, native } from './native.js';
 import { Options } from './options.js';
 import type { PacketRing } from './ring.js';
 
+/**
+ * `tun`: layer 3, each packet an IP packet (IFF_TUN); `tap`: layer 2, Ethernet frames (IFF_TAP).
+ */
 export type DeviceMode = 'tun' | 'tap';
 
+/** Options of {@link TunDevice.open}. */
 export interface TunOpenOptions {
   /** Name, or a pattern with `%d` the kernel fills (default `weft%d`); at most 15 bytes. */
   name?: string;
@@ -93,6 +97,10 @@ export class TunDevice {
     this.vnetHdr = vnetHdr;
   }
 
+  /**
+   * Creates (or attaches to) a TUN/TAP device and opens its queues: non-blocking, close-on-exec,
+   * `IFF_NO_PI`. Needs CAP_NET_ADMIN (`ERR_TUN_PERMISSION` says how to grant it).
+   */
   static open(options: TunOpenOptions = {}): TunDevice {
     const o = new Options(options, 'TunDevice.open');
     const mode = o.oneOf('mode', ['tun', 'tap'] as const) ?? 'tun';
@@ -162,6 +170,7 @@ export class TunDevice {
     return this.ifconfig('getMtu') as number;
   }
 
+  /** Sets the device's MTU (68..65535; an IPv6 address on it needs 1280 or more). */
   setMtu(mtuBytes: number): void {
     if (!Number.isInteger(mtuBytes) || mtuBytes < MIN_MTU || mtuBytes > MAX_MTU) {
       throw new WeftError(
@@ -176,10 +185,12 @@ export class TunDevice {
     return ((this.ifconfig('getFlags') as number) & native().constants.IFF_UP) !== 0;
   }
 
+  /** Sets the device up (`ip link set NAME up`). */
   up(): void {
     this.ifconfig('setUp', true);
   }
 
+  /** Sets the device down. */
   down(): void {
     this.ifconfig('setUp', false);
   }
@@ -238,6 +249,7 @@ export class TunDevice {
     return formatMac(bytes.readUIntBE(0, 6));
   }
 
+  /** Sets a TAP device's MAC address (a TUN device has none). */
   setMac(mac: string | number): void {
     if (this.mode !== 'tap')
       throw new WeftError(

@@ -139,6 +139,7 @@ export abstract class BatchIo {
     this.handle?.pauseReading();
   }
 
+  /** Starts reading again after {@link BatchIo.pause}. */
   resume(): void {
     this.handle?.resumeReading();
   }
@@ -195,6 +196,9 @@ export abstract class BatchIo {
     this.handle?.armWritable(callback);
   }
 
+  /**
+   * The addon's counters for this fd (reads, sends, errors, truncations); undefined once closed.
+   */
   stats(): NativeStats | undefined {
     return this.handle?.stats();
   }
@@ -204,6 +208,7 @@ export abstract class BatchIo {
     this.handle?.unref();
   }
 
+  /** Keeps the process alive while this is open again, after unref() (like socket.ref()). */
   ref(): void {
     this.handle?.ref();
   }

@@ -55,6 +55,7 @@ export type SocketOption =
   | 'netlinkNoEnobufs'
   | 'netlinkGetStrictChk';
 
+/** Counters of one fd, kept by the addon (exported as `IoStats`). */
 export interface NativeStats {
   readCalls: number;
   packetsRead: number;

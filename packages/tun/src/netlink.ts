@@ -3,6 +3,7 @@ import { errnoName, netnsPath, show, TunErrorCode, toWeftError } from './errors.
 import { HandleKind, type NativeHandle, native } from './native.js';
 import { Options } from './options.js';
 
+/** Options of {@link NetlinkSocket.open}. */
 export interface NetlinkOpenOptions {
   /** Netlink family (default NETLINK_ROUTE, 0). */
   protocol?: number;
@@ -26,6 +27,7 @@ export class NetlinkSocket {
     this.portId = portId;
   }
 
+  /** Opens and binds a netlink socket (rtnetlink by default), optionally in another namespace. */
   static open(options: NetlinkOpenOptions = {}): NetlinkSocket {
     const o = new Options(options, 'NetlinkSocket.open');
     const n = native();
@@ -82,6 +84,7 @@ export class NetlinkSocket {
     });
   }
 
+  /** Sets a socket option: NETLINK_NO_ENOBUFS, NETLINK_GET_STRICT_CHK or SO_RCVBUFFORCE (root). */
   setOption(name: 'netlinkNoEnobufs' | 'netlinkGetStrictChk' | 'rcvbufforce', value: number): void {
     if (!this.handle) throw new WeftError(TunErrorCode.closed, 'the netlink socket is closed');
     try {
@@ -91,10 +94,12 @@ export class NetlinkSocket {
     }
   }
 
+  /** Lets the process exit while the socket is open (like socket.unref()). */
   unref(): void {
     this.handle?.unref();
   }
 
+  /** Keeps the process alive while the socket is open again, after unref(). */
   ref(): void {
     this.handle?.ref();
   }

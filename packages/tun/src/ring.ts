@@ -18,14 +18,27 @@ export interface RingOptions {
   headroom?: number;
 }
 
+/**
+ * One slab cut into fixed-stride slots, each `headroom` bytes then room for one packet: the
+ * addon reads a batch straight into the slots and fills `lengths` (for UDP also `addrs`,
+ * `ports`, `families`, `gso`). Made once, reused for every batch.
+ */
 export class PacketRing {
+  /** The memory of every slot (from allocSlab: untransferable). */
   readonly slab: Buffer;
+  /** How many slots: the most packets one batch reads. */
   readonly slots: number;
+  /** Bytes per slot, headroom included. */
   readonly stride: number;
+  /** Bytes before each packet, for headers written in place. */
   readonly headroom: number;
+  /**
+   * Length of the packet in each slot; -1 when one was longer than its slot (counted as truncated).
+   */
   readonly lengths: Int32Array;
   /** Source of each datagram (UDP only): 4 words per slot, IPv4 in the first, IPv6 big-endian. */
   readonly addrs: Uint32Array;
+  /** Source port of each datagram (UDP only). */
   readonly ports: Uint16Array;
   /** 4 or 6 per slot (UDP only). */
   readonly families: Uint8Array;

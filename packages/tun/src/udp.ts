@@ -5,6 +5,7 @@ import { HandleKind, type NativeHandle, native, type SocketOption } from './nati
 import { Options } from './options.js';
 import type { PacketRing } from './ring.js';
 
+/** Options of {@link UdpSocket.open}. */
 export interface UdpOpenOptions {
   /** Local address to bind (default `0.0.0.0`; an IPv6 address makes an IPv6-only socket). */
   address?: string;
@@ -16,6 +17,7 @@ export interface UdpOpenOptions {
   netns?: string;
   /** SO_RCVBUF / SO_SNDBUF in bytes; as root the FORCE variants pass the sysctl limits. */
   receiveBufferBytes?: number;
+  /** SO_SNDBUF in bytes (SO_SNDBUFFORCE as root). */
   sendBufferBytes?: number;
   /** UDP_GRO: let the kernel coalesce datagrams of a flow; ring.gso says the segment size. */
   gro?: boolean;
@@ -53,6 +55,7 @@ export class UdpSocket extends BatchIo {
     this.port = port;
   }
 
+  /** Opens and binds a UDP socket for batched I/O (recvmmsg, sendmmsg with GSO). */
   static open(options: UdpOpenOptions = {}): UdpSocket {
     const o = new Options(options, 'UdpSocket.open');
     const address = o.string('address') ?? '0.0.0.0';
@@ -141,6 +144,7 @@ export class UdpSocket extends BatchIo {
     this.setOption(process.getuid?.() === 0 ? 'rcvbufforce' : 'rcvbuf', bytes);
   }
 
+  /** Sets SO_SNDBUF (SO_SNDBUFFORCE as root, past the sysctl limit). */
   setSendBuffer(bytes: number): void {
     checkBufferBytes(bytes);
     this.setOption(process.getuid?.() === 0 ? 'sndbufforce' : 'sndbuf', bytes);
