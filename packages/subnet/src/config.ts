@@ -19,12 +19,14 @@ import { configError, SubnetErrorCode } from './errors.js';
  */
 export type BackendType = 'udp' | 'vxlan' | 'host-gw' | 'alloc' | 'wireguard';
 
+/** flannel's `udp` backend: IP packets in UDP datagrams (port 8285 by default). */
 export interface UdpBackendConfig {
   type: 'udp';
   /** flannel's default 8285. */
   port: number;
 }
 
+/** flannel's `vxlan` backend: VNI, UDP port, MTU, Learning, DirectRouting and GBP as flannel reads them. */
 export interface VxlanBackendConfig {
   type: 'vxlan';
   /** Default 1. */
@@ -41,6 +43,7 @@ export interface VxlanBackendConfig {
   gbp: boolean;
 }
 
+/** flannel's `host-gw` backend: plain routes via each node's public IP, no encapsulation. */
 export interface HostGwBackendConfig {
   type: 'host-gw';
 }
@@ -66,6 +69,7 @@ export interface WireguardBackendConfig {
   mode: 'separate' | 'auto' | 'ipv4' | 'ipv6';
 }
 
+/** The parsed `Backend` of the network config, by `Type`. */
 export type BackendConfig =
   | WireguardBackendConfig
   | UdpBackendConfig
@@ -73,6 +77,7 @@ export type BackendConfig =
   | HostGwBackendConfig
   | AllocBackendConfig;
 
+/** flannel's network config as parsed and checked by {@link parseNetworkConfig}. */
 export interface NetworkConfig {
   enableIpv4: boolean;
   enableIpv6: boolean;

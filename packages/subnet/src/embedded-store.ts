@@ -51,6 +51,7 @@ interface State {
   history: StoreEvent[];
 }
 
+/** Options of a new {@link EmbeddedStore}. */
 export interface EmbeddedStoreOptions {
   /** How many changes the history keeps for watchers (default 1000). */
   historyLength?: number;
@@ -58,6 +59,7 @@ export interface EmbeddedStoreOptions {
   pollMs?: number;
   /** How long to wait for the lock before giving up (default 10 s). */
   lockTimeoutMs?: number;
+  /** The clock, in milliseconds (default `Date.now`; TTLs count on it). */
   now?: () => number;
 }
 
@@ -91,6 +93,10 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * The default store: one JSON file on the host that several agents share (a lock file around
+ * each read-modify-write, crash-safe writes), with revisions, TTLs and watches as etcd has them.
+ */
 export class EmbeddedStore implements SubnetStore {
   readonly description: string;
   private readonly historyLength: number;

@@ -33,6 +33,7 @@ export interface EtcdStoreOptions {
   requestTimeoutMs?: number;
 }
 
+/** flannel's default key prefix (`--etcd-prefix`). */
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
 let etcd3: Promise<typeof import('etcd3')> | undefined;
@@ -62,6 +63,10 @@ function prefixEnd(prefix: string): Buffer {
   return Buffer.from([0]);
 }
 
+/**
+ * The etcd v3 store in flannel's layout (see {@link EtcdStoreOptions}). The etcd3 client, and
+ * gRPC under it, is loaded on the first request, not when this package is imported.
+ */
 export class EtcdStore implements SubnetStore {
   readonly description: string;
   readonly prefix: string;

@@ -2,6 +2,7 @@ import { type Lease, leaseAttrsJson } from './lease.js';
 import type { LeaseEvent, LeaseWatch, LeaseWatchHandlers, SubnetManager } from './manager.js';
 import type { StoreEvent, StoreWatch } from './store.js';
 
+/** Options of a new {@link LeaseWatcher}. */
 export interface LeaseWatcherOptions {
   /** This node's lease key: its changes are not events; its disappearance is onOwnLeaseLost. */
   ownKey?: string;
@@ -47,6 +48,7 @@ export class LeaseWatcher implements LeaseWatch {
     return [...this.state.values()];
   }
 
+  /** Stops watching; no handler runs after it. */
   close(): void {
     this.closed = true;
     this.storeWatch?.close();

@@ -23,12 +23,15 @@ export interface LeaseAttrs {
   backendV6Data?: unknown;
 }
 
+/** A node's subnet lease: its subnet(s), what the node published with it, and when it expires. */
 export interface Lease {
+  /** The store key, e.g. `10.244.1.0-24` (dual stack: `10.244.1.0-24&fc00:0:0:1::-64`). */
   key: string;
   /** e.g. 10.244.1.0/24 */
   subnet: string;
   /** e.g. fc00:0:0:1::/64, when dual-stack */
   subnet6?: string;
+  /** What the node published: public IP(s), backend type and data. */
   attrs: LeaseAttrs;
   /** When it expires (ms since the epoch); undefined for a reservation, which never does. */
   expiresAt?: number;
@@ -36,6 +39,7 @@ export interface Lease {
   revision: number;
 }
 
+/** The store key of a subnet (pair), flannel's: `10.244.1.0-24`, `10.244.1.0-24&fc00::-64`. */
 export function subnetKey(subnet: Cidr4, subnet6?: Cidr6): string {
   const v4 = formatCidr(subnet).replace('/', '-');
   return subnet6 ? `${v4}&${formatCidr(subnet6).replace('/', '-')}` : v4;
@@ -119,6 +123,7 @@ export interface VxlanLeaseData {
   vtepMac: string;
 }
 
+/** The VXLAN backend data of a lease (VNI and VTEP MAC), or undefined for another backend. */
 export function vxlanLeaseData(attrs: LeaseAttrs): VxlanLeaseData | undefined {
   const d = attrs.backendData;
   if (typeof d !== 'object' || d === null) return undefined;

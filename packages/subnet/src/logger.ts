@@ -2,8 +2,11 @@
 export interface Logger {
   /** Detail for `--log-level debug`: each lease event, retry and resync. */
   debug?(obj: object, msg: string): void;
+  /** Something an operator wants in the log: a lease acquired, renewed, released. */
   info(obj: object, msg: string): void;
+  /** Something wrong that weft works around: a store unreachable for now, a malformed lease. */
   warn(obj: object, msg: string): void;
+  /** Something that stops the control plane from doing its job. */
   error(obj: object, msg: string): void;
 }
 

@@ -24,13 +24,20 @@ import type { SubnetStore } from './store.js';
 
 /** flannel's lease lifetime and renewal margin. */
 export const LEASE_TTL_SECONDS = 24 * 3600;
+/** A lease is renewed this long before it expires (flannel's 1 h). */
 export const RENEW_MARGIN_SECONDS = 3600;
+/** A failed renewal is tried again after this long (flannel's 1 min). */
 export const RENEW_RETRY_SECONDS = 60;
 
+/** Options of a new {@link SubnetManager}. */
 export interface SubnetManagerOptions {
+  /** Where the manager logs (default: JSON lines on stderr). */
   logger?: Logger;
+  /** How long a lease lasts unrenewed (default {@link LEASE_TTL_SECONDS}, flannel's 24 h). */
   leaseTtlSeconds?: number;
+  /** Renew this long before expiry (default {@link RENEW_MARGIN_SECONDS}). */
   renewMarginSeconds?: number;
+  /** Retry a failed renewal after this long (default {@link RENEW_RETRY_SECONDS}). */
   renewRetrySeconds?: number;
   /** How many times to pick again when another node takes the subnet first (default 32). */
   raceRetries?: number;
@@ -39,10 +46,13 @@ export interface SubnetManagerOptions {
    * first and longest wait in ms (default 200 and 10 000), each doubled with jitter.
    */
   acquireBackoffMs?: { initial: number; max: number };
+  /** Random numbers in [0, 1) for picking a free subnet and jitter (default `Math.random`). */
   random?: () => number;
+  /** The clock, in milliseconds (default `Date.now`). */
   now?: () => number;
 }
 
+/** What {@link SubnetManager.acquireLease} needs: what this node publishes, and hints. */
 export interface AcquireRequest {
   attrs: LeaseAttrs;
   /** The subnet recorded in this node's subnet.env: asked for again if it is free. */
@@ -52,30 +62,39 @@ export interface AcquireRequest {
   signal?: AbortSignal;
 }
 
+/** What happened to a lease. */
 export type LeaseEventType = 'added' | 'removed' | 'changed';
 
+/** A change to another node's lease. */
 export interface LeaseEvent {
   type: LeaseEventType;
   lease: Lease;
   previous?: Lease;
 }
 
+/** Callbacks of a lease watch. */
 export interface LeaseWatchHandlers {
   /** Other nodes' lease changes; the first call (`initial`) carries the snapshot as `added`. */
   onEvents(events: LeaseEvent[], initial: boolean): void;
   /** This node's own lease vanished from the store (expired, deleted by an operator). */
   onOwnLeaseLost?(key: string): void;
+  /** The store cannot be reached for now (the watch keeps retrying). */
   onError?(err: Error): void;
 }
 
+/** A running watch of the other nodes' leases. */
 export interface LeaseWatch {
   /** The other nodes' leases as the watch knows them. */
   leases(): Lease[];
+  /** Stops the watch; no handler runs after it. */
   close(): void;
 }
 
+/** The renewal loop of this node's lease. */
 export interface RenewalHandle {
+  /** The lease as last renewed. */
   current(): Lease;
+  /** Stops renewing (the lease stays until it expires). */
   stop(): void;
 }
 
@@ -181,6 +200,7 @@ export class SubnetManager {
     }
   }
 
+  /** Every lease in the store (malformed ones skipped), with the revision the listing is as of. */
   async listLeases(): Promise<{ leases: Lease[]; revision: number }> {
     return this.listing();
   }
@@ -390,6 +410,7 @@ export class SubnetManager {
     return { ...lease, expiresAt: ttl ? this.now() + ttl * 1000 : undefined };
   }
 
+  /** Deletes the lease from the store, freeing its subnet for another node. */
   async releaseLease(lease: Lease): Promise<void> {
     await this.store.deleteSubnet(lease.key);
     this.log.info({ subnet: lease.subnet }, 'released the lease');
