@@ -2,8 +2,10 @@
 
 // struct nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }
 export const NLMSG_HDRLEN = 16;
+/** Control message types of every netlink family (linux/netlink.h NLMSG_*). */
 export const NlmsgType = { noop: 1, error: 2, done: 3, overrun: 4 } as const;
 
+/** nlmsghdr flags (NLM_F_*); the same bits mean different things in GET, NEW and ERROR messages. */
 export const NlmFlag = {
   request: 0x1,
   multi: 0x2,
@@ -24,6 +26,7 @@ export const NlmFlag = {
   ackTlvs: 0x200,
 } as const;
 
+/** rtnetlink message types (RTM_*, linux/rtnetlink.h). */
 export const RtmType = {
   newLink: 16,
   delLink: 17,
@@ -40,8 +43,10 @@ export const RtmType = {
   getNeigh: 30,
 } as const;
 
+/** Address families of rtnetlink headers (AF_*): bridge is the FDB's. */
 export const AddressFamily = { unspec: 0, inet: 2, bridge: 7, inet6: 10 } as const;
 
+/** Link attributes (IFLA_*, linux/if_link.h). */
 export const IflaAttr = {
   address: 1,
   broadcast: 2,
@@ -53,8 +58,10 @@ export const IflaAttr = {
   linkinfo: 18,
 } as const;
 
+/** Attributes nested in IFLA_LINKINFO (IFLA_INFO_*). */
 export const IflaInfo = { kind: 1, data: 2 } as const;
 
+/** VXLAN link attributes nested in IFLA_INFO_DATA (IFLA_VXLAN_*). */
 export const IflaVxlan = {
   id: 1,
   group: 2,
@@ -91,8 +98,10 @@ export const Iff = {
   lowerUp: 0x10000,
 } as const;
 
+/** Address attributes (IFA_*, linux/if_addr.h). */
 export const IfaAttr = { address: 1, local: 2, label: 3, broadcast: 4 } as const;
 
+/** Route attributes (RTA_*, linux/rtnetlink.h). */
 export const RtaAttr = {
   dst: 1,
   src: 2,
@@ -103,9 +112,13 @@ export const RtaAttr = {
   prefsrc: 7,
   table: 15,
 } as const;
+/** Routing table ids (RT_TABLE_*). */
 export const RtTable = { main: 254, local: 255 } as const;
+/** Who installed a route (RTPROT_*). */
 export const RtProtocol = { unspec: 0, kernel: 2, boot: 3, static: 4 } as const;
+/** Route scopes (RT_SCOPE_*): link for an on-link route, host for a local address. */
 export const RtScope = { universe: 0, link: 253, host: 254, nowhere: 255 } as const;
+/** Route types (RTN_*): unicast, or one that drops (blackhole, unreachable). */
 export const RtnType = {
   unicast: 1,
   local: 2,
@@ -117,6 +130,7 @@ export const RtnType = {
 /** rtmsg.flags: the gateway is on-link even though no route says so. */
 export const RTNH_F_ONLINK = 0x4;
 
+/** Neighbor and FDB attributes (NDA_*, linux/neighbour.h). */
 export const NdaAttr = {
   dst: 1,
   lladdr: 2,
@@ -128,6 +142,7 @@ export const NdaAttr = {
   ifindex: 8,
   master: 9,
 } as const;
+/** Neighbor states (NUD_*): permanent for entries flannel programs. */
 export const Nud = {
   incomplete: 0x1,
   reachable: 0x2,
@@ -138,6 +153,7 @@ export const Nud = {
   noarp: 0x40,
   permanent: 0x80,
 } as const;
+/** Neighbor flags (NTF_*): self for a VXLAN device's own FDB entries. */
 export const Ntf = {
   use: 0x1,
   self: 0x2,
@@ -147,4 +163,5 @@ export const Ntf = {
   router: 0x80,
 } as const;
 
+/** The extended-ack attribute carrying the kernel's error text (NLMSGERR_ATTR_MSG). */
 export const NLMSGERR_ATTR_MSG = 1;

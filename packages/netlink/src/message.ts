@@ -14,9 +14,13 @@ const NLA_TYPE_MASK = ~(0x8000 | 0x4000) & 0xffff;
 /** An attribute to build: a type and a payload, or nested attributes. */
 export type Attr = { type: number; value: Uint8Array } | { type: number; nested: Attr[] };
 
+/** Builders of attributes, by payload type (integers in host order unless named otherwise). */
 export const attr = {
+  /** Raw bytes. */
   bytes: (type: number, value: Uint8Array): Attr => ({ type, value }),
+  /** An 8-bit integer. */
   u8: (type: number, v: number): Attr => ({ type, value: Uint8Array.of(v) }),
+  /** A 16-bit integer, host order. */
   u16: (type: number, v: number): Attr => {
     const b = Buffer.alloc(2);
     b.writeUInt16LE(v);
@@ -28,6 +32,7 @@ export const attr = {
     b.writeUInt16BE(v);
     return { type, value: b };
   },
+  /** A 32-bit integer, host order. */
   u32: (type: number, v: number): Attr => {
     const b = Buffer.alloc(4);
     b.writeUInt32LE(v >>> 0);
@@ -39,6 +44,7 @@ export const attr = {
   bareString: (type: number, s: string): Attr => ({ type, value: Buffer.from(s) }),
   /** A flag attribute: present, empty. */
   flag: (type: number): Attr => ({ type, value: new Uint8Array(0) }),
+  /** Attributes nested in this one (NLA_F_NESTED is set). */
   nested: (type: number, nested: Attr[]): Attr => ({ type, nested }),
 };
 
@@ -141,16 +147,19 @@ export class Attrs {
     }
   }
 
+  /** The payload of the attribute of that type, or undefined. */
   get(type: number): Buffer | undefined {
     let found: Buffer | undefined;
     for (const a of this.list) if (a.type === type) found = a.value;
     return found;
   }
 
+  /** Whether an attribute of that type is present. */
   has(type: number): boolean {
     return this.list.some((a) => a.type === type);
   }
 
+  /** A NUL-terminated string attribute (the NUL dropped). */
   string(type: number): string | undefined {
     const v = this.get(type);
     if (!v) return undefined;
@@ -158,26 +167,31 @@ export class Attrs {
     return v.subarray(0, nul < 0 ? v.length : nul).toString();
   }
 
+  /** An 8-bit integer attribute. */
   u8(type: number): number | undefined {
     const v = this.get(type);
     return v && v.length >= 1 ? v[0] : undefined;
   }
 
+  /** A 16-bit host-order integer attribute. */
   u16(type: number): number | undefined {
     const v = this.get(type);
     return v && v.length >= 2 ? v.readUInt16LE(0) : undefined;
   }
 
+  /** A 16-bit network-order integer attribute (a port). */
   be16(type: number): number | undefined {
     const v = this.get(type);
     return v && v.length >= 2 ? v.readUInt16BE(0) : undefined;
   }
 
+  /** A 32-bit host-order integer attribute. */
   u32(type: number): number | undefined {
     const v = this.get(type);
     return v && v.length >= 4 ? v.readUInt32LE(0) : undefined;
   }
 
+  /** The attributes nested in the attribute of that type. */
   nested(type: number): Attrs | undefined {
     const v = this.get(type);
     return v ? new Attrs(v) : undefined;

@@ -31,6 +31,7 @@ export type RtnlEvent =
     }
   | { kind: 'route'; action: 'new' | 'del'; route: Route };
 
+/** Options of {@link RtnlMonitor.open}. */
 export interface RtnlMonitorOptions {
   /** A bit mask of RtnlGroup values (default links, neighbors and IPv4 routes). */
   groups?: number;
@@ -51,6 +52,9 @@ export class RtnlMonitor {
     this.socket = socket;
   }
 
+  /**
+   * Joins the multicast groups and calls `onEvent` with each change, `onError` on a socket error.
+   */
   static open(
     onEvent: (event: RtnlEvent) => void,
     onError: (err: WeftError) => void,
@@ -88,6 +92,7 @@ export class RtnlMonitor {
     this.socket.unref();
   }
 
+  /** Leaves the groups and closes the socket; no callback runs after. */
   close(): void {
     this.socket.close();
   }

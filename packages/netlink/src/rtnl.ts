@@ -54,6 +54,7 @@ export interface Link {
   vxlan?: VxlanInfo;
 }
 
+/** A VXLAN device's settings, as the kernel reports them (IFLA_INFO_DATA). */
 export interface VxlanInfo {
   vni: number;
   local?: string;
@@ -64,6 +65,7 @@ export interface VxlanInfo {
   gbp: boolean;
 }
 
+/** A VXLAN device to create, as flannel creates flannel.1 (see {@link Rtnl.createVxlan}). */
 export interface VxlanSpec {
   name: string;
   vni: number;
@@ -80,12 +82,14 @@ export interface VxlanSpec {
   gbp?: boolean;
 }
 
+/** An address on an interface (`ip addr`). */
 export interface Address {
   index: number;
   address: string;
   prefixLength: number;
 }
 
+/** A route (`ip route`): destination, gateway or output interface, table, type and flags. */
 export interface Route {
   /** Destination network, e.g. 10.244.2.0/24. */
   dst: string;
@@ -104,6 +108,7 @@ export interface Route {
   prefsrc?: string;
 }
 
+/** A neighbor (ARP/ND) entry (`ip neigh`). */
 export interface Neighbor {
   ifindex: number;
   ip: string;
@@ -112,6 +117,7 @@ export interface Neighbor {
   flags: number;
 }
 
+/** A bridge FDB entry of a device (`bridge fdb`): for VXLAN, the remote VTEP of a MAC. */
 export interface FdbEntry {
   ifindex: number;
   mac: string;
@@ -203,6 +209,7 @@ function ndmsg(fam: number, ifindex: number, state: number, flags: number, type 
   return b;
 }
 
+/** Parses an RTM_NEWLINK message (a dump's or a notification's). */
 export function parseLink(msg: Message): Link {
   requirePayload(msg, 16, 'link');
   const p = msg.payload;
@@ -292,8 +299,11 @@ export function parseNeighborMessage(msg: Message): { fam: number; n: Neighbor; 
 
 /** What Rtnl needs of a netlink socket: @weft/tun's NetlinkSocket has this shape. */
 export interface NetlinkTransport {
+  /** Sends one netlink message to the kernel. */
   send(message: Uint8Array): void;
+  /** Starts delivering every received datagram to `onMessage`, errors to `onError`. */
   onMessage(onMessage: (datagram: Buffer) => void, onError?: (err: WeftError) => void): void;
+  /** Closes the socket. */
   close(): void;
 }
 
@@ -409,12 +419,14 @@ export class Rtnl {
 
   // Links
 
+  /** Every link (`ip link show`). */
   async links(): Promise<Link[]> {
     return (await this.request(RtmType.getLink, NlmFlag.dump, ifinfomsg(), [], 'dump')).map(
       parseLink,
     );
   }
 
+  /** The link named `name`, or undefined when there is none. */
   async link(name: string): Promise<Link | undefined> {
     try {
       const [msg] = await this.request(
@@ -502,12 +514,14 @@ export class Rtnl {
     await this.request(RtmType.newLink, 0, header, attrs, `index ${index}`);
   }
 
+  /** Deletes a link by index (`ip link del`). */
   async deleteLink(index: number): Promise<void> {
     await this.request(RtmType.delLink, 0, ifinfomsg(index), [], `index ${index}`);
   }
 
   // Addresses
 
+  /** Every address, or those of one interface (`ip addr show`). */
   async addresses(index?: number): Promise<Address[]> {
     const all = (
       await this.request(RtmType.getAddr, NlmFlag.dump, ifaddrmsg(0, 0, 0), [], 'dump')
@@ -531,6 +545,7 @@ export class Rtnl {
     );
   }
 
+  /** Removes an address from an interface (`ip addr del CIDR dev ...`). */
   async deleteAddress(index: number, cidr: string): Promise<void> {
     const c = parseCidr(cidr, { allowHostBits: true });
     const ip = ipBytes(
@@ -635,6 +650,7 @@ export class Rtnl {
     return msg ? parseRouteMessage(msg) : undefined;
   }
 
+  /** Deletes the route matching what `route` gives (`ip route del`). */
   async deleteRoute(route: Route): Promise<void> {
     const m = this.routeMessage(route);
     // Delete matches on what is given: clear scope so any scope matches (RT_SCOPE_NOWHERE).
@@ -644,6 +660,7 @@ export class Rtnl {
 
   // Neighbors (ARP/ND) and the FDB (AF_BRIDGE neighbors)
 
+  /** Neighbor entries, of one interface or family if given (`ip neigh show`). */
   async neighbors(filter: { ifindex?: number; family?: 4 | 6 } = {}): Promise<Neighbor[]> {
     const fam =
       filter.family === 6
@@ -677,6 +694,7 @@ export class Rtnl {
     );
   }
 
+  /** Deletes a neighbor entry (`ip neigh del IP dev ...`). */
   async deleteNeighbor(ifindex: number, ip: string): Promise<void> {
     const addr = parseIp(ip);
     await this.request(
@@ -748,6 +766,7 @@ export class Rtnl {
     );
   }
 
+  /** Deletes an FDB entry (`bridge fdb del MAC dev ... dst DST`). */
   async deleteFdb(ifindex: number, mac: string, dst: string): Promise<void> {
     const m = this.fdbMessage(ifindex, mac, dst);
     await this.request(
@@ -759,6 +778,7 @@ export class Rtnl {
     );
   }
 
+  /** Closes the socket; requests in flight fail with ERR_NETLINK_CLOSED. */
   close(): void {
     for (const p of this.pending.values())
       p.reject(new WeftError('ERR_NETLINK_CLOSED', `${p.what}: the netlink socket was closed`));

@@ -22,9 +22,11 @@ const GENL_ID_CTRL = 0x10;
 const CTRL_CMD_GETFAMILY = 3;
 const CTRL_ATTR_FAMILY_ID = 1;
 const CTRL_ATTR_FAMILY_NAME = 2;
+/** The generic netlink family name of the kernel's WireGuard. */
 export const WG_GENL_NAME = 'wireguard';
 const WG_GENL_VERSION = 1;
 const WgCmd = { getDevice: 0, setDevice: 1 } as const;
+/** WireGuard device attributes (WGDEVICE_A_*, linux/wireguard.h). */
 export const WgDevice = {
   ifindex: 1,
   ifname: 2,
@@ -36,6 +38,7 @@ export const WgDevice = {
   peers: 8,
 } as const;
 const WGDEVICE_F_REPLACE_PEERS = 1;
+/** WireGuard peer attributes (WGPEER_A_*). */
 export const WgPeer = {
   publicKey: 1,
   presharedKey: 2,
@@ -48,11 +51,14 @@ export const WgPeer = {
   allowedIps: 9,
   protocolVersion: 10,
 } as const;
+/** WireGuard peer flags (WGPEER_F_*). */
 export const WgPeerFlag = { removeMe: 1, replaceAllowedIps: 2, updateOnly: 4 } as const;
+/** WireGuard allowed-IP attributes (WGALLOWEDIP_A_*). */
 export const WgAllowedIp = { family: 1, ipaddr: 2, cidrMask: 3 } as const;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
+/** A peer to configure on a kernel WireGuard device, as `wg set` takes one. */
 export interface KernelWireguardPeer {
   /** 32 bytes. */
   publicKey: Uint8Array;
@@ -65,6 +71,7 @@ export interface KernelWireguardPeer {
   remove?: boolean;
 }
 
+/** A kernel WireGuard device's configuration (WG_CMD_SET_DEVICE). */
 export interface KernelWireguardConfig {
   privateKey?: Uint8Array;
   listenPort?: number;
@@ -73,6 +80,7 @@ export interface KernelWireguardConfig {
   peers?: KernelWireguardPeer[];
 }
 
+/** A kernel WireGuard device as WG_CMD_GET_DEVICE reports it (`wg show`). */
 export interface KernelWireguardDevice {
   ifindex: number;
   ifname: string;
@@ -235,6 +243,10 @@ export class KernelWireguard {
     readonly familyId: number,
   ) {}
 
+  /**
+   * Opens a generic netlink socket and looks the WireGuard family up; undefined when this kernel
+   * has none (no module).
+   */
   static async open(options: { netns?: string } = {}): Promise<KernelWireguard | undefined> {
     return KernelWireguard.over(
       NetlinkSocket.open({ protocol: NETLINK_GENERIC, netns: options.netns }),
@@ -378,6 +390,7 @@ export class KernelWireguard {
     return { ...devices[0], peers: devices.flatMap((d) => d.peers) };
   }
 
+  /** Closes the socket; requests in flight fail with ERR_NETLINK_CLOSED. */
   close(): void {
     this.fail(new WeftError('ERR_NETLINK_CLOSED', 'the wireguard genetlink socket was closed'));
     this.socket.close();
