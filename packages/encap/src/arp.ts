@@ -16,6 +16,7 @@ import { checkRange, malformed, Status, truncated } from './status.js';
  * |  Target hardware address (6) | Target protocol address (4)    |
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  */
+/** Byte offsets of the ARP fields for Ethernet and IPv4 (RFC 826). */
 export const ArpField = {
   hardwareType: 0,
   protocolType: 2,
@@ -28,8 +29,10 @@ export const ArpField = {
   targetIp: 24,
 } as const;
 
+/** An ARP packet for Ethernet and IPv4: 8 bytes of header and two MAC/IPv4 pairs. */
 export const ARP_BYTES = 28;
 export const ARP_HARDWARE_ETHERNET = 1;
+/** ARP operation codes (RFC 826). */
 export const ArpOperation = { request: 1, reply: 2 } as const;
 
 /** The gate: an Ethernet/IPv4 ARP message of 28 bytes at `off`. Never throws. */
@@ -46,15 +49,19 @@ export function arpCheck(buf: Uint8Array, off: number, len: number): Status {
   return Status.ok;
 }
 
+/** The operation (1 request, 2 reply) of the ARP packet at `off` (after {@link arpCheck}). */
 export function arpOperation(buf: Uint8Array, off: number): number {
   return read16(buf, off + ArpField.operation);
 }
+/** The sender's MAC, as a 48-bit number (after {@link arpCheck}). */
 export function arpSenderMac(buf: Uint8Array, off: number): number {
   return readMac(buf, off + ArpField.senderMac);
 }
+/** The sender's IPv4 address, host order (after {@link arpCheck}). */
 export function arpSenderIp(buf: Uint8Array, off: number): number {
   return read32(buf, off + ArpField.senderIp);
 }
+/** The target IPv4 address, host order (after {@link arpCheck}). */
 export function arpTargetIp(buf: Uint8Array, off: number): number {
   return read32(buf, off + ArpField.targetIp);
 }
@@ -90,6 +97,7 @@ export function arpReplyInPlace(
   return Status.ok;
 }
 
+/** An ARP packet as plain values (MACs as numbers, IPv4 in host order). */
 export interface ArpRepr {
   operation: number;
   senderMac: number;
@@ -98,7 +106,11 @@ export interface ArpRepr {
   targetIp: number;
 }
 
+/** The checked ARP codec: parse into an {@link ArpRepr}, emit one. */
 export const arp = {
+  /**
+   * Reads and checks the packet at `off`; a short or malformed one throws an EncapError naming the field.
+   */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): ArpRepr {
     if (len < ARP_BYTES) throw truncated('arp message', ARP_BYTES, len);
     const hardwareType = read16(buf, off + ArpField.hardwareType);
@@ -121,10 +133,12 @@ export const arp = {
     };
   },
 
+  /** The bytes `emit` writes: {@link ARP_BYTES}. */
   bufferLength(_repr: ArpRepr): number {
     return ARP_BYTES;
   },
 
+  /** Writes `repr` at `off` (values checked first); returns the bytes written. */
   emit(repr: ArpRepr, buf: Uint8Array, off = 0): number {
     if (buf.length - off < ARP_BYTES) throw truncated('arp output', ARP_BYTES, buf.length - off);
     checkRange('arp.operation', repr.operation, 0xffff);

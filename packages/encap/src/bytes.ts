@@ -3,15 +3,18 @@ export function read16(buf: Uint8Array, off: number): number {
   return (buf[off] << 8) | buf[off + 1];
 }
 
+/** Writes a big-endian 16-bit integer. */
 export function write16(buf: Uint8Array, off: number, value: number): void {
   buf[off] = value >>> 8;
   buf[off + 1] = value;
 }
 
+/** Reads a big-endian (network order) 32-bit unsigned integer. */
 export function read32(buf: Uint8Array, off: number): number {
   return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
 }
 
+/** Writes a big-endian 32-bit integer. */
 export function write32(buf: Uint8Array, off: number, value: number): void {
   buf[off] = value >>> 24;
   buf[off + 1] = value >>> 16;
@@ -24,6 +27,7 @@ export function readMac(buf: Uint8Array, off: number): number {
   return read16(buf, off) * 0x100000000 + read32(buf, off + 2);
 }
 
+/** Writes a MAC (a 48-bit number) as six bytes. */
 export function writeMac(buf: Uint8Array, off: number, mac: number): void {
   write16(buf, off, Math.floor(mac / 0x100000000));
   write32(buf, off + 2, mac >>> 0);

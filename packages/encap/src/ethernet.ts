@@ -16,6 +16,7 @@ import { checkRange, malformed, truncated } from './status.js';
  * |   EtherType (or TPID 0x8100)  |  [PCP|DEI|VID if tagged]      |
  * +-------------------------------+-------------------------------+
  */
+/** Byte offsets of the Ethernet II header's fields (and of an 802.1Q tag's). */
 export const EthernetField = {
   dst: 0,
   src: 6,
@@ -25,9 +26,12 @@ export const EthernetField = {
   innerEthertype: 16,
 } as const;
 
+/** An Ethernet II header: destination, source, EtherType. */
 export const ETHERNET_HEADER_BYTES = 14;
+/** An Ethernet header with one 802.1Q tag. */
 export const ETHERNET_VLAN_HEADER_BYTES = 18;
 
+/** EtherTypes weft meets (IEEE 802 numbers). */
 export const EtherType = {
   ipv4: 0x0800,
   arp: 0x0806,
@@ -67,6 +71,7 @@ export function writeEthernetHeader(
   write16(buf, off + EthernetField.ethertype, ethertype);
 }
 
+/** An 802.1Q tag's fields. */
 export interface VlanTag {
   /** Priority code point, 0..7. */
   pcp: number;
@@ -84,7 +89,9 @@ export interface EthernetRepr {
   vlan?: VlanTag;
 }
 
+/** The checked Ethernet codec: parse into an {@link EthernetRepr}, emit one. */
 export const ethernet = {
+  /** Reads the header at `off` (one VLAN tag understood); a short one throws an EncapError. */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): EthernetRepr {
     if (len < ETHERNET_HEADER_BYTES) throw truncated('ethernet header', ETHERNET_HEADER_BYTES, len);
     const outerType = read16(buf, off + EthernetField.ethertype);
@@ -109,6 +116,7 @@ export const ethernet = {
     return repr;
   },
 
+  /** The bytes `emit` writes: 14, or 18 with a VLAN tag. */
   bufferLength(repr: EthernetRepr): number {
     return repr.vlan ? ETHERNET_VLAN_HEADER_BYTES : ETHERNET_HEADER_BYTES;
   },

@@ -12,23 +12,30 @@ import { VXLAN_HEADER_BYTES, type VxlanRepr, vxlan } from './vxlan.js';
  */
 export type IpHeaderRepr = { version: 4; header: Ipv4Repr } | { version: 6; header: Ipv6Repr };
 
+/** A whole UDP frame's headers: Ethernet, IPv4 or IPv6, UDP. */
 export interface UdpFrameRepr {
   ethernet: EthernetRepr;
   ip: IpHeaderRepr;
   udp: UdpRepr;
 }
 
+/** A parsed UDP frame: its headers and where the payload is. */
 export interface ParsedUdpFrame extends UdpFrameRepr {
   /** Where the UDP payload starts in the parsed buffer, and its length. */
   payloadOffset: number;
   payloadLength: number;
 }
 
+/** Options of the frame parsers. */
 export interface UdpFrameParseOptions {
   /** Verify the outer UDP checksum (default false: captures with transmit offload carry partial sums). */
   udpChecksum?: boolean;
 }
 
+/**
+ * Parses an Ethernet frame carrying IPv4 or IPv6 and UDP (checked; a bad one throws an
+ * EncapError naming the field).
+ */
 export function parseUdpFrame(buf: Uint8Array, options: UdpFrameParseOptions = {}): ParsedUdpFrame {
   const eth = ethernet.parse(buf, 0, buf.length);
   const ipOffset = ethernet.bufferLength(eth);
@@ -65,6 +72,7 @@ export function parseUdpFrame(buf: Uint8Array, options: UdpFrameParseOptions = {
   };
 }
 
+/** Options of the frame emitters. */
 export interface UdpFrameEmitOptions {
   /** `compute` (default) writes the real checksum; `keep` writes repr.udp.checksum (0 = none over IPv4). */
   udpChecksum?: 'compute' | 'keep';
@@ -115,6 +123,7 @@ export function emitUdpFrame(
   return out;
 }
 
+/** A parsed VXLAN frame: outer headers, the VXLAN header, the inner Ethernet frame. */
 export interface ParsedVxlanFrame extends ParsedUdpFrame {
   vxlan: VxlanRepr;
   /** The inner Ethernet header and where the inner frame sits in the parsed buffer. */
@@ -123,6 +132,7 @@ export interface ParsedVxlanFrame extends ParsedUdpFrame {
   innerLength: number;
 }
 
+/** Parses a whole VXLAN frame down to the inner Ethernet header (RFC 7348 section 5). */
 export function parseVxlanFrame(
   buf: Uint8Array,
   options: UdpFrameParseOptions = {},
@@ -153,6 +163,7 @@ export function emitVxlanFrame(
   return emitUdpFrame(repr, payload, options);
 }
 
+/** A parsed flannel UDP frame: outer headers and the inner IPv4 header. */
 export interface ParsedFlannelFrame extends ParsedUdpFrame {
   /** The inner IPv4 packet's header. */
   inner: Ipv4Repr;
@@ -167,6 +178,7 @@ export function parseFlannelFrame(
   return { ...frame, inner: ipv4.parse(buf, frame.payloadOffset, frame.payloadLength) };
 }
 
+/** A whole flannel UDP frame carrying `innerPacket` (a bare IPv4 packet) as the UDP payload. */
 export function emitFlannelFrame(
   repr: UdpFrameRepr,
   innerPacket: Uint8Array,

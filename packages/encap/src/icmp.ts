@@ -29,9 +29,12 @@ import { checkRange, EncapError, EncapErrorCode, Status, truncated } from './sta
  * |   Data (errors: the offending IP header + 64 bits of its data)|
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  */
+/** Byte offsets of the ICMP header's fields. */
 export const IcmpField = { type: 0, code: 1, checksum: 2, rest: 4, data: 8 } as const;
+/** An ICMP header: type, code, checksum and four bytes that depend on the type. */
 export const ICMP_HEADER_BYTES = 8;
 
+/** ICMP message types (RFC 792). */
 export const IcmpType = {
   echoReply: 0,
   destinationUnreachable: 3,
@@ -42,6 +45,7 @@ export const IcmpType = {
   parameterProblem: 12,
 } as const;
 
+/** ICMP codes weft writes (RFC 792). */
 export const IcmpCode = {
   /** Destination unreachable: no route to the network (what flannel sends for an unrouted destination). */
   netUnreachable: 0,
@@ -170,6 +174,7 @@ export interface IcmpRepr {
   data: Uint8Array;
 }
 
+/** The checked ICMP codec: parse into an {@link IcmpRepr}, emit one. */
 export const icmp = {
   /** Parses an ICMP message of `len` bytes at `off`, verifying its checksum. */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): IcmpRepr {
@@ -189,6 +194,7 @@ export const icmp = {
     };
   },
 
+  /** The bytes `emit` writes for `repr`: the header and its data. */
   bufferLength(repr: IcmpRepr): number {
     return ICMP_HEADER_BYTES + repr.data.length;
   },

@@ -21,6 +21,7 @@ import { checkRange, EncapError, EncapErrorCode, malformed, Status, truncated } 
  * |                    Options                    |    Padding    |
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  */
+/** Byte offsets of the IPv4 header's fields (RFC 791 section 3.1). */
 export const Ipv4Field = {
   versionIhl: 0,
   dscpEcn: 1,
@@ -37,12 +38,14 @@ export const Ipv4Field = {
 
 /** Without options; IHL counts 32-bit words, so the header is 20 to 60 bytes. */
 export const IPV4_HEADER_BYTES = 20;
+/** The longest IPv4 header: IHL 15, 60 bytes of header and options. */
 export const IPV4_MAX_HEADER_BYTES = 60;
 /** RFC 791: every host must accept a 576-byte datagram; 68 is the minimum MTU (60 header + 8). */
 export const IPV4_MIN_MTU = 68;
 /** RFC 1122 / RFC 1700: the TTL Linux uses for packets it originates. */
 export const IPV4_DEFAULT_TTL = 64;
 
+/** IP protocol numbers weft meets (IANA). */
 export const IpProtocol = {
   icmp: 1,
   tcp: 6,
@@ -53,25 +56,32 @@ export const IpProtocol = {
 
 /** Flags in the top 3 bits of the flags/fragment-offset word. */
 export const IPV4_FLAG_DF = 0x4000;
+/** The More Fragments flag in the flags/fragment-offset word. */
 export const IPV4_FLAG_MF = 0x2000;
 const FRAGMENT_OFFSET_MASK = 0x1fff;
 
 // Hot-path field readers: the caller has run ipv4Check (or knows the bytes are there).
+/** The header length in bytes (IHL x 4) of the packet at `off` (after {@link ipv4Check}). */
 export function ipv4HeaderLength(buf: Uint8Array, off: number): number {
   return (buf[off] & 0x0f) << 2;
 }
+/** The Total Length field: header and payload, in bytes. */
 export function ipv4TotalLength(buf: Uint8Array, off: number): number {
   return read16(buf, off + Ipv4Field.totalLength);
 }
+/** The Time To Live field. */
 export function ipv4Ttl(buf: Uint8Array, off: number): number {
   return buf[off + Ipv4Field.ttl];
 }
+/** The Protocol field (see {@link IpProtocol}). */
 export function ipv4Protocol(buf: Uint8Array, off: number): number {
   return buf[off + Ipv4Field.protocol];
 }
+/** The source address, host order. */
 export function ipv4Src(buf: Uint8Array, off: number): number {
   return read32(buf, off + Ipv4Field.src);
 }
+/** The destination address, host order. */
 export function ipv4Dst(buf: Uint8Array, off: number): number {
   return read32(buf, off + Ipv4Field.dst);
 }
@@ -79,6 +89,7 @@ export function ipv4Dst(buf: Uint8Array, off: number): number {
 export function ipv4FragmentOffset(buf: Uint8Array, off: number): number {
   return (read16(buf, off + Ipv4Field.flagsFragment) & FRAGMENT_OFFSET_MASK) << 3;
 }
+/** Whether the More Fragments flag is set. */
 export function ipv4MoreFragments(buf: Uint8Array, off: number): boolean {
   return (read16(buf, off + Ipv4Field.flagsFragment) & IPV4_FLAG_MF) !== 0;
 }
@@ -176,12 +187,18 @@ export interface Ipv4Repr {
   options?: Uint8Array;
 }
 
+/** Options of {@link ipv4}.parse. */
 export interface Ipv4ParseOptions {
   /** Verify the header checksum (default true). */
   checksum?: boolean;
 }
 
+/** The checked IPv4 codec: parse into an {@link Ipv4Repr}, emit one. */
 export const ipv4 = {
+  /**
+   * Reads and checks the header at `off` (version, lengths, checksum unless told not to); a
+   * bad one throws an EncapError naming the field.
+   */
   parse(
     buf: Uint8Array,
     off = 0,

@@ -14,6 +14,7 @@ import { checkRange, malformed, Status, truncated } from './status.js';
  * |               Destination Address (128 bits)                  |
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  */
+/** Byte offsets of the IPv6 header's fields (RFC 8200 section 3). */
 export const Ipv6Field = {
   versionClassFlow: 0,
   payloadLength: 4,
@@ -23,16 +24,20 @@ export const Ipv6Field = {
   dst: 24,
 } as const;
 
+/** The fixed IPv6 header (RFC 8200 section 3). */
 export const IPV6_HEADER_BYTES = 40;
 /** RFC 8200 section 5: every link must carry 1280-byte packets. */
 export const IPV6_MIN_MTU = 1280;
 
+/** The Payload Length field: bytes after the fixed header. */
 export function ipv6PayloadLength(buf: Uint8Array, off: number): number {
   return read16(buf, off + Ipv6Field.payloadLength);
 }
+/** The Next Header field (see {@link IpProtocol}). */
 export function ipv6NextHeader(buf: Uint8Array, off: number): number {
   return buf[off + Ipv6Field.nextHeader];
 }
+/** The Hop Limit field. */
 export function ipv6HopLimit(buf: Uint8Array, off: number): number {
   return buf[off + Ipv6Field.hopLimit];
 }
@@ -57,6 +62,7 @@ export function ipv6DecrementHopLimit(buf: Uint8Array, off: number): Status {
   return Status.ok;
 }
 
+/** An IPv6 header as plain values (addresses as 16-byte arrays). */
 export interface Ipv6Repr {
   src: Uint8Array;
   dst: Uint8Array;
@@ -67,7 +73,9 @@ export interface Ipv6Repr {
   flowLabel?: number;
 }
 
+/** The checked IPv6 codec: parse into an {@link Ipv6Repr}, emit one. */
 export const ipv6 = {
+  /** Reads and checks the fixed header at `off`; a short or malformed one throws an EncapError. */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): Ipv6Repr {
     if (len < IPV6_HEADER_BYTES) throw truncated('ipv6 header', IPV6_HEADER_BYTES, len);
     const version = buf[off] >>> 4;
@@ -88,10 +96,12 @@ export const ipv6 = {
     };
   },
 
+  /** The bytes `emit` writes: {@link IPV6_HEADER_BYTES}. */
   bufferLength(_repr: Ipv6Repr): number {
     return IPV6_HEADER_BYTES;
   },
 
+  /** Writes `repr` at `off` (values checked first); returns the bytes written. */
   emit(repr: Ipv6Repr, buf: Uint8Array, off = 0): number {
     if (buf.length - off < IPV6_HEADER_BYTES)
       throw truncated('ipv6 output', IPV6_HEADER_BYTES, buf.length - off);

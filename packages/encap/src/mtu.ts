@@ -15,8 +15,10 @@ export const VXLAN_IPV6_OVERHEAD_BYTES =
 /** Outer IPv4 + UDP: 28 (why flannel0 has MTU 1472 on a 1500 underlay). */
 export const FLANNEL_UDP_OVERHEAD_BYTES = IPV4_HEADER_BYTES + UDP_HEADER_BYTES;
 
+/** The encapsulations weft sends, for {@link overheadBytes}. */
 export type Encapsulation = 'vxlan' | 'vxlan6' | 'flannel-udp' | 'wireguard';
 
+/** Bytes an encapsulation adds to each inner packet (what flannel subtracts from the MTU). */
 export function overheadBytes(encapsulation: Encapsulation): number {
   switch (encapsulation) {
     case 'vxlan':

@@ -20,6 +20,7 @@ import { Ipv4Field } from './ipv4.js';
  * |           Checksum            |         Urgent Pointer        |
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  */
+/** Byte offsets of the TCP header's fields (RFC 9293 section 3.1). */
 export const TcpField = {
   srcPort: 0,
   dstPort: 2,
@@ -31,8 +32,10 @@ export const TcpField = {
   checksum: 16,
   urgent: 18,
 } as const;
+/** A TCP header without options (RFC 9293 section 3.1). */
 export const TCP_HEADER_BYTES = 20;
 
+/** TCP flag bits in the flags byte. */
 export const TcpFlag = {
   fin: 0x01,
   syn: 0x02,
@@ -44,18 +47,23 @@ export const TcpFlag = {
   cwr: 0x80,
 } as const;
 
+/** The header length in bytes (Data Offset x 4). */
 export function tcpHeaderLength(buf: Uint8Array, off: number): number {
   return (buf[off + TcpField.dataOffset] >>> 4) << 2;
 }
+/** The Sequence Number of the TCP header at `off`. */
 export function tcpSeq(buf: Uint8Array, off: number): number {
   return read32(buf, off + TcpField.seq);
 }
+/** The Acknowledgment Number. */
 export function tcpAck(buf: Uint8Array, off: number): number {
   return read32(buf, off + TcpField.ack);
 }
+/** The flags byte (see {@link TcpFlag}). */
 export function tcpFlags(buf: Uint8Array, off: number): number {
   return buf[off + TcpField.flags];
 }
+/** Writes the Sequence Number. */
 export function writeTcpSeq(buf: Uint8Array, off: number, seq: number): void {
   write32(buf, off + TcpField.seq, seq >>> 0);
 }

@@ -15,16 +15,21 @@ import { checkRange, EncapError, EncapErrorCode, malformed, truncated } from './
  * |     Length      |    Checksum     |
  * +--------+--------+--------+--------+
  */
+/** Byte offsets of the UDP header's fields (RFC 768). */
 export const UdpField = { srcPort: 0, dstPort: 2, length: 4, checksum: 6 } as const;
+/** A UDP header (RFC 768). */
 export const UDP_HEADER_BYTES = 8;
 const UDP_PROTOCOL = 17;
 
+/** The source port of the UDP header at `off`. */
 export function udpSrcPort(buf: Uint8Array, off: number): number {
   return read16(buf, off + UdpField.srcPort);
 }
+/** The destination port. */
 export function udpDstPort(buf: Uint8Array, off: number): number {
   return read16(buf, off + UdpField.dstPort);
 }
+/** The Length field: header and payload, in bytes. */
 export function udpLength(buf: Uint8Array, off: number): number {
   return read16(buf, off + UdpField.length);
 }
@@ -76,6 +81,7 @@ export function udpChecksumOk(
   return finish(sum) === 0;
 }
 
+/** Writes a UDP header for `payloadBytes` of payload with checksum 0 (none: allowed over IPv4). */
 export function writeUdpHeader(
   buf: Uint8Array,
   off: number,
@@ -89,6 +95,7 @@ export function writeUdpHeader(
   write16(buf, off + UdpField.checksum, 0);
 }
 
+/** A UDP header as plain values. */
 export interface UdpRepr {
   srcPort: number;
   dstPort: number;
@@ -105,6 +112,9 @@ export interface UdpContext {
   ipOffset: number;
 }
 
+/**
+ * The checked UDP codec: parse into a {@link UdpRepr}, emit one (given a context, with its checksum).
+ */
 export const udp = {
   /**
    * Parses the header at `off`. With a context the checksum is verified (zero accepted over
@@ -134,6 +144,7 @@ export const udp = {
     };
   },
 
+  /** The bytes `emit` writes: {@link UDP_HEADER_BYTES}. */
   bufferLength(_repr: UdpRepr): number {
     return UDP_HEADER_BYTES;
   },

@@ -15,7 +15,9 @@ import { checkRange, malformed, Status, truncated } from './status.js';
  *
  * followed by the inner Ethernet frame (without FCS).
  */
+/** Byte offsets of the VXLAN header's fields (RFC 7348 section 5). */
 export const VxlanField = { flags: 0, vni: 4 } as const;
+/** The VXLAN header: flags, reserved, 24-bit VNI, reserved (RFC 7348 section 5). */
 export const VXLAN_HEADER_BYTES = 8;
 /** The I flag: "the VNI is valid" (RFC 7348 section 5); a frame without it is dropped. */
 export const VXLAN_FLAG_I = 0x08;
@@ -31,6 +33,7 @@ export const VXLAN_PORT_IANA = 4789;
  */
 export const VXLAN_ENCAP_HEADROOM = VXLAN_HEADER_BYTES + ETHERNET_HEADER_BYTES;
 
+/** The 24-bit VNI of the VXLAN header at `off`. */
 export function vxlanVni(buf: Uint8Array, off: number): number {
   return read32(buf, off + VxlanField.vni) >>> 8;
 }
@@ -90,13 +93,16 @@ export function vxlanDecapCheck(
   return Status.ok;
 }
 
+/** A VXLAN header as plain values. */
 export interface VxlanRepr {
   vni: number;
   /** The first octet as found; emit always writes only the I flag. */
   flags?: number;
 }
 
+/** The checked VXLAN codec: parse into a {@link VxlanRepr}, emit one. */
 export const vxlan = {
+  /** Reads the header at `off`; a short one, or one without the I flag, throws an EncapError. */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): VxlanRepr {
     if (len < VXLAN_HEADER_BYTES) throw truncated('vxlan header', VXLAN_HEADER_BYTES, len);
     const flags = buf[off + VxlanField.flags];
@@ -108,10 +114,12 @@ export const vxlan = {
     return { vni: vxlanVni(buf, off), flags };
   },
 
+  /** The bytes `emit` writes: {@link VXLAN_HEADER_BYTES}. */
   bufferLength(_repr: VxlanRepr): number {
     return VXLAN_HEADER_BYTES;
   },
 
+  /** Writes the header (the I flag and the VNI) at `off`; returns the bytes written. */
   emit(repr: VxlanRepr, buf: Uint8Array, off = 0): number {
     if (buf.length - off < VXLAN_HEADER_BYTES)
       throw truncated('vxlan output', VXLAN_HEADER_BYTES, buf.length - off);

@@ -17,6 +17,7 @@ import { checkRange, malformed, truncated } from './status.js';
  * Transport data, type 4, 32 bytes or more:
  *   0 type+reserved | 4 receiver u32 | 8 counter u64 | 16 packet, zero-padded to 16, sealed [n+16]
  */
+/** WireGuard message types (the paper, section 5.4). */
 export const WireguardType = {
   initiation: 1,
   response: 2,
@@ -24,9 +25,13 @@ export const WireguardType = {
   transport: 4,
 } as const;
 
+/** A handshake initiation message (section 5.4.2). */
 export const WG_INITIATION_BYTES = 148;
+/** A handshake response message (section 5.4.3). */
 export const WG_RESPONSE_BYTES = 92;
+/** A cookie reply message (section 5.4.7). */
 export const WG_COOKIE_REPLY_BYTES = 64;
+/** A transport data message's header: type, receiver index, 64-bit counter (section 5.4.6). */
 export const WG_TRANSPORT_HEADER_BYTES = 16;
 /** The Poly1305 tag every sealed field ends with. */
 export const WG_TAG_BYTES = 16;
@@ -39,6 +44,7 @@ export const WIREGUARD_PORT = 51820;
 /** flannel's IPv6 wireguard device (`flannel-wg-v6`) listens here in its `separate` mode. */
 export const WIREGUARD_PORT_V6 = 51821;
 
+/** Byte offsets of the WireGuard messages' fields (the paper, section 5.4). */
 export const WireguardField = {
   type: 0,
   sender: 4,
@@ -99,6 +105,7 @@ export function readLe32(buf: Uint8Array, off: number): number {
   return (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0;
 }
 
+/** Writes a 32-bit little-endian integer (WireGuard's byte order for its own fields). */
 export function writeLe32(buf: Uint8Array, off: number, value: number): void {
   buf[off] = value;
   buf[off + 1] = value >>> 8;
@@ -157,6 +164,7 @@ export const WIREGUARD_IPV4_OVERHEAD_BYTES = 20 + 8 + WG_TRANSPORT_HEADER_BYTES 
 /** Outer IPv6 + UDP + transport header + tag: 40 + 8 + 16 + 16 = 80, what flannel takes off the MTU. */
 export const WIREGUARD_OVERHEAD_BYTES = 40 + 8 + WG_TRANSPORT_HEADER_BYTES + WG_TAG_BYTES;
 
+/** A handshake initiation as plain values. */
 export interface WireguardInitiationRepr {
   type: 1;
   sender: number;
@@ -169,6 +177,7 @@ export interface WireguardInitiationRepr {
   mac2: Uint8Array;
 }
 
+/** A handshake response as plain values. */
 export interface WireguardResponseRepr {
   type: 2;
   sender: number;
@@ -180,6 +189,7 @@ export interface WireguardResponseRepr {
   mac2: Uint8Array;
 }
 
+/** A cookie reply as plain values. */
 export interface WireguardCookieReplyRepr {
   type: 3;
   receiver: number;
@@ -188,6 +198,7 @@ export interface WireguardCookieReplyRepr {
   encryptedCookie: Uint8Array;
 }
 
+/** A transport data message as plain values (the ciphertext included). */
 export interface WireguardTransportRepr {
   type: 4;
   receiver: number;
@@ -196,6 +207,7 @@ export interface WireguardTransportRepr {
   encryptedPacket: Uint8Array;
 }
 
+/** Any WireGuard message, by `type`. */
 export type WireguardRepr =
   | WireguardInitiationRepr
   | WireguardResponseRepr
@@ -209,6 +221,7 @@ function bytesField(name: string, value: Uint8Array, size: number): void {
 
 /** The checked API: parse a whole message into plain values, emit one from them. */
 export const wireguard = {
+  /** Reads and checks a whole message at `off`; a short or unknown one throws an EncapError. */
   parse(buf: Uint8Array, off = 0, len = buf.length - off): WireguardRepr {
     const type = wireguardMessageType(buf, off, len);
     if (type === 0)
@@ -263,12 +276,14 @@ export const wireguard = {
     }
   },
 
+  /** The bytes `emit` writes for `repr`. */
   bufferLength(repr: WireguardRepr): number {
     if (repr.type === WireguardType.transport)
       return WG_TRANSPORT_HEADER_BYTES + repr.encryptedPacket.length;
     return wireguardMessageBytes(repr.type);
   },
 
+  /** Writes `repr` at `off` (values checked first); returns the bytes written. */
   emit(repr: WireguardRepr, buf: Uint8Array, off = 0): number {
     const size = wireguard.bufferLength(repr);
     if (size === 0) throw malformed('wireguard.type', `type ${repr.type} is not 1..4`);
