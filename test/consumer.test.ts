@@ -5,6 +5,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -224,4 +225,35 @@ describe('the packed packages, installed with npm as a consumer installs them', 
       120_000,
     );
   });
+
+  // Last: it takes the prebuilt addon away to walk the fallback a user without one meets.
+  it('without a prebuilt addon: the error names the build command, which says what is missing, then builds from source', () => {
+    const tun = join(app, 'node_modules', '@weft', 'tun');
+    rmSync(join(tun, 'prebuilds', 'linux-x64'), { recursive: true });
+    const open = [
+      'node',
+      '-e',
+      // Reading a TUN_F_* constant loads the addon.
+      "import('@weft/tun').then((m) => m.TunOffload.tso4).then(() => console.log('{}'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message })))",
+    ];
+    const missing = JSON.parse(run(open).stdout);
+    const script = join(tun, 'scripts', 'build-native.mjs');
+    expect(missing.code).toBe('ERR_TUN_NATIVE_MISSING');
+    expect(missing.message).toContain(`node ${script}`);
+    expect(missing.message).toMatch(/reinstall @weft\/tun/);
+    // No compiler on PATH: the build says so and what to install, before node-gyp runs.
+    const bare = run(['node', script]);
+    expect(bare.status).toBe(1);
+    expect(bare.stderr).toMatch(
+      /needs a C\+\+17 compiler, make and python3; missing: g\+\+, make, python3/,
+    );
+    expect(bare.stderr).toMatch(/apt-get install g\+\+ make python3/);
+    // With one, it builds from the package's own source (npm's node-gyp, the local headers).
+    const built = run(['node', script], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+    expect(built.status, built.stderr).toBe(0);
+    expect(existsSync(join(tun, 'native', 'build', 'Release', 'weft_tun.node'))).toBe(true);
+    const after = result(run(['node', 'esm.mjs']).stdout);
+    expect(after.wireguard).toEqual(SEALED_AND_OPENED);
+    expect(after.addon).toEqual([join(tun, 'native', 'build', 'Release', 'weft_tun.node')]);
+  }, 300_000);
 });
