@@ -33,7 +33,7 @@ export const Status = {
 
 export type Status = (typeof Status)[keyof typeof Status];
 
-/** How many {@link Status} values there are: the length of a drop-counter array indexed by them. */
+/** How many `Status` values there are: the length of a drop-counter array indexed by them. */
 export const STATUS_COUNT = 13;
 
 const names: string[] = [];
