@@ -16,7 +16,7 @@ import {
 } from '@weft/encap';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from '../src/offload.js';
+import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from '../src/testing.js';
 
 /** A TCPv4 packet (20-byte IP header, TCP with a 12-byte timestamp option) carrying `payload`. */
 function tcpPacket(
