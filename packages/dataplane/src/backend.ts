@@ -279,6 +279,10 @@ export abstract class Backend extends Pump {
     return this.tun.name;
   }
 
+  protected describeIo(which: 'device' | 'socket'): string {
+    return which === 'device' ? this.tun.name : `(udp port ${this.socket.port})`;
+  }
+
   get mtu(): number {
     return this.tun.mtu;
   }
