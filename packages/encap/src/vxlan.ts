@@ -1,4 +1,4 @@
-import { macAtIsGroup, read32, readMac, write32 } from './bytes.js';
+import { macAtIsGroup, readInt32, readMac, write32 } from './bytes.js';
 import { ETHERNET_HEADER_BYTES, writeEthernetHeader } from './ethernet.js';
 import { checkRange, malformed, Status, truncated } from './status.js';
 
@@ -32,13 +32,13 @@ export const VXLAN_PORT_IANA = 4789;
 export const VXLAN_ENCAP_HEADROOM = VXLAN_HEADER_BYTES + ETHERNET_HEADER_BYTES;
 
 export function vxlanVni(buf: Uint8Array, off: number): number {
-  return read32(buf, off + VxlanField.vni) >>> 8;
+  return readInt32(buf, off + VxlanField.vni) >>> 8;
 }
 
 /** Hot path: writes a VXLAN header with the I flag and `vni`, every reserved bit zero. */
 export function writeVxlanHeader(buf: Uint8Array, off: number, vni: number): void {
   write32(buf, off, VXLAN_FLAG_I << 24);
-  write32(buf, off + VxlanField.vni, (vni << 8) >>> 0);
+  write32(buf, off + VxlanField.vni, vni << 8);
 }
 
 /**
