@@ -10,7 +10,12 @@ export { type BackendOptions, createBackend } from './create.js';
 export { DataplaneErrorCode, type RemoteNode } from './nodes.js';
 export type { PacketIo, UdpIo } from './pump.js';
 export { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
-export { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
+export {
+  VxlanBackend,
+  type VxlanBackendOptions,
+  VxlanBridge,
+  VxlanVtep,
+} from './vxlan-backend.js';
 export {
   formatKey,
   generatePrivateKey,

@@ -15,6 +15,8 @@ export interface CounterSnapshot {
   icmpErrorsSent: number;
   arpReplies: number;
   backpressureEvents: number;
+  neighborsOverflow: number;
+  fdbOverflow: number;
   /** The wireguard backend's handshake, cookie and keepalive counts. */
   wireguard?: Record<string, number>;
 }

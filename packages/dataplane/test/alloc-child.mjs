@@ -1,0 +1,34 @@
+// Drives every hot path for `packets` packets and prints, per path, the young-generation bytes
+// it allocated and what its counters show. Run by zero-alloc.test.ts on the built package, as a
+// program that imports it would run it (plain ESM, no test-runner module wrappers).
+import { hotPaths } from '@weft/dataplane/testing';
+import { youngGenerationBytes } from '@weft/testkit';
+
+const packets = Number(process.argv[2] ?? 1_000_000);
+const only = process.argv[3];
+const results = [];
+for (const { name, make } of hotPaths()) {
+  if (only !== undefined && name !== only) continue;
+  const path = make();
+  try {
+    const steps = Math.ceil(packets / path.perStep);
+    // Warm up until the loop is optimized: the contract is the steady state.
+    for (let s = 0; s < Math.min(2000, steps); s++) path.step();
+    const before = path.backend.counters();
+    const bytes = youngGenerationBytes(() => {
+      for (let s = 0; s < steps; s++) path.step();
+    });
+    const after = path.backend.counters();
+    const drops = Object.values(after.drops).reduce((a, b) => a + b, 0);
+    results.push({
+      name,
+      packets: steps * path.perStep,
+      moved: after[path.counter] - before[path.counter],
+      drops,
+      bytes,
+    });
+  } finally {
+    path.backend.close();
+  }
+}
+process.stdout.write(`${JSON.stringify(results)}\n`);
