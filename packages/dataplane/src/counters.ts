@@ -35,6 +35,8 @@ export const Counter = {
   dropSpoofedInner: 19,
   /** An inner IPv4 header or (with offloads) TCP checksum that does not verify. */
   dropBadChecksum: 20,
+  /** ARP messages over VXLAN taken in (from inside the sending node's subnet): learned, answered if for us. */
+  arpReceived: 21,
 } as const;
 
 /** The drop counter for a failed hot-path check: one fault, one reason, in every backend. */
@@ -70,6 +72,7 @@ export interface CounterSnapshot {
   drops: Record<string, number>;
   icmpErrorsSent: number;
   arpReplies: number;
+  arpReceived: number;
   backpressureEvents: number;
   /** Learned neighbors evicted because the table was full (vxlan TUN mode; 0 elsewhere). */
   neighborsOverflow: number;
@@ -91,6 +94,7 @@ export function snapshotCounters(values: Float64Array): CounterSnapshot {
     drops,
     icmpErrorsSent: values[Counter.icmpErrorsSent],
     arpReplies: values[Counter.arpReplies],
+    arpReceived: values[Counter.arpReceived],
     backpressureEvents: values[Counter.backpressureEvents],
     neighborsOverflow: 0,
     fdbOverflow: 0,

@@ -639,6 +639,7 @@ export class VxlanVtep extends VxlanBackend {
       c[Counter.dropSpoofedInner]++;
       return 0;
     }
+    c[Counter.arpReceived]++;
     const fromV4 = this.udpRing.families[i] === 4;
     const source4 = this.udpRing.addrs[i * 4];
     const senderMac = arpSenderMac(slab, arpOff);

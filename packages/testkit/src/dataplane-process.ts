@@ -14,6 +14,7 @@ export interface CounterSnapshot {
   drops: Record<string, number>;
   icmpErrorsSent: number;
   arpReplies: number;
+  arpReceived: number;
   backpressureEvents: number;
   neighborsOverflow: number;
   fdbOverflow: number;
@@ -26,6 +27,8 @@ export interface RunningNode {
   child: ChildProcess;
   ready: { device: string; mtu: number; port: number; type: string; offload: boolean };
   counters(): Promise<CounterSnapshot>;
+  /** The process's heap after a full collection (when started with --expose-gc) and its RSS. */
+  memory(): Promise<{ heapUsed: number; rss: number }>;
   tables(): Promise<{
     routes: unknown[];
     neighbors?: { ip: string; mac: string; state: string; learned: boolean }[];
@@ -87,6 +90,11 @@ export async function startDataplane(
       const p = next('counters ');
       child.kill('SIGUSR1');
       return JSON.parse((await p).slice(9)) as CounterSnapshot;
+    },
+    async memory() {
+      const p = next('memory ');
+      child.kill('SIGUSR1');
+      return JSON.parse((await p).slice(7));
     },
     async tables() {
       const p = next('tables ');
