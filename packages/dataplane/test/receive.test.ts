@@ -166,9 +166,11 @@ function drops(backend: Backend): Record<string, number> {
 describe('inner 802.1Q frames (RFC 7348 6.1)', () => {
   it('TUN mode: a tagged frame is dropped and counted, never parsed at the tag', () => {
     const { backend, queue, socket } = vxlanNode();
-    // The tag's bytes and what follows read as a valid IPv6 header when parsed from the tag.
-    const real = udp6('fd00:0:0:2::5');
-    const tagged = vxlanFrame(real, EtherType.ipv6, { tci: 0x6000 });
+    // Read from the tag on, these bytes are a valid IPv6 packet from node b's subnet that was
+    // never in the frame: the tag (0x6000) and the EtherType (0x86dd) begin its header, and what
+    // the frame carries behind the tag (version 0) is the rest of it.
+    const ghost = udp6('fd00:0:0:2::5', '');
+    const tagged = vxlanFrame(ghost.subarray(4), EtherType.ipv6, { tci: 0x6000 });
     receive(socket, [tagged, vxlanFrame(udp4('10.244.2.5'), EtherType.ipv4, { tci: 5 })]);
     expect(drops(backend)).toEqual({ vlanTagged: 2 });
     expect(backend.counters().rxPackets).toBe(0);
