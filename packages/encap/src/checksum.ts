@@ -41,9 +41,15 @@ function sumWords(buf: Uint8Array, offset: number, count: number): number {
     views.set(buf.buffer, view);
   }
   const first = (buf.byteOffset + offset) >>> 2;
-  let little = 0;
-  for (let k = first, stop = first + count; k < stop; k++) little += view[k];
-  const folded = fold(little);
+  // Each word's halves summed apart: small integers, never boxed (see copySum16).
+  let low = 0;
+  let high = 0;
+  for (let k = first, stop = first + count; k < stop; k++) {
+    const w = view[k];
+    low += w & 0xffff;
+    high += w >>> 16;
+  }
+  const folded = fold(fold(low) + fold(high));
   return ((folded & 0xff) << 8) | (folded >>> 8);
 }
 
@@ -67,14 +73,18 @@ export function copySum16(
     const d = dataViewOf(dst);
     const so = src.byteOffset + srcOff;
     const dO = dst.byteOffset + dstOff;
-    // Little-endian words, summed: their folded sum is the byte-swapped big-endian sum (RFC 1071 2(B)).
-    let little = 0;
+    // Little-endian words, summed: their folded sum is the byte-swapped big-endian sum (RFC 1071
+    // 2(B)). Each word's halves are summed apart, so both sums stay small integers (a double would
+    // be boxed where it meets fold).
+    let low = 0;
+    let high = 0;
     for (; i + 4 <= n; i += 4) {
-      const w = s.getUint32(so + i, true);
-      d.setUint32(dO + i, w, true);
-      little += w;
+      const w = s.getInt32(so + i, true);
+      d.setInt32(dO + i, w, true);
+      low += w & 0xffff;
+      high += w >>> 16;
     }
-    const folded = fold(little);
+    const folded = fold(fold(low) + fold(high));
     sum += ((folded & 0xff) << 8) | (folded >>> 8);
   }
   for (; i + 1 < n; i += 2) {
