@@ -45,6 +45,11 @@ export interface OpenIoOptions {
   address: string;
   port: number;
   socketBufferBytes: number;
+  /**
+   * The outer DF bit: set on every datagram (flannel's proxy), or clear on every one (the kernel's
+   * VXLAN); without it, the socket's default (set on plain datagrams, not on GSO segments).
+   */
+  df?: 'set' | 'clear';
 }
 
 /**
@@ -74,6 +79,10 @@ export function openBackendIo(
         receiveBufferBytes: o.socketBufferBytes,
         sendBufferBytes: o.socketBufferBytes,
         gro: offload,
+        // With offloads as without: the kernel's default would set DF on plain datagrams only.
+        dontFragment: o.df === 'set',
+        // IPv6 has no DF bit (and fragments only at the sender, which this leaves to the kernel).
+        clearDontFragment: o.df === 'clear' && !o.address.includes(':'),
       });
       return { device, socket, offload };
     } catch (err) {

@@ -88,6 +88,8 @@ export class UdpBackend extends Backend {
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? FLANNEL_UDP_PORT,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+        // flannel's proxy sends every datagram with DF set.
+        df: 'set',
       },
       (tun) => {
         tun.setMtu(mtu);

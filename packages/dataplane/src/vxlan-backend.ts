@@ -206,6 +206,8 @@ export abstract class VxlanBackend extends Backend {
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? VXLAN_PORT_LINUX,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+        // The kernel's VXLAN leaves DF clear unless told otherwise (ip-link's `df`, default unset).
+        df: 'clear',
       },
       (tun) => {
         tun.setMtu(mtu);
