@@ -463,6 +463,73 @@ describe.skipIf(
     expect(check(await doctor(n1), 'kernel-state').status).toBe('ok');
   }, 60_000);
 
+  it("entries left for a lease that is gone (!), then a second lease on a node's public IP (✗): each on its line, ✓ once removed", async () => {
+    const [n1, n2] = nodes;
+    // Added by hand: weftd (its resync an hour away) does not see additions.
+    await n1.node.ns.sh(
+      [
+        'ip neigh replace 10.244.251.0 lladdr 02:00:00:00:02:51 dev flannel.1 nud permanent',
+        'bridge fdb append 02:00:00:00:02:51 dev flannel.1 dst 198.18.0.251',
+        'ip route replace 10.244.251.0/24 via 10.244.251.0 dev flannel.1 onlink',
+      ].join('\n'),
+    );
+    try {
+      const r = await doctor(n1);
+      const left = check(r, 'kernel-leftovers');
+      expect(left.status).toBe('warn');
+      expect(left.title).toBe(
+        'entries on flannel.1 for no current lease: route 10.244.251.0/24 via 10.244.251.0, neighbor 10.244.251.0 02:00:00:00:02:51, FDB 02:00:00:00:02:51 -> 198.18.0.251',
+      );
+      expect(r.report.checks.filter((c) => c.status !== 'ok')).toEqual([left]);
+      expect(r.status).toBe(0);
+    } finally {
+      await n1.node.ns.sh(
+        [
+          'ip route del 10.244.251.0/24 via 10.244.251.0 dev flannel.1 onlink || true',
+          'ip neigh del 10.244.251.0 dev flannel.1 || true',
+          'bridge fdb del 02:00:00:00:02:51 dev flannel.1 dst 198.18.0.251 || true',
+        ].join('\n'),
+      );
+    }
+    expectHealthy(await doctor(n1));
+
+    // A host-gw lease on n2's address: no vxlan node programs it, every doctor names the clash.
+    const store = new EmbeddedStore(storePath);
+    const key = '10.244.250.0-24';
+    await store.createSubnet(
+      key,
+      JSON.stringify({ PublicIP: n2.node.ip, BackendType: 'host-gw' }),
+      0,
+    );
+    try {
+      const dup = expectOnly(await doctor(n1), 'duplicate-public-ip');
+      expect(dup.title).toMatch(new RegExp(`^2 leases have public IP ${n2.node.ip}: `));
+      expect(dup.title).toContain('10.244.250.0/24');
+      expect(dup.explains).toMatch(/Vagrant/);
+    } finally {
+      await store.deleteSubnet(key);
+      await store.close();
+    }
+    expectHealthy(await doctor(n1));
+  }, 60_000);
+
+  it("transmit checksumming on a kernel-VXLAN node's veth underlay: ! (userspace peers would drop its TCP), ✓ once off", async () => {
+    const n1 = nodes[0];
+    await n1.node.ns.exec(['ethtool', '-K', 'eth0', 'tx', 'on']);
+    try {
+      const r = await doctor(n1);
+      const c = check(r, 'offload-underlay');
+      expect(c.status).toBe('warn');
+      expect(c.fix).toBe(
+        'ethtool -K eth0 tx off (a real NIC finishes the checksums; a veth does not)',
+      );
+      expect(r.status).toBe(0);
+    } finally {
+      await n1.node.ns.exec(['ethtool', '-K', 'eth0', 'tx', 'off']);
+    }
+    expect(check(await doctor(n1), 'offload-underlay').status).toBe('ok');
+  }, 60_000);
+
   it("a 1400-MTU underlay hop: the peer's path MTU ✗ 1350 < 1450, ✓ once the hop is 1500 again", async () => {
     const [n1, n2] = nodes;
     // n2's port on the underlay switch: frames over 1400 bytes die there, silently, both ways.
