@@ -530,6 +530,27 @@ describe.skipIf(
     expect(check(await doctor(n1), 'offload-underlay').status).toBe('ok');
   }, 60_000);
 
+  it('strict rp_filter on the overlay device: ! naming it with the sysctl to run, ✓ once loose', async () => {
+    const n1 = nodes[0];
+    await n1.node.ns.exec(['sysctl', '-qw', 'net.ipv4.conf.flannel/1.rp_filter=1']);
+    try {
+      const r = await doctor(n1);
+      const c = check(r, 'rp-filter');
+      expect(c.status).toBe('warn');
+      expect(c.title).toMatch(/^rp_filter is strict \(1\) on flannel\.1:/);
+      expect(c.fix).toContain('net.ipv4.conf.flannel/1.rp_filter=2');
+      expect(c.explains).toMatch(/1473/);
+      // The probes' answers come from the peer's VTEP address, which strict mode lets in.
+      expect(r.report.peers[0].overlay.status).toBe('ok');
+      expect(r.status).toBe(0);
+    } finally {
+      await n1.node.ns.exec(['sysctl', '-qw', 'net.ipv4.conf.flannel/1.rp_filter=0']);
+    }
+    expect(check(await doctor(n1), 'rp-filter').title).toBe(
+      'rp_filter not strict (flannel.1 0, cni0 0)',
+    );
+  }, 60_000);
+
   it("a 1400-MTU underlay hop: the peer's path MTU ✗ 1350 < 1450, ✓ once the hop is 1500 again", async () => {
     const [n1, n2] = nodes;
     // n2's port on the underlay switch: frames over 1400 bytes die there, silently, both ways.

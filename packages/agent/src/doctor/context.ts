@@ -295,10 +295,13 @@ export function peerLeases(ctx: DoctorContext): {
   return { peers, others };
 }
 
-/** Reads a sysctl under /proc/sys (per network namespace for net.*); undefined when absent. */
-export function sysctl(name: string): string | undefined {
+/**
+ * Reads a sysctl under /proc/sys (per network namespace for net.*); undefined when absent. The
+ * name is given in parts, as an interface name may hold a dot (flannel.1).
+ */
+export function sysctl(...parts: string[]): string | undefined {
   try {
-    return readFileSync(join('/proc/sys', ...name.split('.')), 'utf8').trim();
+    return readFileSync(join('/proc/sys', ...parts), 'utf8').trim();
   } catch {
     return undefined;
   }

@@ -356,7 +356,7 @@ export async function checkVxlanMode(
 /** net.ipv4.ip_forward (and IPv6 forwarding when the config enables IPv6). */
 export function checkForwarding(ctx: DoctorContext): CheckResult[] {
   const out: CheckResult[] = [];
-  const v4 = sysctl('net.ipv4.ip_forward');
+  const v4 = sysctl('net', 'ipv4', 'ip_forward');
   if (v4 === '1') out.push({ id: 'ip-forward', status: 'ok', title: 'net.ipv4.ip_forward = 1' });
   else
     out.push({
@@ -368,7 +368,7 @@ export function checkForwarding(ctx: DoctorContext): CheckResult[] {
         'pods reach nothing beyond their own node (and kubeadm\'s preflight "/proc/sys/net/ipv4/ip_forward contents are not set to 1")',
     });
   if (ctx.config?.enableIpv6) {
-    const v6 = sysctl('net.ipv6.conf.all.forwarding');
+    const v6 = sysctl('net', 'ipv6', 'conf', 'all', 'forwarding');
     if (v6 === '1')
       out.push({ id: 'ipv6-forward', status: 'ok', title: 'net.ipv6.conf.all.forwarding = 1' });
     else
@@ -385,12 +385,12 @@ export function checkForwarding(ctx: DoctorContext): CheckResult[] {
 
 /** Reverse-path filtering on the overlay device and the bridge: strict (1) drops asymmetric paths. */
 export function checkRpFilter(ctx: DoctorContext, bridge: string): CheckResult[] {
-  const all = Number(sysctl('net.ipv4.conf.all.rp_filter') ?? 0);
+  const all = Number(sysctl('net', 'ipv4', 'conf', 'all', 'rp_filter') ?? 0);
   const strict: string[] = [];
   const checked: string[] = [];
   for (const dev of [ctx.overlayName, bridge]) {
     if (!dev || !ctx.links.some((l) => l.name === dev)) continue;
-    const own = Number(sysctl(`net.ipv4.conf.${dev}.rp_filter`) ?? 0);
+    const own = Number(sysctl('net', 'ipv4', 'conf', dev, 'rp_filter') ?? 0);
     // The kernel applies the larger of conf/all and conf/<dev>.
     const effective = Math.max(all, own);
     checked.push(`${dev} ${effective}`);
@@ -410,7 +410,8 @@ export function checkRpFilter(ctx: DoctorContext, bridge: string): CheckResult[]
       id: 'rp-filter',
       status: 'warn',
       title: `rp_filter is strict (1) on ${strict.join(' and ')}: a packet whose way back leaves by another device is dropped`,
-      fix: `use loose mode: sysctl -w net.ipv4.conf.all.rp_filter=2 ${strict.map((d) => `net.ipv4.conf.${d}.rp_filter=2`).join(' ')} (and in /etc/sysctl.d/)`,
+      // sysctl writes a dot in an interface name as a slash (net.ipv4.conf.flannel/1.rp_filter).
+      fix: `use loose mode: sysctl -w net.ipv4.conf.all.rp_filter=2 ${strict.map((d) => `net.ipv4.conf.${d.replace(/\./g, '/')}.rp_filter=2`).join(' ')} (and in /etc/sysctl.d/)`,
       explains:
         'packets that arrive on flannel.1 and never reach cni0 (flannel issue 1473); with DirectRouting, several underlays or a host route elsewhere, replies come in by one device and are checked against another',
     },
