@@ -230,6 +230,55 @@ describe.skipIf(
     }
   }, 60_000);
 
+  it('set-up mistakes, each on its own line: no network config, a subnet.env for another --ip-masq, the plugin reading another path, a broken configuration sorting first, cni0 with an old subnet', async () => {
+    const n = nodes[1];
+    const empty = join(work.path, 'empty-store.json');
+    const noConfig = await doctor(n, { extra: ['--store-path', empty] });
+    expect(check(noConfig, 'config')).toMatchObject({ status: 'fail' });
+    expect(check(noConfig, 'config').fix).toMatch(/^write it: weftd put-config /);
+    expect(noConfig.status).toBe(1);
+
+    // The daemon's flags as given: without --ip-masq, so subnet.env (written with it) disagrees.
+    const argsWithoutMasq = n.args.filter((a) => a !== '--ip-masq');
+    const masq = await doctor({ ...n, args: argsWithoutMasq });
+    expect(check(masq, 'subnet-env').title).toMatch(
+      /does not match this node: FLANNEL_IPMASQ is true but weftd runs without --ip-masq$/,
+    );
+
+    const elsewhere = await doctor(n, { extra: ['--subnet-file', '/run/flannel/subnet.env'] });
+    expect(check(elsewhere, 'subnet-env-path').title).toBe(
+      `the CNI plugin reads ${join(n.dir, 'subnet.env')}, but weftd writes /run/flannel/subnet.env (--subnet-file)`,
+    );
+
+    const broken = join(n.confDir, '00-leftover.conflist');
+    writeFileSync(broken, '{"name": "old", "plugins": [');
+    try {
+      const r = await doctor(n);
+      const c = expectOnly(r, 'cni-conf');
+      expect(c.title).toMatch(
+        /^.*00-leftover\.conflist \(the runtime's first configuration\) does not parse: /,
+      );
+    } finally {
+      unlinkSync(broken);
+    }
+
+    const gateway = JSON.parse(
+      (await n.node.ns.exec(['ip', '-j', '-4', 'addr', 'show', 'cni0'])).stdout,
+    )[0].addr_info[0] as { local: string; prefixlen: number };
+    const right = `${gateway.local}/${gateway.prefixlen}`;
+    await n.node.ns.sh(`ip addr del ${right} dev cni0\nip addr add 10.244.254.1/24 dev cni0`);
+    try {
+      const c = expectOnly(await doctor(n), 'cni0');
+      expect(c.title).toMatch(
+        new RegExp(`^cni0 has 10\\.244\\.254\\.1/24, not ${right.replace(/\./g, '\\.')}`),
+      );
+      expect(c.explains).toContain('already has an IP address different from');
+    } finally {
+      await n.node.ns.sh(`ip addr del 10.244.254.1/24 dev cni0\nip addr add ${right} dev cni0`);
+    }
+    expectHealthy(await doctor(n));
+  }, 90_000);
+
   it('ip_forward 0: ✗ on its line, ✓ once it is 1 again', async () => {
     const n = nodes[1];
     await n.node.ns.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=0']);

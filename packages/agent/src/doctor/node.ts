@@ -1,6 +1,7 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { formatCidr, isWeftError, WeftError } from '@weft/core';
+import { SubnetErrorCode } from '@weft/subnet';
 import { chooseVxlanMode } from '../kernel.js';
 import type { DoctorContext } from './context.js';
 import { sysctl } from './context.js';
@@ -29,7 +30,7 @@ export function checkConfig(ctx: DoctorContext): CheckResult[] {
         status: 'fail',
         title: `the network config in ${ctx.storeDescription} is missing or invalid: ${err.message}`,
         fix:
-          code === 'ERR_SUBNET_NO_CONFIG'
+          code === SubnetErrorCode.noConfig
             ? `write it: weftd put-config '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}' with the same store flags`
             : 'correct the field named, then write the config again (weftd put-config checks it first)',
         explains,
