@@ -235,8 +235,13 @@ describe.skipIf(
     const empty = join(work.path, 'empty-store.json');
     const noConfig = await doctor(n, { extra: ['--store-path', empty] });
     expect(check(noConfig, 'config')).toMatchObject({ status: 'fail' });
+    expect(check(noConfig, 'config').title).toBe(`no network config in embedded ${empty}`);
     expect(check(noConfig, 'config').fix).toMatch(/^write it: weftd put-config /);
     expect(noConfig.status).toBe(1);
+    const t0 = Date.now();
+    const noEtcd = await doctor(n, { extra: ['--etcd-endpoints', 'http://127.0.0.1:9'] });
+    expect(check(noEtcd, 'config').title).toMatch(/^the store cannot be reached: /);
+    expect(Date.now() - t0).toBeLessThan(20_000);
 
     // The daemon's flags as given: without --ip-masq, so subnet.env (written with it) disagrees.
     const argsWithoutMasq = n.args.filter((a) => a !== '--ip-masq');

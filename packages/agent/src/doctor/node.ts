@@ -24,15 +24,17 @@ export function checkConfig(ctx: DoctorContext): CheckResult[] {
           explains,
         },
       ];
+    const missing = code === SubnetErrorCode.noConfig;
     return [
       {
         id: 'config',
         status: 'fail',
-        title: `the network config in ${ctx.storeDescription} is missing or invalid: ${err.message}`,
-        fix:
-          code === SubnetErrorCode.noConfig
-            ? `write it: weftd put-config '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}' with the same store flags`
-            : 'correct the field named, then write the config again (weftd put-config checks it first)',
+        title: missing
+          ? `no network config in ${ctx.storeDescription}`
+          : `the network config in ${ctx.storeDescription} is invalid: ${err.message}`,
+        fix: missing
+          ? `write it: weftd put-config '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}' with the same store flags (with etcd: etcdctl put <prefix>/config '...')`
+          : 'correct the field named, then write the config again (weftd put-config checks it first)',
         explains,
       },
     ];
@@ -306,7 +308,7 @@ export async function checkVxlanMode(
           {
             id: 'vxlan-mode',
             status: 'ok',
-            title: `the kernel has VXLAN: --vxlan-mode ${mode} programs the kernel's${running}`,
+            title: `the kernel has VXLAN: --vxlan-mode ${mode} uses it${running}`,
           },
         ],
       };

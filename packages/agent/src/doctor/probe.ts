@@ -12,6 +12,7 @@ import {
   ipv4HeaderLength,
   ipv4Protocol,
   read16,
+  Status,
   UDP_HEADER_BYTES,
   udpChecksumIpv4,
   VXLAN_HEADER_BYTES,
@@ -218,7 +219,7 @@ class EchoProber implements Prober {
         const ip = this.wrap.innerOffset(ring.slab, off, len);
         if (ip < 0) continue;
         const ipLen = off + len - ip;
-        if (ipv4Check(ring.slab, ip, ipLen) !== 0) continue;
+        if (ipv4Check(ring.slab, ip, ipLen) !== Status.ok) continue;
         if (ipv4Protocol(ring.slab, ip) !== IpProtocol.icmp) continue;
         const h = ip + ipv4HeaderLength(ring.slab, ip);
         if (h + 8 > off + len || ring.slab[h] !== IcmpType.echoReply) continue;
