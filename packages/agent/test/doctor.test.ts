@@ -19,9 +19,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CheckResult, DoctorReport, PeerRow } from '../src/index.js';
 
 /**
- * `weftd doctor` against a real cluster: four nodes on one underlay switch (n1 the kernel's VXLAN,
- * n2 weft's userspace VTEP, n3 and n4 flannel's udp backend), a weftd and a pod (made by the CNI
- * plugin) on each. Every fault is made for real on that one cluster, seen on the right line, and
+ * `weftd doctor` against a real cluster: six nodes on one underlay switch (n1 the kernel's VXLAN,
+ * n2 weft's userspace VTEP, n3 and n4 flannel's udp backend, n5 and n6 wireguard), a weftd and a
+ * pod (made by the CNI plugin) on each. Every fault is made for real on that one cluster, seen on the right line, and
  * gone from it once the fault is undone.
  */
 const TAG = 'doctor';
@@ -29,6 +29,7 @@ const TAG = 'doctor';
 interface Node {
   node: ClusterNode;
   args: string[];
+  env: Record<string, string>;
   dir: string;
   weftd: RunningWeftd;
   confDir: string;
@@ -45,10 +46,12 @@ const PLAN = [
   ['--vxlan-mode', 'userspace'],
   ['--backend-type', 'udp'],
   ['--backend-type', 'udp'],
+  ['--backend-type', 'wireguard'],
+  ['--backend-type', 'wireguard'],
 ];
 
 function start(n: Omit<Node, 'weftd'>): RunningWeftd {
-  return startWeftd(n.node.ns, n.args);
+  return startWeftd(n.node.ns, n.args, { env: n.env });
 }
 
 interface Run {
@@ -94,13 +97,16 @@ const row = (r: Run, n: Node): PeerRow => {
   if (!p) throw new Error(`no row for ${n.node.ip}: ${JSON.stringify(r.report.peers)}`);
   return p;
 };
-/** Every check and every cell ✓, exit status 0 (what "healthy" means). */
+/** Every check and every cell ✓ (a WireGuard overlay: not probed), exit status 0. */
 function expectHealthy(r: Run): void {
   const notOk = r.report.checks.filter((c) => c.status !== 'ok');
   expect(notOk, JSON.stringify(notOk)).toEqual([]);
-  for (const p of r.report.peers)
-    for (const c of [p.underlay, p.overlay, p.pathMtu])
-      expect(c.status, JSON.stringify(p)).toBe('ok');
+  const probed = r.report.node.backend !== 'wireguard';
+  for (const p of r.report.peers) {
+    expect(p.underlay.status, JSON.stringify(p)).toBe('ok');
+    for (const c of [p.overlay, p.pathMtu])
+      expect(c.status, JSON.stringify(p)).toBe(probed ? 'ok' : 'skip');
+  }
   expect(r.status).toBe(0);
   expect(r.report.ok).toBe(true);
 }
@@ -153,7 +159,9 @@ describe.skipIf(
         ...flags,
       ];
       const { confDir, binDirs } = cluster.cniFiles(node, subnetEnv);
-      const n = { node, args, dir, confDir, binDirs };
+      // flannel keeps the WireGuard key in /run/flannel/wgkey: each node its own here.
+      const env = { WIREGUARD_KEY_FILE: join(dir, 'wgkey') };
+      const n = { node, args, env, dir, confDir, binDirs };
       const weftd = start(n);
       nodes.push({ ...n, weftd });
       await weftd.waitForLog('ready');
@@ -168,16 +176,27 @@ describe.skipIf(
     sweepNetns(TAG);
   });
 
-  it('a healthy cluster: every check ✓ on every node; kernel-VXLAN, userspace-VXLAN and udp peers all answer', async () => {
+  it('a healthy cluster: every check ✓ on every node; kernel-VXLAN, userspace-VXLAN and udp peers all answer, WireGuard peers on the underlay', async () => {
     const runs = await Promise.all(nodes.map((n) => doctor(n)));
     for (const r of runs) expectHealthy(r);
-    const [n1, n2, n3, n4] = nodes;
+    const [n1, n2, n3, n4, n5, n6] = nodes;
     // n1 (kernel) probes n2 (userspace) and n2 probes n1; n3 and n4 (udp) probe each other.
     expect(runs[0].report.peers.map((p) => p.publicIp)).toEqual([n2.node.ip]);
     expect(runs[1].report.peers.map((p) => p.publicIp)).toEqual([n1.node.ip]);
     expect(runs[2].report.peers.map((p) => p.publicIp)).toEqual([n4.node.ip]);
     expect(runs[3].report.peers.map((p) => p.publicIp)).toEqual([n3.node.ip]);
-    for (const r of runs)
+    // WireGuard peers: the underlay only (it answers nothing unauthenticated), said so.
+    expect(runs[4].report.peers.map((p) => p.publicIp)).toEqual([n6.node.ip]);
+    expect(runs[5].report.peers.map((p) => p.publicIp)).toEqual([n5.node.ip]);
+    expect(runs[4].report.probe?.method).toMatch(/WireGuard answers only authenticated packets/);
+    expect(check(runs[4], 'wireguard-mode').title).toMatch(
+      /weft's userspace WireGuard; flannel-wg is weft's userspace WireGuard$/,
+    );
+    expect(check(runs[4], 'mtu').title).toMatch(
+      /^MTU: eth0 1500 - 80 = flannel-wg 1420 = FLANNEL_MTU/,
+    );
+    expect(check(runs[4], 'firewall-port').title).toMatch(/^UDP 51820 from and to 1 peer/);
+    for (const r of runs.slice(0, 4))
       for (const p of r.report.peers) {
         expect(p.overlay.rttMs).toBeGreaterThan(0);
         expect(p.pathMtu.bytes).toBe(p.pathMtu.expected);
@@ -188,7 +207,7 @@ describe.skipIf(
     expect(runs[0].report.probe?.method).toMatch(/through flannel\.1 as ECONNREFUSED/);
     expect(runs[2].report.probe?.method).toMatch(/through flannel0 as ECONNREFUSED/);
     expect(runs[0].report.notPeers.map((p) => p.publicIp).sort()).toEqual(
-      [n3.node.ip, n4.node.ip].sort(),
+      [n3.node.ip, n4.node.ip, n5.node.ip, n6.node.ip].sort(),
     );
     expect(check(runs[0], 'vxlan-mode').title).toMatch(/flannel\.1 is the kernel's VXLAN/);
     expect(check(runs[1], 'vxlan-mode').title).toMatch(/flannel\.1 is weft's userspace VTEP/);

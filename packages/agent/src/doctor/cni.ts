@@ -236,12 +236,8 @@ function checkSubnetEnv(ctx: DoctorContext, facts: CniFacts): CheckResult[] {
       `FLANNEL_NETWORK is ${env.networks.join(',') || '(none)'} but the network is ${network}`,
     );
   const deviceMtu = ctx.overlayLink?.mtu;
-  const mtu =
-    ctx.running === 'kernel-vxlan' ||
-    ctx.running === 'userspace-vxlan' ||
-    ctx.running === 'userspace-udp'
-      ? deviceMtu
-      : ctx.expectedMtu;
+  // A running dataplane's device MTU is what weftd wrote; without one, what it would write.
+  const mtu = ctx.running && ctx.overlayLink ? deviceMtu : ctx.expectedMtu;
   if (mtu !== undefined && env.mtu !== mtu)
     problems.push(
       `FLANNEL_MTU is ${env.mtu} but ${deviceMtu !== undefined && mtu === deviceMtu ? `${ctx.overlayName}'s MTU` : 'the overlay MTU'} is ${mtu}`,

@@ -13,6 +13,7 @@ import { openStore } from '../daemon.js';
 import { FlagErrorCode, type Options, parseFlags } from '../flags.js';
 import { vtepAddress } from '../kernel.js';
 import { findUnderlay, type Underlay } from '../underlay.js';
+import { WIREGUARD_DEVICE } from '../wireguard.js';
 
 /** What `weftd doctor` takes beyond the daemon's flags. */
 export interface DoctorOptions {
@@ -109,6 +110,8 @@ export type RunningMode =
   | 'kernel-vxlan'
   | 'userspace-vxlan'
   | 'userspace-udp'
+  | 'kernel-wireguard'
+  | 'userspace-wireguard'
   | 'host-gw'
   | 'alloc';
 
@@ -133,7 +136,7 @@ export interface DoctorContext {
   vni: number;
   /** The backend's UDP port (vxlan 8472 by default, udp 8285). */
   port: number;
-  /** flannel.<VNI> or flannel0; undefined for host-gw and alloc. */
+  /** flannel.<VNI>, flannel0 or flannel-wg; undefined for host-gw and alloc. */
   overlayName?: string;
   overlayLink?: Link;
   /** What is running now, read from the devices (undefined: no dataplane is up). */
@@ -146,8 +149,8 @@ export interface DoctorContext {
   close(): Promise<void>;
 }
 
-const VXLAN_OVERHEAD = 50;
-const UDP_OVERHEAD = 28;
+/** What each encapsulation takes off the underlay MTU (flannel's numbers). */
+export const OVERHEAD: Record<string, number> = { vxlan: 50, udp: 28, wireguard: 80 };
 
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -234,13 +237,19 @@ export async function gather(options: Options, doctor: DoctorOptions): Promise<D
   }
   if (ctx.backendType === 'udp')
     ctx.port = config?.backend.type === 'udp' ? config.backend.port : 8285;
+  if (ctx.backendType === 'wireguard')
+    ctx.port = config?.backend.type === 'wireguard' ? config.backend.listenPort : 51820;
   if (ctx.backendType === 'vxlan') ctx.overlayName = `flannel.${ctx.vni}`;
   if (ctx.backendType === 'udp') ctx.overlayName = 'flannel0';
+  if (ctx.backendType === 'wireguard') ctx.overlayName = WIREGUARD_DEVICE;
   ctx.overlayLink = ctx.links.find((l) => l.name === ctx.overlayName);
   const kind = ctx.overlayLink?.kind;
   if (ctx.backendType === 'vxlan' && kind === 'vxlan') ctx.running = 'kernel-vxlan';
   else if (ctx.backendType === 'vxlan' && kind === 'tun') ctx.running = 'userspace-vxlan';
   else if (ctx.backendType === 'udp' && kind === 'tun') ctx.running = 'userspace-udp';
+  else if (ctx.backendType === 'wireguard' && kind === 'wireguard')
+    ctx.running = 'kernel-wireguard';
+  else if (ctx.backendType === 'wireguard' && kind === 'tun') ctx.running = 'userspace-wireguard';
   else if (ctx.backendType === 'host-gw' || ctx.backendType === 'alloc')
     ctx.running = ctx.backendType;
 
@@ -248,11 +257,15 @@ export async function gather(options: Options, doctor: DoctorOptions): Promise<D
     const mine = ctx.leases.filter((l) => l.attrs.publicIp === ctx.underlay!.publicIp);
     ctx.own = mine.sort((a, b) => b.revision - a.revision)[0];
     const underlayMtu = ctx.underlay.iface.mtu ?? 1500;
-    // dataplane.ts's rules: vxlan's Backend.MTU (else the underlay's) less 50, udp's underlay less 28.
-    if (ctx.backendType === 'vxlan')
+    // The bring-ups' rules: vxlan's and wireguard's Backend.MTU (else the underlay's) less their
+    // overhead; udp's underlay less 28 (it ignores Backend.MTU, as flannel's does).
+    const b = config?.backend;
+    const configured =
+      b && b.type === ctx.backendType && (b.type === 'vxlan' || b.type === 'wireguard') ? b.mtu : 0;
+    const overhead = OVERHEAD[ctx.backendType ?? ''];
+    if (overhead !== undefined)
       ctx.expectedMtu =
-        ((config?.backend.type === 'vxlan' && config.backend.mtu) || underlayMtu) - VXLAN_OVERHEAD;
-    if (ctx.backendType === 'udp') ctx.expectedMtu = underlayMtu - UDP_OVERHEAD;
+        (ctx.backendType === 'udp' ? underlayMtu : configured || underlayMtu) - overhead;
     if (ctx.backendType === 'host-gw' || ctx.backendType === 'alloc') ctx.expectedMtu = underlayMtu;
   }
   return ctx;

@@ -539,7 +539,7 @@ export async function checkFirewall(ctx: DoctorContext, cni: CniFacts): Promise<
     return out;
   }
   const { peers } = peerLeases(ctx);
-  const encapsulates = ctx.backendType === 'vxlan' || ctx.backendType === 'udp';
+  const encapsulates = ['vxlan', 'udp', 'wireguard'].includes(ctx.backendType);
   if (encapsulates) {
     const port = ctx.port;
     const targets = peers.length > 0 ? peers.map((l) => l.attrs.publicIp) : [undefined];

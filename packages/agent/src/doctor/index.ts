@@ -14,6 +14,7 @@ import {
   checkTun,
   checkUnderlay,
   checkVxlanMode,
+  checkWireguardMode,
 } from './node.js';
 import { probePeers } from './probe.js';
 import { type CheckResult, type DoctorReport, type PeerRow, reportOk } from './report.js';
@@ -73,9 +74,10 @@ export async function runDoctor(options: Options, doctor: DoctorOptions): Promis
     await add('duplicate-public-ip', () => checkDuplicateIps(ctx));
     await add('weftd', () => checkDaemon(ctx));
     const vxlan = await run('vxlan-mode', () => checkVxlanMode(ctx), { results: [] });
-    await add('tun', () => checkTun(ctx, vxlan.kernelVxlan));
+    const wg = await run('wireguard-mode', () => checkWireguardMode(ctx), { results: [] });
+    await add('tun', () => checkTun(ctx, vxlan.kernelVxlan ?? wg.kernel));
     await add('cap-net-admin', () => checkCapability());
-    checks.push(...vxlan.results);
+    checks.push(...vxlan.results, ...wg.results);
     await add('ip-forward', () => checkForwarding(ctx));
     const cni = await run('cni', () => checkCni(ctx), {
       results: [],
@@ -105,11 +107,7 @@ export async function runDoctor(options: Options, doctor: DoctorOptions): Promis
         iface: ctx.underlay?.iface.name,
         subnet: ctx.own?.subnet,
         backend: ctx.backendType,
-        mode: ctx.running
-          ? ctx.running
-          : ctx.backendType === 'vxlan' || ctx.backendType === 'udp'
-            ? 'no dataplane up'
-            : undefined,
+        mode: ctx.running ? ctx.running : ctx.overlayName ? 'no dataplane up' : undefined,
         store: ctx.storeDescription,
       },
       checks,

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { CniFacts } from './cni.js';
-import { bridgePorts, type DoctorContext } from './context.js';
+import { bridgePorts, type DoctorContext, OVERHEAD } from './context.js';
 import type { CheckResult } from './report.js';
 
 const run = promisify(execFile);
@@ -17,20 +17,22 @@ function sysfsMtu(dev: string): number | undefined {
 
 /**
  * flannel's MTU arithmetic: the overlay device gets the underlay's MTU less the backend's
- * overhead (vxlan 50, udp 28), FLANNEL_MTU is that, and the bridge and every pod interface on it
+ * overhead (vxlan 50, udp 28, wireguard 80), FLANNEL_MTU is that, and the bridge and every pod interface on it
  * are no larger (a larger one sends packets the overlay cannot carry).
  */
 export function checkMtu(ctx: DoctorContext, cni: CniFacts): CheckResult[] {
   const u = ctx.underlay;
   const expected = ctx.expectedMtu;
   if (!u || expected === undefined) return [];
-  const overhead = ctx.backendType === 'vxlan' ? 50 : ctx.backendType === 'udp' ? 28 : 0;
+  const overhead = OVERHEAD[ctx.backendType ?? ''] ?? 0;
   const problems: string[] = [];
   const fixes: string[] = [];
-  const base =
-    ctx.config?.backend.type === 'vxlan' && ctx.config.backend.mtu
-      ? { what: 'Backend.MTU', mtu: ctx.config.backend.mtu }
-      : { what: u.iface.name, mtu: u.iface.mtu ?? 1500 };
+  const b = ctx.config?.backend;
+  const configured =
+    b && b.type === ctx.backendType && (b.type === 'vxlan' || b.type === 'wireguard') ? b.mtu : 0;
+  const base = configured
+    ? { what: 'Backend.MTU', mtu: configured }
+    : { what: u.iface.name, mtu: u.iface.mtu ?? 1500 };
   if (base.what === 'Backend.MTU' && base.mtu > (u.iface.mtu ?? 1500)) {
     problems.push(
       `Backend.MTU ${base.mtu} is larger than ${u.iface.name}'s MTU ${u.iface.mtu}: the overlay sends packets the underlay cannot carry`,

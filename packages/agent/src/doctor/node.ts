@@ -1,6 +1,7 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { formatCidr, isWeftError, WeftError } from '@weft/core';
+import { probeKernelWireguard } from '@weft/netlink';
 import { SubnetErrorCode } from '@weft/subnet';
 import { chooseVxlanMode } from '../kernel.js';
 import type { DoctorContext } from './context.js';
@@ -188,17 +189,18 @@ export async function checkDaemon(ctx: DoctorContext): Promise<CheckResult[]> {
   ];
 }
 
-/** Modes that read and write a TUN device. */
-function needsTun(ctx: DoctorContext, kernelVxlan: boolean | undefined): boolean {
+/** Modes that read and write a TUN device (`kernel`: whether the kernel has the backend's device). */
+function needsTun(ctx: DoctorContext, kernel: boolean | undefined): boolean {
   if (ctx.backendType === 'udp') return true;
-  if (ctx.backendType !== 'vxlan') return false;
-  if (ctx.running) return ctx.running === 'userspace-vxlan';
-  return ctx.options.vxlanMode === 'userspace' || kernelVxlan === false;
+  if (ctx.backendType !== 'vxlan' && ctx.backendType !== 'wireguard') return false;
+  if (ctx.running) return ctx.running.startsWith('userspace-');
+  const mode = ctx.backendType === 'vxlan' ? ctx.options.vxlanMode : ctx.options.wireguardMode;
+  return mode === 'userspace' || kernel === false;
 }
 
 /** /dev/net/tun present and openable (the userspace modes need it). */
-export function checkTun(ctx: DoctorContext, kernelVxlan: boolean | undefined): CheckResult[] {
-  const needed = needsTun(ctx, kernelVxlan);
+export function checkTun(ctx: DoctorContext, kernel: boolean | undefined): CheckResult[] {
+  const needed = needsTun(ctx, kernel);
   const explains =
     'flanneld "failed to open TUN device: open /dev/net/tun: no such file or directory" (flannel issue 1267)';
   let problem: string | undefined;
@@ -220,7 +222,12 @@ export function checkTun(ctx: DoctorContext, kernelVxlan: boolean | undefined): 
       fix = 'load the tun module (modprobe tun) and check the device node (c 10:200)';
     }
   }
-  const why = ctx.backendType === 'udp' ? 'the udp backend' : "weft's userspace VTEP";
+  const why =
+    ctx.backendType === 'udp'
+      ? 'the udp backend'
+      : ctx.backendType === 'wireguard'
+        ? "weft's userspace WireGuard"
+        : "weft's userspace VTEP";
   if (!problem)
     return [
       {
@@ -419,4 +426,70 @@ export function checkRpFilter(ctx: DoctorContext, bridge: string): CheckResult[]
         'packets that arrive on flannel.1 and never reach cni0 (flannel issue 1473); with DirectRouting, several underlays or a host route elsewhere, replies come in by one device and are checked against another',
     },
   ];
+}
+
+/**
+ * wireguard: whether the kernel has WireGuard and what --wireguard-mode picks, by the agent's own
+ * probe (a wireguard link and the generic netlink family), made under a throwaway name and
+ * removed; a wireguard link already there answers without one.
+ */
+export async function checkWireguardMode(
+  ctx: DoctorContext,
+): Promise<{ results: CheckResult[]; kernel?: boolean }> {
+  if (ctx.backendType !== 'wireguard' || !ctx.nl) return { results: [] };
+  const nl = ctx.nl;
+  const mode = ctx.options.wireguardMode;
+  const running =
+    ctx.running === 'kernel-wireguard'
+      ? `; ${ctx.overlayName} is the kernel's WireGuard`
+      : ctx.running === 'userspace-wireguard'
+        ? `; ${ctx.overlayName} is weft's userspace WireGuard`
+        : '';
+  let kernel: boolean;
+  let reason = '';
+  if (ctx.links.some((l) => l.kind === 'wireguard')) kernel = true;
+  else {
+    const name = `weftdocwg${process.pid % 100000}`;
+    const probe = await probeKernelWireguard(nl, name);
+    kernel = probe.ok;
+    if (probe.ok) {
+      probe.genl.close();
+      const link = await nl.link(name);
+      if (link) await nl.deleteLink(link.index);
+    } else reason = probe.reason;
+  }
+  if (kernel)
+    return {
+      kernel,
+      results: [
+        {
+          id: 'wireguard-mode',
+          status: 'ok',
+          title: `the kernel has WireGuard: --wireguard-mode ${mode} ${mode === 'userspace' ? "runs weft's userspace WireGuard anyway" : 'uses it'}${running}`,
+        },
+      ],
+    };
+  if (mode === 'kernel')
+    return {
+      kernel,
+      results: [
+        {
+          id: 'wireguard-mode',
+          status: 'fail',
+          title: `--wireguard-mode kernel, but ${reason}`,
+          fix: 'load the module (modprobe wireguard), or run --wireguard-mode auto (userspace when the kernel lacks it)',
+          explains: 'flanneld "failed to create wireguard interface: operation not supported"',
+        },
+      ],
+    };
+  return {
+    kernel,
+    results: [
+      {
+        id: 'wireguard-mode',
+        status: 'ok',
+        title: `${mode === 'userspace' ? '--wireguard-mode userspace' : `auto: ${reason}`}: weft's userspace WireGuard${running}`,
+      },
+    ],
+  };
 }

@@ -437,14 +437,20 @@ export async function probePeers(ctx: DoctorContext, peers: Lease[]): Promise<Pa
     backend: l.attrs.backendType,
     underlay,
     overlay,
-    pathMtu: mtu ?? { status: 'ok' as const, detail: '-', expected },
+    pathMtu: mtu ?? { status: 'skip' as const, detail: '-', expected },
   });
   const underlays = peers.map((l) => underlayProbe(l.attrs.publicIp, timeoutMs));
   if (!encap || !ctx.own) {
     const cells = await Promise.all(underlays);
-    const none: PathCell = { status: 'ok', detail: encap ? 'not probed' : 'no encapsulation' };
+    // host-gw and alloc have no overlay; WireGuard answers only packets sealed with a session key.
+    const why = !ctx.own
+      ? 'this node has no lease, so no peer can answer it'
+      : ctx.backendType === 'wireguard'
+        ? 'WireGuard answers only authenticated packets: the overlay is not probed'
+        : `${ctx.backendType}: no encapsulation to probe`;
+    const none: PathCell = { status: 'skip', detail: 'not probed' };
     return {
-      method: encap ? 'underlay only: this node has no lease' : `${ctx.backendType}: underlay only`,
+      method: `underlay only; ${why}`,
       port,
       rows: peers.map((l, i) => row(l, cells[i], none)),
     };

@@ -4,7 +4,7 @@
  */
 export type Status = 'ok' | 'warn' | 'fail';
 
-export const MARK: Record<Status, string> = { ok: '✓', warn: '!', fail: '✗' };
+export const MARK: Record<Status | 'skip', string> = { ok: '✓', warn: '!', fail: '✗', skip: '-' };
 
 export interface CheckResult {
   /** Stable name of the check (tun, ip-forward, cni-bin, ...): what scripts key on. */
@@ -18,9 +18,9 @@ export interface CheckResult {
   explains?: string;
 }
 
-/** One path check of one peer: underlay, overlay or path MTU. */
+/** One path check of one peer: underlay, overlay or path MTU; `skip` when it cannot be probed. */
 export interface PathCell {
-  status: Status;
+  status: Status | 'skip';
   /** What was measured or why it failed, short enough for a table cell. */
   detail: string;
   rttMs?: number;

@@ -4,6 +4,14 @@ import { onSameLink, vtepAddress } from '../kernel.js';
 import { type DoctorContext, ownVtep, peerLeases } from './context.js';
 import type { CheckResult } from './report.js';
 
+const describe = (running: string) =>
+  ({
+    'userspace-udp': "weft's udp backend",
+    'userspace-vxlan': "weft's userspace VTEP",
+    'userspace-wireguard': "weft's userspace WireGuard",
+    'kernel-wireguard': "the kernel's WireGuard",
+  })[running] ?? running;
+
 const networkOf = (subnet: string) => formatCidr(cidrNetwork(parseCidr(subnet)));
 
 /**
@@ -19,7 +27,12 @@ export async function checkKernelState(ctx: DoctorContext): Promise<CheckResult[
   if (!nl || !u || !ctx.own || ctx.leasesError) return [];
   const { peers } = peerLeases(ctx);
   const running = ctx.running;
-  if (running === 'userspace-vxlan' || running === 'userspace-udp') {
+  if (
+    running === 'userspace-vxlan' ||
+    running === 'userspace-udp' ||
+    running === 'userspace-wireguard' ||
+    running === 'kernel-wireguard'
+  ) {
     const dev = ctx.overlayLink!;
     const network = ctx.config?.network;
     const routes = await nl.routes({ family: 4, oif: dev.index });
@@ -33,7 +46,7 @@ export async function checkKernelState(ctx: DoctorContext): Promise<CheckResult[
         {
           id: 'kernel-state',
           status: 'fail',
-          title: `${dev.name} (weft's userspace ${running === 'userspace-udp' ? 'udp backend' : 'VTEP'}) lacks ${[!addressed && `its address ${ownVtep(ctx)}`, !routed && network && `the route for ${formatCidr(network)}`].filter(Boolean).join(' and ')}`,
+          title: `${dev.name} (${describe(running)}) lacks ${[!addressed && `its address ${ownVtep(ctx)}`, !routed && network && `the route for ${formatCidr(network)}`].filter(Boolean).join(' and ')}`,
           fix: 'restart weftd: it configures the device when it opens it',
           explains: 'pods cannot reach other nodes: their packets never enter the overlay',
         },
@@ -42,13 +55,13 @@ export async function checkKernelState(ctx: DoctorContext): Promise<CheckResult[
       {
         id: 'kernel-state',
         status: 'ok',
-        title: `${dev.name} holds ${ownVtep(ctx)} and the route for the network; the ${peers.length} peer${peers.length === 1 ? '' : 's'} live in weft's userspace tables (the path checks try them)`,
+        title: `${dev.name} holds ${ownVtep(ctx)} and the route for the network; the ${peers.length} peer${peers.length === 1 ? '' : 's'} live in ${running === 'kernel-wireguard' ? "the kernel's WireGuard peer table" : "weft's userspace tables"}${ctx.backendType === 'wireguard' ? '' : ' (the path checks try them)'}`,
       },
     ];
   }
   if (running === 'host-gw') return hostGwState(ctx, peers);
   if (running !== 'kernel-vxlan') {
-    if (ctx.backendType === 'vxlan' || ctx.backendType === 'udp')
+    if (ctx.overlayName)
       return [
         {
           id: 'kernel-state',
