@@ -44,8 +44,8 @@ export {
 /**
  * `weftd doctor`: checks the node the daemon's flags describe, whether weftd runs or not, and
  * probes the path to every peer. It changes nothing on the node: it reads, sends probes, and for
- * a moment may hold the backend's UDP port (only when nothing else does) and a VXLAN device it
- * creates, never brings up, and removes (only when no VXLAN device shows the kernel has VXLAN).
+ * a moment may hold the backend's UDP port (only when nothing else does) and a VXLAN or WireGuard
+ * device it creates, never brings up, and removes (only when no such device shows the kernel has it).
  */
 export async function runDoctor(options: Options, doctor: DoctorOptions): Promise<DoctorReport> {
   const ctx = await gather(options, doctor);
