@@ -75,7 +75,7 @@ interface Target {
 
 /** Sends encapsulated probes from one UDP socket (DF set), and reads answers when it holds the port. */
 class ProbeSocket {
-  private readonly slab = allocSlab(64 * 2048);
+  private readonly slab: Buffer;
   private readonly table = new SendTable(64);
   private next = 0;
   private readonly waiting: (() => void)[] = [];
@@ -83,19 +83,23 @@ class ProbeSocket {
   private constructor(
     readonly socket: UdpSocket,
     readonly ownsPort: boolean,
+    /** Room per datagram: the largest probe (jumbo underlays included) and its encapsulation. */
+    readonly stride: number,
   ) {
+    this.slab = allocSlab(this.table.capacity * stride);
     socket.attachSlab(1, this.slab);
     socket.setSendTable(this.table);
   }
 
   /** The backend's port when free (answers come to this socket), else an ephemeral one. */
-  static open(address: string, port: number): ProbeSocket {
+  static open(address: string, port: number, largestFrame: number): ProbeSocket {
+    const stride = Math.max(2048, largestFrame + 64);
     try {
-      return new ProbeSocket(UdpSocket.open({ address, port, dontFragment: true }), true);
+      return new ProbeSocket(UdpSocket.open({ address, port, dontFragment: true }), true, stride);
     } catch (err) {
       if (!(err instanceof WeftError) || err.code !== TunErrorCode.addressInUse) throw err;
     }
-    return new ProbeSocket(UdpSocket.open({ address, port: 0, dontFragment: true }), false);
+    return new ProbeSocket(UdpSocket.open({ address, port: 0, dontFragment: true }), false, stride);
   }
 
   /** Sends one datagram; waits for room when the kernel's queue is full. */
@@ -103,8 +107,8 @@ class ProbeSocket {
     for (;;) {
       const i = this.next;
       this.next = (this.next + 1) % this.table.capacity;
-      this.slab.set(payload, i * 2048);
-      this.table.set4(i, 1, i * 2048, payload.length, ip, port);
+      this.slab.set(payload, i * this.stride);
+      this.table.set4(i, 1, i * this.stride, payload.length, ip, port);
       if (this.socket.send(i, 1) === 1) return;
       await new Promise<void>((resolve) => {
         this.waiting.push(resolve);
@@ -201,8 +205,6 @@ class EchoProber implements Prober {
   private readonly id = (process.pid ^ Math.floor(Math.random() * 0xffff)) & 0xffff;
   private seq = 0;
   private readonly pending = new Map<number, { sent: number; resolve: (rtt: number) => void }>();
-  private readonly ring = new PacketRing({ slots: 64, stride: 2048, headroom: 0 });
-
   constructor(
     private readonly socket: ProbeSocket,
     private readonly wrap: Encapsulator,
@@ -210,7 +212,8 @@ class EchoProber implements Prober {
     private readonly port: number,
     private readonly timeoutMs: number,
   ) {
-    const ring = this.ring;
+    // The ring stays reachable through the socket that reads into it.
+    const ring = new PacketRing({ slots: 64, stride: socket.stride, headroom: 0 });
     socket.socket.startReading(ring, (count) => {
       for (let i = 0; i < count; i++) {
         const off = ring.slotOffset(i);
@@ -460,7 +463,11 @@ export async function probePeers(ctx: DoctorContext, peers: Lease[]): Promise<Pa
   const wrap = new Encapsulator(encap, ctx.vni, ownMac ? parseMac(ownMac) : 0);
   let socket: ProbeSocket;
   try {
-    socket = ProbeSocket.open(u.ifaceAddress, port);
+    socket = ProbeSocket.open(
+      u.ifaceAddress,
+      port,
+      expected + (encap === 'vxlan' ? VXLAN_HEADER_BYTES + ETHERNET_HEADER_BYTES : 0),
+    );
   } catch (err) {
     const cells = await Promise.all(underlays);
     return {
