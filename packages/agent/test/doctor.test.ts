@@ -124,7 +124,15 @@ function expectOnly(r: Run, id: string): CheckResult {
 
 describe.skipIf(
   !privileged('weftd doctor tests') ||
-    !haveTools('weftd doctor tests', 'iptables', 'iptables-save', 'nft', 'ethtool', 'unshare'),
+    !haveTools(
+      'weftd doctor tests',
+      'iptables',
+      'iptables-save',
+      'nft',
+      'ethtool',
+      'unshare',
+      'setpriv',
+    ),
 )('weftd doctor (root, namespaces)', () => {
   beforeAll(async () => {
     sweepNetns();
@@ -302,6 +310,27 @@ describe.skipIf(
     }
     expectHealthy(await doctor(n));
   }, 90_000);
+
+  it('without CAP_NET_ADMIN: ✗ on its line, and the firewall said unread rather than clean', async () => {
+    const n1 = nodes[0];
+    const r = await doctor(n1, {
+      wrap: ['setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin'],
+    });
+    const c = check(r, 'cap-net-admin');
+    expect(c.status).toBe('fail');
+    expect(c.explains).toMatch(/Permissions/);
+    const fw = check(r, 'firewall');
+    expect(fw.status).toBe('warn');
+    expect(fw.title).toMatch(/^the firewall was not read: /);
+    expect(fw.title).toMatch(/iptables-save failed: .*; |; iptables-save failed: /);
+    expect(fw.title).toMatch(/nft failed: /);
+    expect(r.report.checks.filter((x) => x.status !== 'ok').map((x) => x.id)).toEqual([
+      'cap-net-admin',
+      'firewall',
+    ]);
+    expect(r.status).toBe(1);
+    expect(check(await doctor(n1), 'cap-net-admin').status).toBe('ok');
+  }, 60_000);
 
   it('ip_forward 0: ✗ on its line, ✓ once it is 1 again', async () => {
     const n = nodes[1];

@@ -14,10 +14,21 @@ import type { CheckResult } from './report.js';
 
 const run = promisify(execFile);
 
-async function tool(cmd: string, args: string[]): Promise<string | undefined> {
+/** Runs a tool; undefined when it fails, and `why` (if given) says how. */
+async function tool(
+  cmd: string,
+  args: string[],
+  why?: (reason: string) => void,
+): Promise<string | undefined> {
   try {
     return (await run(cmd, args, { timeout: 10_000, maxBuffer: 64 << 20 })).stdout;
-  } catch {
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    why?.(
+      e.code === 'ENOENT'
+        ? `${cmd} is not installed`
+        : `${cmd} failed: ${(e.stderr || e.message).trim().split('\n')[0]}`,
+    );
     return undefined;
   }
 }
@@ -475,18 +486,18 @@ interface Rulesets {
   nft?: NftChain[];
   /** The iptables binary is iptables-nft: its tables are also in nft's ruleset. */
   iptablesOnNft: boolean;
-  missing: string[];
+  /** Why a ruleset could not be read (not installed, or failed: no privilege). */
+  unread: string[];
 }
 
 async function readRulesets(): Promise<Rulesets> {
+  const unread: string[] = [];
+  const why = (r: string) => unread.push(r);
   const [save, nftJson, version] = await Promise.all([
-    tool('iptables-save', []),
-    tool('nft', ['-j', 'list', 'ruleset']),
+    tool('iptables-save', [], why),
+    tool('nft', ['-j', 'list', 'ruleset'], why),
     tool('iptables', ['-V']),
   ]);
-  const missing: string[] = [];
-  if (save === undefined) missing.push('iptables-save');
-  if (nftJson === undefined) missing.push('nft');
   const iptablesOnNft = /nf_tables/.test(version ?? '');
   let nft = nftJson !== undefined ? parseNftRuleset(nftJson) : undefined;
   // iptables-nft's own tables are judged through iptables-save, where its rules read as written.
@@ -502,7 +513,7 @@ async function readRulesets(): Promise<Rulesets> {
     ipt: save !== undefined ? parseIptablesSave(save) : undefined,
     nft,
     iptablesOnNft,
-    missing,
+    unread,
   };
 }
 
@@ -529,12 +540,16 @@ export async function checkFirewall(ctx: DoctorContext, cni: CniFacts): Promise<
   const u = ctx.underlay;
   if (!u || !ctx.backendType) return out;
   const rs = await readRulesets();
-  if (!rs.ipt && !rs.nft) {
+  const privilege = rs.unread.some((r) => / failed: /.test(r));
+  if (privilege || (!rs.ipt && !rs.nft)) {
+    // Rules that cannot be read are not rules that are absent: nothing about them is said.
     out.push({
       id: 'firewall',
       status: 'warn',
-      title: 'the firewall was not read: neither iptables-save nor nft runs here',
-      fix: 'install iptables and nftables (or run the doctor where weftd runs)',
+      title: `the firewall was not read: ${rs.unread.join('; ')}`,
+      fix: privilege
+        ? 'run the doctor as root (CAP_NET_ADMIN), as weftd runs'
+        : 'install iptables and nftables (or run the doctor where weftd runs)',
     });
     return out;
   }
@@ -692,11 +707,11 @@ export async function checkFirewall(ctx: DoctorContext, cni: CniFacts): Promise<
         fix: 'start weftd (EnableNFTables: it keeps table ip flannel-ipv4, chain forward)',
       });
   }
-  if (rs.missing.length > 0 && !(rs.ipt && rs.nft))
+  if (rs.unread.length > 0)
     out.push({
       id: 'firewall-tools',
       status: 'ok',
-      title: `${rs.missing.join(' and ')} not installed: those rules cannot be present`,
+      title: `${rs.unread.join(' and ')}: those rules cannot be present`,
     });
   return out;
 }
