@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -144,20 +144,14 @@ export class Cluster {
    * ADD inside the node's namespace with the CNI_* environment (SPEC.md section 3).
    */
   addPods(node: ClusterNode, subnetFile: string, count: number): Pod[] {
-    const list = structuredClone(KUBE_FLANNEL_CNI_CONF);
-    const state = join(this.cniDir, node.name);
-    Object.assign(list.plugins[0], {
-      subnetFile,
-      dataDir: join(state, 'flannel'),
-      ipam: { dataDir: join(state, 'ipam') },
-    });
+    const list = this.conflist(node, subnetFile);
     const added: Pod[] = [];
     for (let k = 0; k < count; k++) {
       const ns = new Netns(this.tag);
       let prevResult: unknown;
       for (const { capabilities: _, ...plugin } of list.plugins as Record<string, unknown>[]) {
         const conf = { ...plugin, cniVersion: list.cniVersion, name: list.name, prevResult };
-        const dirs = [join(this.cniDir, 'bin'), REFERENCE_CNI_DIR];
+        const dirs = this.binDirs();
         const out = execFileSync(
           'ip',
           ['netns', 'exec', node.ns.name, pluginPath(dirs, plugin.type as string)],
@@ -188,6 +182,36 @@ export class Cluster {
       added.push(pod);
     }
     return added;
+  }
+
+  /**
+   * The node's CNI configuration written where a runtime reads it (`<cniDir>/<node>/net.d/
+   * 10-flannel.conflist`, the list its pods were made with) and the plugin directories searched:
+   * what `weftd doctor --cni-conf-dir --cni-bin-dir` is pointed at.
+   */
+  cniFiles(node: ClusterNode, subnetFile: string): { confDir: string; binDirs: string[] } {
+    const confDir = join(this.cniDir, node.name, 'net.d');
+    mkdirSync(confDir, { recursive: true });
+    const list = `${JSON.stringify(this.conflist(node, subnetFile), null, 2)}\n`;
+    writeFileSync(join(confDir, '10-flannel.conflist'), list);
+    return { confDir, binDirs: this.binDirs() };
+  }
+
+  /** kube-flannel's list; the only additions are where this node's files are. */
+  private conflist(node: ClusterNode, subnetFile: string): typeof KUBE_FLANNEL_CNI_CONF {
+    const list = structuredClone(KUBE_FLANNEL_CNI_CONF);
+    const state = join(this.cniDir, node.name);
+    Object.assign(list.plugins[0], {
+      subnetFile,
+      dataDir: join(state, 'flannel'),
+      ipam: { dataDir: join(state, 'ipam') },
+    });
+    return list;
+  }
+
+  /** weft-cni's directory first, then the reference plugins', as CNI_PATH lists them. */
+  private binDirs(): string[] {
+    return [join(this.cniDir, 'bin'), REFERENCE_CNI_DIR];
   }
 
   /** Whether `from` reaches `to` (one ping, one second). */

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedStore, SubnetManager, silentLogger, vxlanLeaseData } from '@weft/subnet';
-import { Cluster, type Pod, type RunningWeftd, startWeftd } from './cluster.js';
+import { Cluster, type Pod, type RunningWeftd, startWeftd, WEFTD } from './cluster.js';
 
 /**
  * The main job: a three-node weft cluster on this machine. Three node namespaces on a shared
@@ -30,6 +30,8 @@ if (process.getuid?.() !== 0) {
 const work = mkdtempSync(join(tmpdir(), 'weft-demo-'));
 const cluster = new Cluster('demo');
 const daemons: RunningWeftd[] = [];
+/** Each node's weftd flags: weftd doctor runs with the same. */
+const weftdArgs: string[][] = [];
 let teardown: Promise<void> | undefined;
 /** Stops the daemons, removes the namespaces and the temp dir; every caller waits for the one run. */
 function cleanup(): Promise<void> {
@@ -81,7 +83,7 @@ try {
     const node = cluster.addNode();
     const dir = join(work, node.name);
     mkdirSync(dir, { recursive: true });
-    const weftd = startWeftd(node.ns, [
+    const args = [
       '--store-path',
       storePath,
       '--subnet-file',
@@ -92,7 +94,9 @@ try {
       '9471',
       '--ip-masq',
       ...p.flags,
-    ]);
+    ];
+    weftdArgs.push(args);
+    const weftd = startWeftd(node.ns, args);
     daemons.push(weftd);
     await weftd.waitForLog('ready');
     const pods = cluster.addPods(node, join(dir, 'subnet.env'), 2);
@@ -191,6 +195,42 @@ try {
       server.kill('SIGKILL');
     }
   }
+  // weftd doctor on every node, with its weftd's flags and the CNI files its pods were made with.
+  say('\nweftd doctor on each node: its checks, and its path to every peer');
+  const doctor: Record<string, { status: number; ok: number; warn: number; fail: number }> = {};
+  const runs = await Promise.all(
+    cluster.nodes.map(async (node, i) => {
+      const cni = cluster.cniFiles(node, join(work, node.name, 'subnet.env'));
+      const argv = [process.execPath, WEFTD, 'doctor', ...weftdArgs[i]];
+      argv.push('--cni-conf-dir', cni.confDir, '--cni-bin-dir', cni.binDirs.join(':'));
+      return node.ns.exec(argv).then(
+        (r) => ({ status: 0, stdout: r.stdout }),
+        (e: { code?: number; stdout?: string }) => ({
+          status: e.code ?? 1,
+          stdout: e.stdout ?? '',
+        }),
+      );
+    }),
+  );
+  for (const [i, node] of cluster.nodes.entries()) {
+    const lines = runs[i].stdout.split('\n');
+    const marks = (m: string) => lines.filter((l) => l.startsWith(`${m} `)).length;
+    doctor[node.name] = {
+      status: runs[i].status,
+      ok: marks('✓'),
+      warn: marks('!'),
+      fail: marks('✗'),
+    };
+    if (runs[i].status !== 0) failures++;
+    const d = doctor[node.name];
+    say(
+      `  ${node.name} (${node.ip}): ${d.ok} checks ✓${d.warn ? `, ${d.warn} !` : ''}${d.fail ? `, ${d.fail} ✗` : ''}`,
+    );
+    for (const l of lines) if (/^[!✗] |^ {4}fix: /.test(l)) say(`    ${l}`);
+    const table = lines.findIndex((l) => l.startsWith('path checks from this node'));
+    const end = lines.indexOf('', table);
+    for (const l of lines.slice(table + 1, end < 0 ? undefined : end)) say(`  ${l}`);
+  }
   say(
     failures === 0
       ? '\nevery pair that should connect does, and no other'
@@ -198,7 +238,7 @@ try {
   );
   if (json)
     say(
-      `summary ${JSON.stringify({ leases: leases.length, matrix, expected: Object.fromEntries(checks.map(({ a, b }) => [`${a.name}>${b.name}`, shouldReach(a, b)])), failures, throughput })}`,
+      `summary ${JSON.stringify({ leases: leases.length, matrix, expected: Object.fromEntries(checks.map(({ a, b }) => [`${a.name}>${b.name}`, shouldReach(a, b)])), failures, throughput, doctor })}`,
     );
   process.exitCode = failures === 0 ? 0 : 1;
 } catch (err) {

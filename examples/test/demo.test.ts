@@ -33,6 +33,7 @@ describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
       expected: Record<string, boolean>;
       failures: number;
       throughput: Record<string, number>;
+      doctor: Record<string, { status: number; ok: number; warn: number; fail: number }>;
     };
     expect(summary.leases).toBe(3);
     let pairs = 0;
@@ -56,6 +57,18 @@ describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
     expect(out).toMatch(
       /^ {2}10\.244\.\d+\.0\/24 +198\.18\.0\.12 +vxlan +([0-9a-f]{2}:){5}[0-9a-f]{2} /m,
     );
+    // weftd doctor on every node of the healthy cluster: every check ✓, and the vxlan nodes' rows
+    // (kernel VXLAN to userspace and back) ✓ on underlay, overlay and path MTU.
+    expect(Object.keys(summary.doctor).sort()).toEqual(['n1', 'n2', 'n3']);
+    for (const d of Object.values(summary.doctor)) {
+      expect(d).toMatchObject({ status: 0, warn: 0, fail: 0 });
+      expect(d.ok).toBeGreaterThan(15);
+    }
+    const rows = out.match(
+      /^ {4}10\.244\.\d+\.0\/24 +198\.18\.0\.1[23] +✓ [\d.]+ ms +✓ answers +✓ 1450 +[\d.]+ ms$/gm,
+    );
+    expect(rows?.length).toBe(2);
+    expect(out).toMatch(/^ {2}n1 \(198\.18\.0\.11\): \d+ checks ✓\n {4}no peer of this backend/m);
     expect(out).toMatch(/tearing down\n$/);
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/weft-demo-/);
   }, 150_000);

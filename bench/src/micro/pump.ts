@@ -1,10 +1,5 @@
-import {
-  segmentTcp4,
-  standInBackendIo,
-  TcpCoalescer,
-  UdpBackend,
-  VxlanBackend,
-} from '@weft/dataplane';
+import { UdpBackend, VxlanBackend } from '@weft/dataplane';
+import { segmentTcp4, standInBackendIo, TcpCoalescer } from '@weft/dataplane/testing';
 import { EtherType, IpProtocol, ipv4, ipv4FillChecksum, vxlanEncapInPlace } from '@weft/encap';
 import type { PacketRing } from '@weft/tun';
 import type { MicroCase, MicroSuite } from './suite.js';

@@ -1,13 +1,7 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import {
-  formatKey,
-  generatePrivateKey,
-  publicKeyOf,
-  type StandInIo,
-  standInBackendIo,
-  WireguardBackend,
-} from '@weft/dataplane';
+import { formatKey, generatePrivateKey, publicKeyOf, WireguardBackend } from '@weft/dataplane';
+import { type StandInIo, standInBackendIo } from '@weft/dataplane/testing';
 import { IpProtocol, ipv4 } from '@weft/encap';
 import { OpenOp, openTransport, SealOp, sealTransport } from '@weft/tun';
 import { consume, type MicroCase, type MicroSuite } from './suite.js';

@@ -6,6 +6,18 @@ export {
   type Health,
   type Mode,
 } from './dataplane.js';
+export {
+  type CheckResult,
+  type DoctorOptions,
+  type DoctorReport,
+  type PathCell,
+  type PeerRow,
+  parseDoctorFlags,
+  peerTable,
+  renderText,
+  runDoctor,
+  type Status,
+} from './doctor/index.js';
 export { FLAGS, helpText, type Options, parseFlags } from './flags.js';
 export {
   type DaemonStatus,

@@ -3,6 +3,7 @@ import { isWeftError } from '@weft/core';
 import { parseNetworkConfig } from '@weft/subnet';
 import { pino } from 'pino';
 import { Daemon, openStore } from './daemon.js';
+import { doctorMain } from './doctor/cli.js';
 import { helpText, parseFlags } from './flags.js';
 import { VERSION } from './http.js';
 
@@ -39,6 +40,10 @@ async function main(): Promise<void> {
   if (argv.some((a) => ['--help', '-h', '-help'].includes(a))) {
     process.stdout.write(`${helpText()}\n`);
     return;
+  }
+  if (argv[0] === 'doctor') {
+    const status = await doctorMain(argv.slice(1)).catch((err) => fail(err));
+    process.exit(status);
   }
   if (argv[0] === 'put-config') {
     await putConfig(argv.slice(1)).catch((err) => fail(err));

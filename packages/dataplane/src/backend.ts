@@ -1,4 +1,4 @@
-import { formatIp, parseIp, WeftError } from '@weft/core';
+import { formatIp, WeftError } from '@weft/core';
 import {
   VirtioField,
   VirtioFlag,
@@ -7,11 +7,17 @@ import {
   writeIcmpv4Error,
   writeVirtioNetHdr,
 } from '@weft/encap';
-import { type FdbDump, Ipv6Map, type NeighborDump, type RouteDump } from '@weft/fdb';
+import type { FdbDump, NeighborDump, RouteDump } from '@weft/fdb';
 import { TunDevice, TunOffload, UdpSocket } from '@weft/tun';
-import { Counter } from './counters.js';
+import { Counter, type CounterSnapshot } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode, parseNode, type RemoteNode } from './nodes.js';
-import { finishPartialChecksum, type Segmented, segmentTcp4, TcpCoalescer } from './offload.js';
+import {
+  CoalesceResult,
+  finishPartialChecksum,
+  type Segmented,
+  segmentTcp4,
+  TcpCoalescer,
+} from './offload.js';
 import {
   DeviceSlab,
   type PacketIo,
@@ -21,6 +27,7 @@ import {
   type UdpIo,
   UdpSlab,
 } from './pump.js';
+import { SourceIndex, type SourceNode } from './sources.js';
 
 /** The device side of a backend: @weft/tun's TunDevice, or a stand-in with the same shape. */
 export interface DeviceIo {
@@ -38,6 +45,11 @@ export interface OpenIoOptions {
   address: string;
   port: number;
   socketBufferBytes: number;
+  /**
+   * The outer DF bit: set on every datagram (flannel's proxy), or clear on every one (the kernel's
+   * VXLAN); without it, the socket's default (set on plain datagrams, not on GSO segments).
+   */
+  df?: 'set' | 'clear';
 }
 
 /**
@@ -67,6 +79,10 @@ export function openBackendIo(
         receiveBufferBytes: o.socketBufferBytes,
         sendBufferBytes: o.socketBufferBytes,
         gro: offload,
+        // With offloads as without: the kernel's default would set DF on plain datagrams only.
+        dontFragment: o.df === 'set',
+        // IPv6 has no DF bit (and fragments only at the sender, which this leaves to the kernel).
+        clearDontFragment: o.df === 'clear' && !o.address.includes(':'),
       });
       return { device, socket, offload };
     } catch (err) {
@@ -109,6 +125,14 @@ export interface CommonBackendOptions extends PumpOptions {
    * The kernel and flannel accept them from anyone; default true.
    */
   dropUnknownSources?: boolean;
+  /**
+   * Drop (and count as `spoofedInner`) an encapsulated packet from a known node whose inner source
+   * address is outside that node's subnet (an ARP's sender address, likewise): a host that spoofs a
+   * node's underlay address cannot put packets from any other address into pods. Neither the
+   * kernel nor flannel checks this; default true. Turn it off where nodes forward traffic from
+   * other sources unmasqueraded (e.g. a NodePort without SNAT).
+   */
+  checkInnerSource?: boolean;
   /** UDP socket buffer sizes (default 4 MiB each). */
   socketBufferBytes?: number;
   /**
@@ -116,6 +140,17 @@ export interface CommonBackendOptions extends PumpOptions {
    * writes to the TUN). Default true; weft falls back without them where the kernel lacks them.
    */
   offload?: boolean;
+}
+
+/** Checks the options every backend takes, before anything is opened. */
+export function checkCommonOptions(o: CommonBackendOptions): void {
+  for (const name of ['dropUnknownSources', 'checkInnerSource', 'offload'] as const) {
+    if (o[name] !== undefined && typeof o[name] !== 'boolean')
+      throw new WeftError(
+        DataplaneErrorCode.badOption,
+        `${name} ${JSON.stringify(o[name])} must be true or false`,
+      );
+  }
 }
 
 /**
@@ -126,9 +161,9 @@ export abstract class Backend extends Pump {
   abstract readonly type: BackendType;
   readonly tun: DeviceIo;
   protected nodeMap = new Map<string, ParsedNode>();
-  protected knownSources4 = new Set<number>();
-  protected knownSources6 = new Ipv6Map<true>();
+  protected sources = new SourceIndex([]);
   protected readonly dropUnknownSources: boolean;
+  protected readonly checkInnerSource: boolean;
   private readonly source6 = new Uint8Array(16);
   private closed = false;
   /** Offloads: inbound packets are coalesced here into TUN writes; outbound segments go to txStaging at txPos. */
@@ -143,6 +178,7 @@ export abstract class Backend extends Pump {
     super(tun.queues[0], socket, options);
     this.tun = tun;
     this.dropUnknownSources = options.dropUnknownSources ?? true;
+    this.checkInnerSource = options.checkInnerSource ?? true;
     if (this.offload) {
       this.coalescer = new TcpCoalescer(this.rxStaging, (off, len) => {
         if (this.devOut < this.deviceReplyBase)
@@ -279,6 +315,10 @@ export abstract class Backend extends Pump {
     return this.tun.name;
   }
 
+  protected describeIo(which: 'device' | 'socket'): string {
+    return which === 'device' ? this.tun.name : `(udp port ${this.socket.port})`;
+  }
+
   get mtu(): number {
     return this.tun.mtu;
   }
@@ -337,25 +377,19 @@ export abstract class Backend extends Pump {
   }
 
   protected rebuildSources(): void {
-    const v4 = new Set<number>();
-    const v6 = new Ipv6Map<true>();
-    const addresses = [
-      ...[...this.nodeMap.values()].map((n) => formatIp(n.publicIp)),
-      ...this.extraSources(),
-    ];
-    for (const text of addresses) {
-      const ip = parseIp(text);
-      if (ip.family === 4) v4.add(ip.address);
-      else v6.set(ip.address, true);
-    }
-    this.knownSources4 = v4;
-    this.knownSources6 = v6;
+    this.sources = new SourceIndex([
+      ...[...this.nodeMap.values()].map((n) => ({
+        underlay: formatIp(n.publicIp),
+        subnets: [n.subnet, n.subnet6].filter((x): x is string => x !== undefined),
+      })),
+      ...this.extraSources().map((underlay) => ({ underlay, subnets: [] })),
+    ]);
   }
 
-  /** Hot path: whether UDP ring slot i came from a known remote node. */
-  protected knownSource(i: number): boolean {
+  /** Hot path: the remote node UDP ring slot i came from, or undefined for a stranger. */
+  protected sourceOf(i: number): SourceNode | undefined {
     const ring = this.udpRing;
-    if (ring.families[i] === 4) return this.knownSources4.has(ring.addrs[i * 4]);
+    if (ring.families[i] === 4) return this.sources.get4(ring.addrs[i * 4] | 0);
     const b = this.source6;
     for (let w = 0; w < 4; w++) {
       const word = ring.addrs[i * 4 + w];
@@ -364,14 +398,42 @@ export abstract class Backend extends Pump {
       b[w * 4 + 2] = word >>> 8;
       b[w * 4 + 3] = word;
     }
-    return this.knownSources6.get(b, 0) !== undefined;
+    return this.sources.get6(b, 0);
+  }
+
+  /**
+   * Hot path: the datagrams in UDP ring slot i of `len` bytes: with UDP GRO one slot holds several
+   * of ring.gso[i] bytes each, and a drop of the slot counts every one.
+   */
+  protected datagramsIn(i: number, len: number): number {
+    const gso = this.udpRing.gso[i];
+    return gso > 0 && len > gso ? Math.ceil(len / gso) : 1;
+  }
+
+  /** Hot path: hands an inner packet to the coalescer and counts what it refused; true if queued. */
+  protected coalesce(
+    coalescer: TcpCoalescer,
+    ipv4: boolean,
+    slab: Buffer,
+    off: number,
+    len: number,
+  ): boolean {
+    const r = ipv4 ? coalescer.push(slab, off, len) : coalescer.passThrough(slab, off, len);
+    if (r === CoalesceResult.queued) return true;
+    this.counts[
+      r === CoalesceResult.badChecksum ? Counter.dropBadChecksum : Counter.dropSendError
+    ]++;
+    return false;
   }
 
   counters() {
     const snapshot = this.counterSnapshot();
-    if (this.coalescer) snapshot.drops.badHeader += this.coalescer.badChecksums;
+    this.addTableCounters(snapshot);
     return snapshot;
   }
+
+  /** Adds what the backend's tables count (overflows) to a snapshot. */
+  protected addTableCounters(_snapshot: CounterSnapshot): void {}
 
   /** The forwarding tables as plain values, for status output. */
   abstract dumpTables(): { routes: RouteDump[]; neighbors?: NeighborDump[]; fdb?: FdbDump[] };

@@ -12,8 +12,9 @@ import type { RemoteNode } from './nodes.js';
  *                    "nodes":[{"subnet":"10.244.2.0/24","publicIp":"198.18.0.2"}]}'
  *   weft-dataplane @config.json
  *
- * It prints `ready {"device":...}` once forwarding, `counters {...}` and `tables {...}` lines on
- * SIGUSR1 and at exit, and stops on SIGTERM or SIGINT.
+ * It prints `ready {"device":...}` once forwarding, `counters {...}`, `tables {...}` and
+ * `memory {...}` lines on SIGUSR1 and at exit, `fault {...}` if the device or socket is lost,
+ * and stops on SIGTERM or SIGINT.
  */
 type Config = BackendOptions & { nodes?: RemoteNode[] };
 
@@ -52,8 +53,15 @@ try {
   const printCounters = () => {
     process.stdout.write(`counters ${JSON.stringify(backend.counters())}\n`);
     process.stdout.write(`tables ${JSON.stringify(backend.dumpTables())}\n`);
+    // Run with --expose-gc, the heap after a full collection: what the process really holds.
+    (globalThis as { gc?: () => void }).gc?.();
+    const { heapUsed, rss } = process.memoryUsage();
+    process.stdout.write(`memory ${JSON.stringify({ heapUsed, rss })}\n`);
   };
   process.on('SIGUSR1', printCounters);
+  backend.onFault((err) => {
+    process.stdout.write(`fault ${JSON.stringify({ code: err.code, message: err.message })}\n`);
+  });
   const stop = () => {
     printCounters();
     backend.close();

@@ -1,3 +1,5 @@
+import { Status } from '@weft/encap';
+
 /**
  * Per-backend counters in one Float64Array, indexed by number on the hot path (an increment is
  * one array store) and turned into named plain values for status output and metrics.
@@ -27,7 +29,35 @@ export const Counter = {
   arpReplies: 16,
   /** Datagrams handed to the kernel that it could not take at once (EAGAIN); resent later, not lost. */
   backpressureEvents: 17,
+  /** A received frame with an inner 802.1Q/802.1ad tag (RFC 7348 6.1: dropped unless configured otherwise). */
+  dropVlanTagged: 18,
+  /** From a known node, an inner source address outside that node's subnet. */
+  dropSpoofedInner: 19,
+  /** An inner IPv4 header or (with offloads) TCP checksum that does not verify. */
+  dropBadChecksum: 20,
+  /** ARP messages over VXLAN taken in (from inside the sending node's subnet): learned, answered if for us. */
+  arpReceived: 21,
 } as const;
+
+/** The drop counter for a failed hot-path check: one fault, one reason, in every backend. */
+export function dropFor(status: number): number {
+  switch (status) {
+    case Status.truncated:
+      return Counter.dropTruncated;
+    case Status.ttlExpired:
+      return Counter.dropTtl;
+    case Status.vxlanWrongVni:
+      return Counter.dropWrongVni;
+    case Status.wrongDstMac:
+      return Counter.dropWrongDstMac;
+    case Status.badChecksum:
+      return Counter.dropBadChecksum;
+    case Status.unsupported:
+      return Counter.dropUnsupported;
+    default:
+      return Counter.dropBadHeader;
+  }
+}
 
 export type CounterName = keyof typeof Counter;
 const NAMES = Object.keys(Counter) as CounterName[];
@@ -42,7 +72,12 @@ export interface CounterSnapshot {
   drops: Record<string, number>;
   icmpErrorsSent: number;
   arpReplies: number;
+  arpReceived: number;
   backpressureEvents: number;
+  /** Learned neighbors evicted because the table was full (vxlan TUN mode; 0 elsewhere). */
+  neighborsOverflow: number;
+  /** Learned FDB entries evicted because the table was full (vxlan; 0 elsewhere). */
+  fdbOverflow: number;
 }
 
 export function snapshotCounters(values: Float64Array): CounterSnapshot {
@@ -59,11 +94,14 @@ export function snapshotCounters(values: Float64Array): CounterSnapshot {
     drops,
     icmpErrorsSent: values[Counter.icmpErrorsSent],
     arpReplies: values[Counter.arpReplies],
+    arpReceived: values[Counter.arpReceived],
     backpressureEvents: values[Counter.backpressureEvents],
+    neighborsOverflow: 0,
+    fdbOverflow: 0,
   };
 }
 
 /** Total drops across reasons. */
-export function totalDrops(snapshot: CounterSnapshot): number {
+export function totalDrops(snapshot: Pick<CounterSnapshot, 'drops'>): number {
   return Object.values(snapshot.drops).reduce((a, b) => a + b, 0);
 }

@@ -8,11 +8,14 @@ export {
 export { Counter, type CounterName, type CounterSnapshot, totalDrops } from './counters.js';
 export { type BackendOptions, createBackend } from './create.js';
 export { DataplaneErrorCode, type RemoteNode } from './nodes.js';
-export { finishPartialChecksum, type Segmented, segmentTcp4, TcpCoalescer } from './offload.js';
 export type { PacketIo, UdpIo } from './pump.js';
-export { StandInIo, standInBackendIo } from './stand-in-io.js';
 export { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
-export { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
+export {
+  VxlanBackend,
+  type VxlanBackendOptions,
+  VxlanBridge,
+  VxlanVtep,
+} from './vxlan-backend.js';
 export {
   formatKey,
   generatePrivateKey,

@@ -44,6 +44,10 @@ export const DataplaneErrorCode = {
   badNode: 'ERR_DATAPLANE_BAD_NODE',
   badOption: 'ERR_DATAPLANE_BAD_OPTION',
   closed: 'ERR_DATAPLANE_CLOSED',
+  /** The TUN/TAP device went away under a running backend (deleted, or its namespace removed). */
+  deviceLost: 'ERR_DATAPLANE_DEVICE_LOST',
+  /** Reading the underlay socket failed for good. */
+  socketLost: 'ERR_DATAPLANE_SOCKET_LOST',
 } as const;
 
 /** Validates a node; `needs` says which fields this backend requires. */

@@ -1,15 +1,16 @@
 import {
+  copyBytes,
+  copySum16,
   finish,
   IPV4_FLAG_MF,
   IpProtocol,
   Ipv4Field,
   ipv4FillChecksum,
   read16,
-  read32,
+  readInt32,
   sum16,
   TcpField,
   TcpFlag,
-  tcpChecksumOk4,
   tcpPseudoSum4,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
@@ -99,32 +100,30 @@ export function segmentTcp4(
   )
     return undefined;
   const id0 = read16(src, ipOff + Ipv4Field.identification);
-  const seq0 = read32(src, tcpOff + TcpField.seq);
+  // Sequence numbers as signed 32-bit: small integers across calls, the same bits on the wire.
+  const seq0 = readInt32(src, tcpOff + TcpField.seq);
   const flags = src[tcpOff + TcpField.flags];
   let totalBytes = 0;
   for (let k = 0; k < count; k++) {
     const seg = outOff + k * segmentBytes + prefixBytes;
     const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
     for (let b = 0; b < hdrBytes; b++) out[seg + b] = src[ipOff + b];
-    const from = payloadOff + k * mss;
-    src.copy(out, seg + hdrBytes, from, from + chunk);
     write16(out, seg + Ipv4Field.totalLength, hdrBytes + chunk);
     write16(out, seg + Ipv4Field.identification, (id0 + k) & 0xffff);
     if (decrementTtl) out[seg + Ipv4Field.ttl]--;
     ipv4FillChecksum(out, seg);
     const tcp = seg + ihl;
-    write32(out, tcp + TcpField.seq, (seq0 + k * mss) >>> 0);
+    write32(out, tcp + TcpField.seq, (seq0 + k * mss) | 0);
     // FIN and PSH belong to the last segment, CWR to the first.
     let f = flags;
     if (k < count - 1) f &= ~(TcpFlag.fin | TcpFlag.psh);
     if (k > 0) f &= ~TcpFlag.cwr;
     out[tcp + TcpField.flags] = f;
     write16(out, tcp + TcpField.checksum, 0);
-    write16(
-      out,
-      tcp + TcpField.checksum,
-      finish(sum16(out, tcp, thl + chunk, tcpPseudoSum4(out, seg, thl + chunk))),
-    );
+    // The header's sum, then the payload copied and summed in one pass (its offset is even).
+    const headerSum = sum16(out, tcp, thl, tcpPseudoSum4(out, seg, thl + chunk));
+    const sum = copySum16(src, payloadOff + k * mss, out, seg + hdrBytes, chunk, headerSum);
+    write16(out, tcp + TcpField.checksum, finish(sum));
     totalBytes += prefixBytes + hdrBytes + chunk;
   }
   into.count = count;
@@ -132,6 +131,16 @@ export function segmentTcp4(
   into.totalBytes = totalBytes;
   return into;
 }
+
+/** What TcpCoalescer.push did with a packet. */
+export const CoalesceResult = {
+  /** Queued for the device: joined a group, opened one, or passed through. */
+  queued: 0,
+  /** A TCP segment whose checksum does not verify: dropped, nothing written. */
+  badChecksum: 1,
+  /** No room left in staging this batch: dropped. */
+  noRoom: 2,
+} as const;
 
 /**
  * Coalesces consecutive TCPv4 segments of one flow into super-packets written to a TUN with a
@@ -154,8 +163,6 @@ export class TcpCoalescer {
   private nextSeq = 0;
   private closed = false;
   private psh = false;
-  /** Segments refused for a bad checksum. */
-  badChecksums = 0;
 
   constructor(
     readonly staging: Buffer,
@@ -175,8 +182,11 @@ export class TcpCoalescer {
     return this.staging.length - this.pos;
   }
 
-  /** Adds one inner IPv4 packet (already validated); false when staging is full (drop it). */
-  push(buf: Buffer, off: number, len: number): boolean {
+  /**
+   * Adds one inner IPv4 packet (its header already validated) and says what became of it (a
+   * CoalesceResult): only `queued` reaches the device.
+   */
+  push(buf: Buffer, off: number, len: number): number {
     const ihl = (buf[off] & 0x0f) << 2;
     const tcp = off + ihl;
     const eligible =
@@ -186,55 +196,61 @@ export class TcpCoalescer {
       (buf[tcp + TcpField.flags] & (TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg)) === 0;
     const thl = eligible ? (buf[tcp + TcpField.dataOffset] >>> 4) << 2 : 0;
     const payload = len - ihl - thl;
+    const staging = this.staging;
     if (eligible && thl >= 20 && payload > 0 && this.continues(buf, off, ihl, thl, payload)) {
-      if (!tcpChecksumOk4(buf, off, tcp, len - ihl)) {
-        this.badChecksums++;
-        return true;
-      }
-      buf.copy(this.staging, this.pos, tcp + thl, off + len);
+      // Copied to the group's end while summed; committed only when the checksum verifies.
+      const headerSum = sum16(buf, tcp, thl, tcpPseudoSum4(buf, off, thl + payload));
+      if (finish(copySum16(buf, tcp + thl, staging, this.pos, payload, headerSum)) !== 0)
+        return CoalesceResult.badChecksum;
       this.pos += payload;
       this.segments++;
       this.payload += payload;
-      this.nextSeq = (this.nextSeq + payload) >>> 0;
+      this.nextSeq = (this.nextSeq + payload) | 0;
       this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
       if (payload < this.mss || this.psh) this.closed = true;
-      return true;
+      return CoalesceResult.queued;
     }
     this.flush();
-    if (VIRTIO_NET_HDR_BYTES + len > this.room) return false;
+    if (VIRTIO_NET_HDR_BYTES + len > this.room) return CoalesceResult.noRoom;
     if (eligible && thl >= 20 && payload > 0) {
-      if (!tcpChecksumOk4(buf, off, tcp, len - ihl)) {
-        this.badChecksums++;
-        return true;
-      }
-      // Open a group with this segment.
+      // Open a group with this segment, once its checksum verifies.
+      const ipOff = this.pos + VIRTIO_NET_HDR_BYTES;
+      copyBytes(buf, off, staging, ipOff, ihl);
+      const sum = copySum16(
+        buf,
+        tcp,
+        staging,
+        ipOff + ihl,
+        thl + payload,
+        tcpPseudoSum4(buf, off, thl + payload),
+      );
+      if (finish(sum) !== 0) return CoalesceResult.badChecksum;
       this.start = this.pos;
-      this.ipOff = this.pos + VIRTIO_NET_HDR_BYTES;
-      buf.copy(this.staging, this.ipOff, off, off + len);
-      this.pos = this.ipOff + len;
+      this.ipOff = ipOff;
+      this.pos = ipOff + len;
       this.ihl = ihl;
       this.thl = thl;
       this.mss = payload;
       this.segments = 1;
       this.payload = payload;
-      this.nextSeq = (read32(buf, tcp + TcpField.seq) + payload) >>> 0;
+      this.nextSeq = (readInt32(buf, tcp + TcpField.seq) + payload) | 0;
       this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
       this.closed = this.psh;
-      return true;
+      return CoalesceResult.queued;
     }
     // Not a data segment: through, as it is, behind an empty header.
     return this.passThrough(buf, off, len);
   }
 
   /** Passes a packet through as it is (IPv6, anything not to coalesce), behind an empty header. */
-  passThrough(buf: Buffer, off: number, len: number): boolean {
+  passThrough(buf: Buffer, off: number, len: number): number {
     this.flush();
-    if (VIRTIO_NET_HDR_BYTES + len > this.room) return false;
+    if (VIRTIO_NET_HDR_BYTES + len > this.room) return CoalesceResult.noRoom;
     writeVirtioNetHdr(this.staging, this.pos, 0, VirtioGso.none, 0, 0, 0, 0);
-    buf.copy(this.staging, this.pos + VIRTIO_NET_HDR_BYTES, off, off + len);
+    copyBytes(buf, off, this.staging, this.pos + VIRTIO_NET_HDR_BYTES, len);
     this.emit(this.pos, VIRTIO_NET_HDR_BYTES + len);
     this.pos += VIRTIO_NET_HDR_BYTES + len;
-    return true;
+    return CoalesceResult.queued;
   }
 
   private continues(
@@ -264,7 +280,7 @@ export class TcpCoalescer {
     const tcp = off + ihl;
     const gt = g + ihl;
     for (let b = 0; b < 4; b++) if (buf[tcp + b] !== s[gt + b]) return false;
-    if (read32(buf, tcp + TcpField.seq) !== this.nextSeq) return false;
+    if (readInt32(buf, tcp + TcpField.seq) !== this.nextSeq) return false;
     for (let b = TcpField.ack; b < TcpField.ack + 4; b++)
       if (buf[tcp + b] !== s[gt + b]) return false;
     if (

@@ -1,6 +1,9 @@
+import { constants } from 'node:os';
+import { WeftError } from '@weft/core';
 import { VIRTIO_NET_HDR_BYTES } from '@weft/encap';
 import { allocSlab, type IoStats, PacketRing, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
+import { DataplaneErrorCode } from './nodes.js';
 
 /**
  * What the pump needs of a packet source and sink: @weft/tun's TunQueue and UdpSocket, or
@@ -96,6 +99,8 @@ export abstract class Pump {
   private stopped = false;
   private readonly flushUdpBound = () => this.flushUdp();
   private readonly flushDeviceBound = () => this.flushDevice();
+  private faultError: WeftError | undefined;
+  private readonly faultListeners = new Set<(err: WeftError) => void>();
 
   protected constructor(
     protected readonly device: PacketIo,
@@ -150,14 +155,20 @@ export abstract class Pump {
   protected abstract inbound(count: number): number;
 
   private onDeviceBatch(count: number): void {
-    if (count <= 0 || this.stopped) return;
+    if (count <= 0 || this.stopped) {
+      if (count < 0 && !this.stopped) this.ioFailed('device', -count);
+      return;
+    }
     this.udpPending = this.outbound(count);
     this.udpSent = 0;
     if (this.udpPending > 0) this.flushUdp();
   }
 
   private onUdpBatch(count: number): void {
-    if (count <= 0 || this.stopped) return;
+    if (count <= 0 || this.stopped) {
+      if (count < 0 && !this.stopped) this.ioFailed('socket', -count);
+      return;
+    }
     this.devicePending = this.inbound(count);
     this.deviceSent = 0;
     if (this.devicePending > 0) this.flushDevice();
@@ -199,6 +210,62 @@ export abstract class Pump {
     }
   }
 
+  /** The device or socket name, for fault messages. */
+  protected abstract describeIo(which: 'device' | 'socket'): string;
+
+  /**
+   * A failed read ends polling on that handle (@weft/tun delivers one negative count, -errno, and
+   * stops): traffic cannot flow until the backend is closed and opened again. Both directions stop,
+   * so nothing after it is counted as received or sent.
+   */
+  private ioFailed(which: 'device' | 'socket', errno: number): void {
+    const name = errnoName(errno);
+    const err =
+      which === 'device'
+        ? new WeftError(
+            DataplaneErrorCode.deviceLost,
+            `device ${this.describeIo('device')} is gone (${name} reading it): it was deleted or its namespace removed; close this backend and open a new one`,
+          )
+        : new WeftError(
+            DataplaneErrorCode.socketLost,
+            `the underlay socket ${this.describeIo('socket')} failed (${name} reading it); close this backend and open a new one`,
+          );
+    this.raiseFault(err);
+  }
+
+  /** Records the first fault, stops both directions and tells every listener once. */
+  protected raiseFault(err: WeftError): void {
+    if (this.faultError !== undefined) return;
+    this.faultError = err;
+    this.device.pause();
+    this.socket.pause();
+    for (const listener of [...this.faultListeners]) {
+      try {
+        listener(err);
+      } catch (thrown) {
+        // A listener's own bug surfaces as an uncaught exception, after every listener has run.
+        queueMicrotask(() => {
+          throw thrown;
+        });
+      }
+    }
+  }
+
+  /** Why traffic cannot flow (ERR_DATAPLANE_DEVICE_LOST, ...), or undefined while it can. */
+  get fault(): WeftError | undefined {
+    return this.faultError;
+  }
+
+  /** Calls `listener` once per fault; returns a function that unsubscribes it. */
+  onFault(listener: (err: WeftError) => void): () => void {
+    if (typeof listener !== 'function')
+      throw new TypeError('onFault(listener): listener must be a function');
+    this.faultListeners.add(listener);
+    return () => {
+      this.faultListeners.delete(listener);
+    };
+  }
+
   /** Sends reply descriptors toDevice[deviceReplyBase, deviceReplyBase + n) now; what the kernel refuses is counted. */
   protected sendDeviceReplies(n: number): void {
     if (n === 0) return;
@@ -224,7 +291,14 @@ export abstract class Pump {
 
   protected stopPump(): void {
     this.stopped = true;
+    this.faultListeners.clear();
     this.device.close();
     this.socket.close();
   }
+}
+
+/** EBADF for 9, for messages. */
+function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(constants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
 }

@@ -43,9 +43,16 @@ export class StandInIo implements UdpIo {
     const t = this.table;
     return this.slabs.get(t.slabs[i])!.subarray(t.offsets[i], t.offsets[i] + t.lengths[i]);
   }
+  /** Whether the pump has paused reading (back-pressure, or a fault). */
+  paused = false;
+
   onWritable(): void {}
-  pause(): void {}
-  resume(): void {}
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
   stats() {
     return undefined;
   }

@@ -4,11 +4,12 @@ import {
   flannelTtlStep,
   IcmpCode,
   IcmpType,
+  Ipv4Field,
   ipv4Check,
   ipv4DecrementTtl,
-  ipv4Dst,
   ipv4TotalLength,
   overlayMtu,
+  readInt32,
   Status,
 } from '@weft/encap';
 import { RouteTable } from '@weft/fdb';
@@ -16,10 +17,11 @@ import {
   Backend,
   type BackendIo,
   type CommonBackendOptions,
+  checkCommonOptions,
   type DeviceIo,
   openBackendIo,
 } from './backend.js';
-import { Counter } from './counters.js';
+import { Counter, dropFor } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 
@@ -38,13 +40,6 @@ export interface UdpBackendOptions extends CommonBackendOptions {
    * the node's kernel then drops as a martian (a packet arriving from one of its own addresses).
    */
   icmpSource?: string;
-}
-
-/** ICMP error status codes map to the counter that names the drop. */
-function dropFor(status: number): number {
-  if (status === Status.truncated) return Counter.dropTruncated;
-  if (status === Status.ttlExpired) return Counter.dropTtl;
-  return Counter.dropBadHeader;
 }
 
 /**
@@ -74,6 +69,7 @@ export class UdpBackend extends Backend {
   }
 
   static open(options: UdpBackendOptions): UdpBackend {
+    checkCommonOptions(options);
     parseIpv4(options.nodeAddress);
     const network = parseCidr(options.network);
     if (network.family !== 4)
@@ -92,6 +88,8 @@ export class UdpBackend extends Backend {
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? FLANNEL_UDP_PORT,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+        // flannel's proxy sends every datagram with DF set.
+        df: 'set',
       },
       (tun) => {
         tun.setMtu(mtu);
@@ -120,6 +118,7 @@ export class UdpBackend extends Backend {
    * device is not configured): for simulations, and for benchmarks without system calls.
    */
   static overIo(io: BackendIo, options: UdpBackendOptions): UdpBackend {
+    checkCommonOptions(options);
     const network = parseCidr(options.network);
     const icmpSource4 =
       options.icmpSource === undefined
@@ -169,7 +168,7 @@ export class UdpBackend extends Backend {
         c[dropFor(status)]++;
         continue;
       }
-      const hop = routes.lookup4(ipv4Dst(slab, off));
+      const hop = routes.lookup4(readInt32(slab, off + Ipv4Field.dst));
       if (hop === undefined || hop.underlay4 < 0) {
         c[Counter.dropNoRoute]++;
         replies += this.queueIcmpError(
@@ -198,11 +197,11 @@ export class UdpBackend extends Backend {
       }
       if (gso !== 0) {
         // A TSO super-packet: cut into segments, each one TTL lower, sent in one GSO call.
-        n = this.queueSegments(slab, off, len, 0, true, hop.underlay4, undefined, hop.port, n);
+        n = this.queueSegments(slab, off, len, 0, true, hop.underlay4 | 0, undefined, hop.port, n);
         continue;
       }
       ipv4DecrementTtl(slab, off);
-      table.set4(n++, UdpSlab.deviceRing, off, len, hop.underlay4, hop.port);
+      table.set4(n++, UdpSlab.deviceRing, off, len, hop.underlay4 | 0, hop.port);
       c[Counter.txPackets]++;
       c[Counter.txBytes] += len;
     }
@@ -218,7 +217,8 @@ export class UdpBackend extends Backend {
     const headroom = ring.headroom;
     const c = this.counts;
     const table = this.toDevice;
-    const checkSource = this.dropUnknownSources;
+    const dropUnknown = this.dropUnknownSources;
+    const checkInner = this.checkInnerSource;
     const coalescer = this.coalescer;
     let n = 0;
     this.devOut = 0;
@@ -229,8 +229,9 @@ export class UdpBackend extends Backend {
         c[Counter.dropTruncated]++;
         continue;
       }
-      if (checkSource && !this.knownSource(i)) {
-        c[Counter.dropUnknownSource]++;
+      const node = this.sourceOf(i);
+      if (node === undefined && dropUnknown) {
+        c[Counter.dropUnknownSource] += this.datagramsIn(i, len);
         continue;
       }
       const base = i * stride + headroom;
@@ -244,12 +245,13 @@ export class UdpBackend extends Backend {
           c[dropFor(status)]++;
           continue;
         }
+        if (checkInner && node !== undefined && !node.owns4(readInt32(slab, off + Ipv4Field.src))) {
+          c[Counter.dropSpoofedInner]++;
+          continue;
+        }
         const total = ipv4TotalLength(slab, off);
         if (coalescer) {
-          if (!coalescer.push(slab, off, total)) {
-            c[Counter.dropSendError]++;
-            continue;
-          }
+          if (!this.coalesce(coalescer, true, slab, off, total)) continue;
         } else {
           table.setLocal(n++, DeviceSlab.udpRing, off, total);
         }

@@ -17,39 +17,51 @@ import {
   arpSenderMac,
   arpTargetIp,
   ETHERNET_HEADER_BYTES,
+  ETHERNET_VLAN_HEADER_BYTES,
   EtherType,
-  ethernetType,
   IcmpCode,
   IcmpType,
   IPV6_HEADER_BYTES,
+  Ipv4Field,
   Ipv6Field,
   ipv4Check,
-  ipv4Dst,
   ipv4TotalLength,
   ipv6Check,
   ipv6PayloadLength,
   overlayMtu,
-  readMac,
+  read16,
+  readInt32,
   Status,
   VXLAN_ENCAP_HEADROOM,
   VXLAN_HEADER_BYTES,
   VXLAN_PORT_LINUX,
   vxlanCheck,
-  vxlanDecapCheck,
-  vxlanEncapInPlace,
+  write16,
+  writeMacWords,
   writeVxlanHeader,
 } from '@weft/encap';
-import { Fdb, type FdbEntry, NeighborTable, RouteTable } from '@weft/fdb';
+import {
+  Fdb,
+  type FdbEntry,
+  type FdbEntryInput,
+  type NeighborEntry,
+  type NeighborInput,
+  NeighborTable,
+  type RouteInput,
+  RouteTable,
+} from '@weft/fdb';
 import {
   Backend,
   type BackendIo,
   type CommonBackendOptions,
+  checkCommonOptions,
   type DeviceIo,
   openBackendIo,
 } from './backend.js';
-import { Counter } from './counters.js';
+import { Counter, type CounterSnapshot, dropFor } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
+import type { SourceNode } from './sources.js';
 
 export interface VxlanBackendOptions extends CommonBackendOptions {
   /** `tun` (L3, flannel's model; default) or `tap` (an L2 segment with learning). */
@@ -69,108 +81,121 @@ export interface VxlanBackendOptions extends CommonBackendOptions {
   network6?: string;
   /** TUN mode: source of ICMP errors to the local kernel (default the network's first address; see UdpBackendOptions). */
   icmpSource?: string;
+  /**
+   * Inner frames with an 802.1Q or 802.1ad tag. `drop` (default): dropped and counted as
+   * `vlanTagged`, each way, as RFC 7348 section 6.1 asks "unless configured otherwise". `accept`:
+   * TUN mode reads the packet behind one tag (a second tag is still dropped); TAP mode carries
+   * tagged frames as they are, as the kernel's VXLAN does.
+   */
+  innerVlan?: 'drop' | 'accept';
+  /**
+   * TUN mode: ARP senders learned as neighbors (only addresses inside the sending node's own
+   * subnet are learned) are bounded: at most this many (default 4096, as the FDB; beyond it the
+   * least recently seen is evicted and counted in `neighborsOverflow`), each forgotten after
+   * `neighborAgeingMs` (default 300 s) unseen.
+   */
+  maxLearnedNeighbors?: number;
+  neighborAgeingMs?: number;
   /** TAP mode: an address with prefix for the TAP device, e.g. 10.99.0.1/24 (optional). */
   tapAddress?: string;
   /** TAP mode: learn source MACs of received frames (default true). */
   learning?: boolean;
-  /** TAP mode: learned FDB entries age out after this long unseen (default 300 s). */
+  /** Learned FDB entries age out after this long unseen (default 300 s); at most 4096 are kept. */
   ageingMs?: number;
 }
 
-function dropForVxlan(status: number): number {
-  switch (status) {
-    case Status.truncated:
-      return Counter.dropTruncated;
-    case Status.vxlanWrongVni:
-      return Counter.dropWrongVni;
-    case Status.wrongDstMac:
-      return Counter.dropWrongDstMac;
-    case Status.badTotalLength:
-      return Counter.dropTruncated;
-    default:
-      return Counter.dropBadHeader;
+/** An EtherType that says an 802.1Q (or 802.1ad) tag follows. */
+function isVlanTag(type: number): boolean {
+  return type === EtherType.vlan || type === EtherType.qinq;
+}
+
+function badOption(message: string): WeftError {
+  return new WeftError(DataplaneErrorCode.badOption, message);
+}
+
+/** Checks the options both open() and overIo() take; returns the mode. */
+function checkOptions(o: VxlanBackendOptions): 'tun' | 'tap' {
+  const mode = o.mode ?? 'tun';
+  if (mode !== 'tun' && mode !== 'tap')
+    throw badOption(`mode ${JSON.stringify(mode)} is not a vxlan mode: use tun or tap`);
+  const vni = o.vni ?? 1;
+  if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff)
+    throw badOption(`VNI ${vni} does not fit 24 bits (0..16777215)`);
+  if (o.innerVlan !== undefined && o.innerVlan !== 'drop' && o.innerVlan !== 'accept')
+    throw badOption(`innerVlan ${JSON.stringify(o.innerVlan)} must be 'drop' or 'accept'`);
+  checkCommonOptions(o);
+  if (o.learning !== undefined && typeof o.learning !== 'boolean')
+    throw badOption(`learning ${JSON.stringify(o.learning)} must be true or false`);
+  for (const name of ['maxLearnedNeighbors', 'neighborAgeingMs', 'ageingMs'] as const) {
+    const v = o[name];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1))
+      throw badOption(`${name} ${v} must be a whole number of at least 1`);
   }
+  if (mode === 'tun' && o.vtepAddress === undefined)
+    throw badOption(
+      "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet)",
+    );
+  return mode;
 }
 
 /**
- * A userspace VXLAN VTEP (RFC 7348) that the kernel's VXLAN can talk to.
- *
- * TUN mode (what flannel's model needs): an inner packet's destination is routed to a next hop
- * (the remote VTEP address, e.g. 10.244.2.0), whose neighbor entry gives the VTEP MAC, whose FDB
- * entry gives the underlay address; the inner Ethernet and VXLAN headers are written into the
- * headroom and the datagram is sent. Received frames are checked (VNI, inner destination MAC),
- * stripped and written to the TUN; ARP requests for our VTEP address are answered over VXLAN and
- * taught to the tables, so a kernel peer without a static neighbor entry can still reach us.
- *
- * TAP mode: frames from the TAP go by the FDB (broadcast, multicast and unknown unicast to every
- * default destination, replicated without copying); received frames teach the FDB their source
- * MAC unless a static entry exists.
+ * A userspace VXLAN endpoint (RFC 7348) that the kernel's VXLAN can talk to, in one of two
+ * shapes over this shared base: `VxlanVtep` (TUN mode, flannel's model: routed IP packets) and
+ * `VxlanBridge` (TAP mode: an L2 segment). `VxlanBackend.open` picks by `mode`. The base holds
+ * what both share: VNI, VTEP MAC, the FDB and its upkeep, the node set's tables.
  */
-export class VxlanBackend extends Backend {
+export abstract class VxlanBackend extends Backend {
   readonly type = 'vxlan' as const;
-  readonly mode: 'tun' | 'tap';
+  abstract readonly mode: 'tun' | 'tap';
   readonly vni: number;
   readonly vtepMac: number;
   readonly routes = new RouteTable();
-  readonly neighbors = new NeighborTable();
+  readonly neighbors: NeighborTable;
   readonly fdb: Fdb;
-  protected readonly needs: { subnet: boolean; vtepMac: boolean };
-  private readonly peerPort: number;
-  private readonly icmpSource4: number;
-  private readonly learning: boolean;
-  private readonly ownAddresses: { ip: string; mac: string; proxy: true }[];
-  private readonly expiry: NodeJS.Timeout | undefined;
+  protected readonly peerPort: number;
+  /** Our VTEP MAC as words (first two octets, last four), for writing and comparing per packet. */
+  protected readonly macHigh: number;
+  protected readonly macLow: number;
+  protected readonly acceptVlan: boolean;
+  private readonly upkeep: NodeJS.Timeout;
 
-  private constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
-    const mode = options.mode ?? 'tun';
-    const batch = options.batch ?? 64;
-    // TAP mode replicates floods to every default destination: room for several per frame.
-    super(tun, socket, { ...options, udpTxCapacity: mode === 'tap' ? batch * 8 : batch });
-    this.mode = mode;
+  protected constructor(
+    tun: DeviceIo,
+    socket: UdpIo,
+    options: VxlanBackendOptions,
+    vtepMac: number,
+    udpTxCapacity: number,
+  ) {
+    super(tun, socket, { ...options, udpTxCapacity });
     this.vni = options.vni ?? 1;
     this.vtepMac = vtepMac;
+    this.macHigh = Math.floor(vtepMac / 0x100000000);
+    this.macLow = vtepMac | 0;
     this.peerPort = options.port ?? VXLAN_PORT_LINUX;
-    this.needs = { subnet: mode === 'tun', vtepMac: mode === 'tun' };
-    this.learning = options.learning ?? true;
+    this.acceptVlan = options.innerVlan === 'accept';
     this.fdb = new Fdb({
       defaultPort: this.peerPort,
       defaultVni: this.vni,
       ageingMs: options.ageingMs,
     });
-    const network = options.network === undefined ? undefined : parseCidr(options.network);
-    const source = options.icmpSource === undefined ? undefined : parseIp(options.icmpSource);
-    this.icmpSource4 =
-      source?.family === 4 ? source.address : network?.family === 4 ? network.address : -1;
-    this.ownAddresses = [];
-    const mac = formatMac(vtepMac);
-    if (options.vtepAddress) this.ownAddresses.push({ ip: options.vtepAddress, mac, proxy: true });
-    if (options.vtepAddress6)
-      this.ownAddresses.push({ ip: options.vtepAddress6, mac, proxy: true });
-    this.neighbors.applySnapshot(this.ownAddresses);
-    if (mode === 'tap') {
-      this.expiry = setInterval(() => this.fdb.expire(), 1000);
-      this.expiry.unref();
-    }
+    this.neighbors = new NeighborTable({
+      maxLearned: options.maxLearnedNeighbors,
+      ageingMs: options.neighborAgeingMs,
+    });
+    // Learned entries age out, and the hot path's lookups go by this clock (see Fdb.tick).
+    this.upkeep = setInterval(() => {
+      this.fdb.expire();
+      this.neighbors.expire();
+    }, 1000);
+    this.upkeep.unref();
   }
 
+  /** Opens the device (TUN or TAP) and socket, configures them as flannel would, and starts. */
   static open(options: VxlanBackendOptions = {}): VxlanBackend {
-    const mode = options.mode ?? 'tun';
-    const vni = options.vni ?? 1;
-    if (!Number.isInteger(vni) || vni < 0 || vni > 0xffffff) {
-      throw new WeftError(
-        DataplaneErrorCode.badOption,
-        `VNI ${vni} does not fit 24 bits (0..16777215)`,
-      );
-    }
+    const mode = checkOptions(options);
     const vtepMac = options.vtepMac === undefined ? randomMac() : parseMac(options.vtepMac);
     const underlay = parseIp(options.publicIp ?? '0.0.0.0');
     const mtu = overlayMtu(options.underlayMtu ?? 1500, underlay.family === 4 ? 'vxlan' : 'vxlan6');
-    if (mode === 'tun' && options.vtepAddress === undefined) {
-      throw new WeftError(
-        DataplaneErrorCode.badOption,
-        "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet)",
-      );
-    }
     const io = openBackendIo(
       {
         deviceName: options.deviceName ?? 'weft%d',
@@ -181,6 +206,8 @@ export class VxlanBackend extends Backend {
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? VXLAN_PORT_LINUX,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
+        // The kernel's VXLAN leaves DF clear unless told otherwise (ip-link's `df`, default unset).
+        df: 'clear',
       },
       (tun) => {
         tun.setMtu(mtu);
@@ -217,8 +244,12 @@ export class VxlanBackend extends Backend {
    * configured): for simulations, and for benchmarks without system calls.
    */
   static overIo(io: BackendIo, options: VxlanBackendOptions): VxlanBackend {
+    const mode = checkOptions(options);
     const vtepMac = options.vtepMac === undefined ? randomMac() : parseMac(options.vtepMac);
-    const backend = new VxlanBackend(io.device, io.socket, options, vtepMac);
+    const backend: VxlanBackend =
+      mode === 'tap'
+        ? new VxlanBridge(io.device, io.socket, options, vtepMac)
+        : new VxlanVtep(io.device, io.socket, options, vtepMac);
     backend.startPump();
     return backend;
   }
@@ -227,35 +258,19 @@ export class VxlanBackend extends Backend {
     return { routes: this.routes.dump(), neighbors: this.neighbors.dump(), fdb: this.fdb.dump() };
   }
 
-  /** Exactly what flannel installs per remote node: route via its VTEP address, permanent neighbor, FDB entry. */
+  /** The tables a node set becomes, in this mode. */
+  protected abstract tablesFor(nodes: readonly ParsedNode[]): {
+    routes: RouteInput[];
+    neighbors: NeighborInput[];
+    fdb: FdbEntryInput[];
+  };
+
   protected install(nodes: readonly ParsedNode[]): void {
-    const routes = [];
-    const neighbors: { ip: string; mac: string; proxy?: boolean }[] = [...this.ownAddresses];
-    const fdb = [];
-    for (const n of nodes) {
-      const port = n.port ?? this.peerPort;
-      const underlay = n.input.publicIp;
-      if (this.mode === 'tun') {
-        routes.push({ dst: n.subnet!, via: n.vtepAddress, underlay, port, tag: n.input.name });
-        if (n.subnet6 && n.vtepAddress6)
-          routes.push({ dst: n.subnet6, via: n.vtepAddress6, underlay, port, tag: n.input.name });
-        neighbors.push({ ip: n.vtepAddress!, mac: n.vtepMac! });
-        if (n.vtepAddress6) neighbors.push({ ip: n.vtepAddress6, mac: n.vtepMac! });
-        fdb.push({ mac: n.vtepMac!, dst: underlay, port, vni: this.vni });
-      } else {
-        fdb.push({ mac: '00:00:00:00:00:00', dst: underlay, port, vni: this.vni });
-        if (n.vtepMac) fdb.push({ mac: n.vtepMac, dst: underlay, port, vni: this.vni });
-      }
-    }
+    const { routes, neighbors, fdb } = this.tablesFor(nodes);
     // Validate all three before changing any: the table snapshots below cannot fail after this.
-    const staged = {
-      routes: new RouteTable(),
-      neighbors: new NeighborTable(),
-      fdb: new Fdb({ defaultPort: this.peerPort, defaultVni: this.vni }),
-    };
-    staged.routes.applySnapshot(routes);
-    staged.neighbors.applySnapshot(neighbors);
-    staged.fdb.applySnapshot(fdb);
+    new RouteTable().applySnapshot(routes);
+    new NeighborTable().applySnapshot(neighbors);
+    new Fdb({ defaultPort: this.peerPort, defaultVni: this.vni }).applySnapshot(fdb);
     this.routes.applySnapshot(routes);
     this.neighbors.applySnapshot(neighbors);
     this.fdb.applySnapshot(fdb);
@@ -265,19 +280,22 @@ export class VxlanBackend extends Backend {
     return this.fdb.defaults.map((e) => formatIp(e.remote));
   }
 
-  protected outbound(count: number): number {
-    return this.mode === 'tun' ? this.outboundL3(count) : this.outboundL2(count);
-  }
-
-  protected inbound(count: number): number {
-    return this.mode === 'tun' ? this.inboundL3(count) : this.inboundL2(count);
+  protected override addTableCounters(snapshot: CounterSnapshot): void {
+    snapshot.neighborsOverflow = this.neighbors.overflows;
+    snapshot.fdbOverflow = this.fdb.overflows;
   }
 
   /** Queues a datagram to an FDB entry's VTEP; false when the underlay family does not match the socket. */
-  private queue(n: number, slab: number, start: number, length: number, entry: FdbEntry): boolean {
+  protected queue(
+    n: number,
+    slab: number,
+    start: number,
+    length: number,
+    entry: FdbEntry,
+  ): boolean {
     if (entry.remote4 >= 0) {
       if (this.socket.family !== 4) return false;
-      this.toUdp.set4(n, slab, start, length, entry.remote4, entry.port);
+      this.toUdp.set4(n, slab, start, length, entry.remote4 | 0, entry.port);
       return true;
     }
     if (this.socket.family !== 6) return false;
@@ -285,21 +303,78 @@ export class VxlanBackend extends Backend {
     return true;
   }
 
-  /** The inner destination MAC of the super-packet being segmented. */
-  private segmentMac = 0;
+  override close(): void {
+    clearInterval(this.upkeep);
+    super.close();
+  }
+}
 
-  protected override writeSegmentPrefix(out: Buffer, at: number): void {
-    vxlanEncapInPlace(
-      out,
-      at + VXLAN_ENCAP_HEADROOM,
-      this.vni,
-      this.segmentMac,
-      this.vtepMac,
-      EtherType.ipv4,
-    );
+/**
+ * TUN mode, flannel's model: an inner packet's destination is routed to a next hop (the remote
+ * VTEP address, e.g. 10.244.2.0), whose neighbor entry gives the VTEP MAC, whose FDB entry gives
+ * the underlay address; the inner Ethernet and VXLAN headers are written into the headroom and the
+ * datagram is sent. Received frames are checked (VNI, inner destination MAC, VLAN tag, inner
+ * source within the sending node's subnet), stripped and written to the TUN; ARP requests for our
+ * VTEP address are answered over VXLAN and their senders learned (within bounds), so a kernel peer
+ * without a static neighbor entry can still reach us.
+ */
+export class VxlanVtep extends VxlanBackend {
+  readonly mode = 'tun' as const;
+  protected readonly needs = { subnet: true, vtepMac: true };
+  private readonly icmpSource4: number;
+  private readonly ownAddresses: NeighborInput[];
+  /** The inner destination MAC (as words) of the super-packet being segmented. */
+  private segmentMacHigh = 0;
+  private segmentMacLow = 0;
+  /** Descriptors queued by inboundDatagram without offloads. */
+  private inboundCount = 0;
+
+  constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
+    super(tun, socket, options, vtepMac, options.batch ?? 64);
+    const network = options.network === undefined ? undefined : parseCidr(options.network);
+    const source = options.icmpSource === undefined ? undefined : parseIp(options.icmpSource);
+    this.icmpSource4 =
+      source?.family === 4 ? source.address : network?.family === 4 ? network.address : -1;
+    const mac = formatMac(vtepMac);
+    this.ownAddresses = [];
+    if (options.vtepAddress) this.ownAddresses.push({ ip: options.vtepAddress, mac, proxy: true });
+    if (options.vtepAddress6)
+      this.ownAddresses.push({ ip: options.vtepAddress6, mac, proxy: true });
+    this.neighbors.applySnapshot(this.ownAddresses);
   }
 
-  private outboundL3(count: number): number {
+  /** Exactly what flannel installs per remote node: route via its VTEP address, permanent neighbor, FDB entry. */
+  protected tablesFor(nodes: readonly ParsedNode[]) {
+    const routes: RouteInput[] = [];
+    const neighbors: NeighborInput[] = [...this.ownAddresses];
+    const fdb: FdbEntryInput[] = [];
+    for (const n of nodes) {
+      const port = n.port ?? this.peerPort;
+      const underlay = n.input.publicIp;
+      routes.push({ dst: n.subnet!, via: n.vtepAddress, underlay, port, tag: n.input.name });
+      if (n.subnet6 && n.vtepAddress6)
+        routes.push({ dst: n.subnet6, via: n.vtepAddress6, underlay, port, tag: n.input.name });
+      neighbors.push({ ip: n.vtepAddress!, mac: n.vtepMac! });
+      if (n.vtepAddress6) neighbors.push({ ip: n.vtepAddress6, mac: n.vtepMac! });
+      fdb.push({ mac: n.vtepMac!, dst: underlay, port, vni: this.vni });
+    }
+    return { routes, neighbors, fdb };
+  }
+
+  /** Writes the VXLAN and inner Ethernet headers (22 bytes) at `start`. */
+  private encap(buf: Buffer, start: number, macHigh: number, macLow: number, type: number): void {
+    writeVxlanHeader(buf, start, this.vni);
+    const eth = start + VXLAN_HEADER_BYTES;
+    writeMacWords(buf, eth, macHigh, macLow);
+    writeMacWords(buf, eth + 6, this.macHigh, this.macLow);
+    write16(buf, eth + 12, type);
+  }
+
+  protected override writeSegmentPrefix(out: Buffer, at: number): void {
+    this.encap(out, at, this.segmentMacHigh, this.segmentMacLow, EtherType.ipv4);
+  }
+
+  protected outbound(count: number): number {
     const ring = this.deviceRing;
     const slab = ring.slab;
     const lengths = ring.lengths;
@@ -309,10 +384,7 @@ export class VxlanBackend extends Backend {
     const routes = this.routes;
     const neighbors = this.neighbors;
     const fdb = this.fdb;
-    const vni = this.vni;
-    const ourMac = this.vtepMac;
     const h = this.deviceHeaderBytes;
-    const nowMs = Date.now();
     let n = 0;
     let replies = 0;
     this.txPos = 0;
@@ -323,15 +395,15 @@ export class VxlanBackend extends Backend {
       const off = base + h;
       const len = lengths[i] - h;
       const version = slab[off] >>> 4;
-      let mac: number;
+      let neighbor: NeighborEntry | undefined;
       let ethertype: number;
       if (version === 4) {
         const status = ipv4Check(slab, off, len);
         if (status !== Status.ok) {
-          c[status === Status.truncated ? Counter.dropTruncated : Counter.dropBadHeader]++;
+          c[dropFor(status)]++;
           continue;
         }
-        const dst = ipv4Dst(slab, off);
+        const dst = readInt32(slab, off + Ipv4Field.dst);
         const hop = routes.lookup4(dst);
         if (hop === undefined) {
           c[Counter.dropNoRoute]++;
@@ -345,11 +417,12 @@ export class VxlanBackend extends Backend {
           );
           continue;
         }
-        mac = neighbors.lookup4(hop.gateway4 >= 0 ? hop.gateway4 : dst);
+        neighbor = neighbors.entry4(hop.gateway4 >= 0 ? hop.gateway4 | 0 : dst);
         ethertype = EtherType.ipv4;
       } else if (version === 6) {
-        if (ipv6Check(slab, off, len) !== Status.ok) {
-          c[Counter.dropBadHeader]++;
+        const status = ipv6Check(slab, off, len);
+        if (status !== Status.ok) {
+          c[dropFor(status)]++;
           continue;
         }
         const hop = routes.lookup6(slab, off + Ipv6Field.dst);
@@ -357,20 +430,24 @@ export class VxlanBackend extends Backend {
           c[Counter.dropNoRoute]++;
           continue;
         }
-        mac =
+        neighbor =
           hop.gateway?.family === 6
-            ? neighbors.lookup6(hop.gateway.address, 0)
-            : neighbors.lookup6(slab, off + Ipv6Field.dst);
+            ? neighbors.entry6(hop.gateway.address, 0)
+            : neighbors.entry6(slab, off + Ipv6Field.dst);
         ethertype = EtherType.ipv6;
       } else {
         c[Counter.dropUnsupported]++;
         continue;
       }
-      if (mac < 0) {
+      if (neighbor === undefined) {
         c[Counter.dropNoNeighbor]++;
         continue;
       }
-      const entry = fdb.lookup(mac, nowMs);
+      // The MAC as words: small integers cross calls unboxed, a 48-bit number would not.
+      const mac = neighbor.mac;
+      const macHigh = Math.floor(mac / 0x100000000);
+      const macLow = mac | 0;
+      const entry = fdb.lookupWords(macHigh, macLow);
       if (entry === undefined) {
         c[Counter.dropNoFdb]++;
         continue;
@@ -381,21 +458,23 @@ export class VxlanBackend extends Backend {
           c[Counter.dropUnsupported]++;
           continue;
         }
-        this.segmentMac = mac;
+        this.segmentMacHigh = macHigh;
+        this.segmentMacLow = macLow;
         n = this.queueSegments(
           slab,
           off,
           len,
           VXLAN_ENCAP_HEADROOM,
           false,
-          entry.remote4,
+          entry.remote4 | 0,
           entry.remote4 >= 0 ? undefined : (entry.remote.address as Uint8Array),
           entry.port,
           n,
         );
         continue;
       }
-      const start = vxlanEncapInPlace(slab, off, vni, mac, ourMac, ethertype);
+      const start = off - VXLAN_ENCAP_HEADROOM;
+      this.encap(slab, start, macHigh, macLow, ethertype);
       if (!this.queue(n, UdpSlab.deviceRing, start, len + VXLAN_ENCAP_HEADROOM, entry)) {
         c[Counter.dropUnsupported]++;
         continue;
@@ -408,13 +487,13 @@ export class VxlanBackend extends Backend {
     return n;
   }
 
-  private inboundL3(count: number): number {
+  protected inbound(count: number): number {
     const ring = this.udpRing;
     const lengths = ring.lengths;
     const stride = ring.stride;
     const headroom = ring.headroom;
     const c = this.counts;
-    const checkSource = this.dropUnknownSources;
+    const dropUnknown = this.dropUnknownSources;
     const coalescer = this.coalescer;
     this.inboundCount = 0;
     this.devOut = 0;
@@ -426,15 +505,16 @@ export class VxlanBackend extends Backend {
         c[Counter.dropTruncated]++;
         continue;
       }
-      if (checkSource && !this.knownSource(i)) {
-        c[Counter.dropUnknownSource]++;
+      const node = this.sourceOf(i);
+      if (node === undefined && dropUnknown) {
+        c[Counter.dropUnknownSource] += this.datagramsIn(i, len);
         continue;
       }
       const base = i * stride + headroom;
       // With UDP GRO one slot may hold several datagrams of ring.gso[i] bytes each.
       const step = ring.gso[i] > 0 ? ring.gso[i] : len;
       for (let at = 0; at < len; at += step)
-        replies += this.inboundDatagram(i, base + at, Math.min(step, len - at), replies);
+        replies += this.inboundDatagram(i, node, base + at, Math.min(step, len - at), replies);
     }
     this.sendUdpReplies(replies);
     if (coalescer) {
@@ -444,57 +524,87 @@ export class VxlanBackend extends Backend {
     return this.inboundCount;
   }
 
-  /** Descriptors queued by inboundDatagram without offloads. */
-  private inboundCount = 0;
-
-  /** One received VXLAN datagram: checked, stripped, queued for the TUN. Returns 1 if it queued an ARP reply. */
-  private inboundDatagram(i: number, off: number, len: number, replies: number): number {
+  /**
+   * One received VXLAN datagram from `node` (undefined: a stranger, let in by
+   * dropUnknownSources: false): checked, stripped, queued for the TUN. Returns 1 if it queued an
+   * ARP reply.
+   */
+  private inboundDatagram(
+    i: number,
+    node: SourceNode | undefined,
+    off: number,
+    len: number,
+    replies: number,
+  ): number {
     const slab = this.udpRing.slab;
     const c = this.counts;
-    const status = vxlanDecapCheck(slab, off, len, this.vni, this.vtepMac);
+    const status = vxlanCheck(slab, off, len, this.vni);
     if (status !== Status.ok) {
-      c[dropForVxlan(status)]++;
+      c[dropFor(status)]++;
       return 0;
     }
     const inner = off + VXLAN_HEADER_BYTES;
-    const innerLen = len - VXLAN_HEADER_BYTES;
-    const type = ethernetType(slab, inner, innerLen);
-    const pkt = inner + ETHERNET_HEADER_BYTES;
-    const pktLen = innerLen - ETHERNET_HEADER_BYTES;
+    // An L3 VTEP takes frames to its own MAC or to a group address.
+    if (
+      (slab[inner] & 1) === 0 &&
+      (read16(slab, inner) !== this.macHigh || readInt32(slab, inner + 2) !== this.macLow)
+    ) {
+      c[Counter.dropWrongDstMac]++;
+      return 0;
+    }
+    let type = read16(slab, inner + 12);
+    let pkt = inner + ETHERNET_HEADER_BYTES;
+    if (isVlanTag(type)) {
+      // RFC 7348 6.1: inner VLAN tags are dropped unless configured otherwise; never read past one.
+      if (!this.acceptVlan) {
+        c[Counter.dropVlanTagged]++;
+        return 0;
+      }
+      if (len - VXLAN_HEADER_BYTES < ETHERNET_VLAN_HEADER_BYTES) {
+        c[Counter.dropTruncated]++;
+        return 0;
+      }
+      type = read16(slab, inner + 16);
+      pkt = inner + ETHERNET_VLAN_HEADER_BYTES;
+      if (isVlanTag(type)) {
+        c[Counter.dropVlanTagged]++;
+        return 0;
+      }
+    }
+    const pktLen = off + len - pkt;
+    const checkInner = this.checkInnerSource && node !== undefined;
     let total: number;
     if (type === EtherType.ipv4) {
       const s = ipv4Check(slab, pkt, pktLen);
       if (s !== Status.ok) {
-        c[
-          s === Status.truncated || s === Status.badTotalLength
-            ? Counter.dropTruncated
-            : Counter.dropBadHeader
-        ]++;
+        c[dropFor(s)]++;
+        return 0;
+      }
+      if (checkInner && !node.owns4(readInt32(slab, pkt + Ipv4Field.src))) {
+        c[Counter.dropSpoofedInner]++;
         return 0;
       }
       total = ipv4TotalLength(slab, pkt);
     } else if (type === EtherType.ipv6) {
-      if (ipv6Check(slab, pkt, pktLen) !== Status.ok) {
-        c[Counter.dropBadHeader]++;
+      const s = ipv6Check(slab, pkt, pktLen);
+      if (s !== Status.ok) {
+        c[dropFor(s)]++;
+        return 0;
+      }
+      if (checkInner && !node.owns6(slab, pkt + Ipv6Field.src)) {
+        c[Counter.dropSpoofedInner]++;
         return 0;
       }
       total = IPV6_HEADER_BYTES + ipv6PayloadLength(slab, pkt);
-    } else if (type === EtherType.arp) {
-      return this.handleArp(i, off, len, replies);
+    } else if (type === EtherType.arp && pkt === inner + ETHERNET_HEADER_BYTES) {
+      return this.handleArp(i, node, off, len, replies);
     } else {
       c[Counter.dropUnsupported]++;
       return 0;
     }
     const coalescer = this.coalescer;
     if (coalescer) {
-      const queued =
-        type === EtherType.ipv4
-          ? coalescer.push(slab, pkt, total)
-          : coalescer.passThrough(slab, pkt, total);
-      if (!queued) {
-        c[Counter.dropSendError]++;
-        return 0;
-      }
+      if (!this.coalesce(coalescer, type === EtherType.ipv4, slab, pkt, total)) return 0;
     } else {
       this.toDevice.setLocal(this.inboundCount++, DeviceSlab.udpRing, pkt, total);
     }
@@ -504,24 +614,39 @@ export class VxlanBackend extends Backend {
   }
 
   /**
-   * An ARP message over VXLAN (TUN mode): learn the sender (IP -> MAC in the neighbor table,
-   * MAC -> underlay address in the FDB), and answer a request for an address we own, in place,
-   * back to the sender's VTEP. Returns 1 when a reply was queued.
+   * An ARP message over VXLAN: the sender is learned (IP -> MAC in the neighbor table, MAC ->
+   * underlay address in the FDB) only when its address lies in the sending node's own subnet;
+   * with checkInnerSource, any other sender is dropped as spoofed. A request for an address we
+   * own is answered, in place, back to the sender's VTEP. Returns 1 when a reply was queued.
    */
-  private handleArp(i: number, off: number, len: number, j: number): number {
+  private handleArp(
+    i: number,
+    node: SourceNode | undefined,
+    off: number,
+    len: number,
+    j: number,
+  ): number {
     const slab = this.udpRing.slab;
     const inner = off + VXLAN_HEADER_BYTES;
     const arpOff = inner + ETHERNET_HEADER_BYTES;
     const c = this.counts;
-    if (arpCheck(slab, arpOff, len - VXLAN_HEADER_BYTES - ETHERNET_HEADER_BYTES) !== Status.ok) {
-      c[Counter.dropBadHeader]++;
+    const status = arpCheck(slab, arpOff, len - VXLAN_HEADER_BYTES - ETHERNET_HEADER_BYTES);
+    if (status !== Status.ok) {
+      c[dropFor(status)]++;
       return 0;
     }
-    const senderMac = arpSenderMac(slab, arpOff);
+    const senderIp = arpSenderIp(slab, arpOff) | 0;
+    const ownSubnet = node?.owns4(senderIp) === true;
+    if (!ownSubnet && this.checkInnerSource && node !== undefined) {
+      c[Counter.dropSpoofedInner]++;
+      return 0;
+    }
+    c[Counter.arpReceived]++;
     const fromV4 = this.udpRing.families[i] === 4;
     const source4 = this.udpRing.addrs[i * 4];
-    if (senderMac !== 0 && fromV4) {
-      this.neighbors.learn4(arpSenderIp(slab, arpOff), senderMac);
+    const senderMac = arpSenderMac(slab, arpOff);
+    if (ownSubnet && senderMac !== 0 && fromV4) {
+      this.neighbors.learn4(senderIp, senderMac);
       this.fdb.learn4(senderMac, source4, this.peerPort, this.vni);
     }
     if (arpOperation(slab, arpOff) !== ArpOperation.request) return 0;
@@ -532,8 +657,37 @@ export class VxlanBackend extends Backend {
     c[Counter.arpReplies]++;
     return 1;
   }
+}
 
-  private outboundL2(count: number): number {
+/**
+ * TAP mode, an L2 segment: frames from the TAP go by the FDB (broadcast, multicast and unknown
+ * unicast to every default destination, replicated without copying); received frames teach the
+ * FDB their source MAC unless a static entry exists.
+ */
+export class VxlanBridge extends VxlanBackend {
+  readonly mode = 'tap' as const;
+  protected readonly needs = { subnet: false, vtepMac: false };
+  private readonly learning: boolean;
+
+  constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
+    // Floods are replicated to every default destination: room for several per frame.
+    super(tun, socket, options, vtepMac, (options.batch ?? 64) * 8);
+    this.learning = options.learning ?? true;
+  }
+
+  /** Each node is a flood destination (and its VTEP MAC, when known, a static entry). */
+  protected tablesFor(nodes: readonly ParsedNode[]) {
+    const fdb: FdbEntryInput[] = [];
+    for (const n of nodes) {
+      const port = n.port ?? this.peerPort;
+      const underlay = n.input.publicIp;
+      fdb.push({ mac: '00:00:00:00:00:00', dst: underlay, port, vni: this.vni });
+      if (n.vtepMac) fdb.push({ mac: n.vtepMac, dst: underlay, port, vni: this.vni });
+    }
+    return { routes: [], neighbors: [], fdb };
+  }
+
+  protected outbound(count: number): number {
     const ring = this.deviceRing;
     const slab = ring.slab;
     const lengths = ring.lengths;
@@ -543,7 +697,6 @@ export class VxlanBackend extends Backend {
     const fdb = this.fdb;
     const vni = this.vni;
     const capacity = this.udpReplyBase;
-    const nowMs = Date.now();
     let n = 0;
     for (let i = 0; i < count; i++) {
       const off = i * stride + headroom;
@@ -552,7 +705,12 @@ export class VxlanBackend extends Backend {
         c[Counter.dropTruncated]++;
         continue;
       }
-      const dests = fdb.destinations(readMac(slab, off), nowMs);
+      // RFC 7348 6.1: no inner VLAN tag on tunnel packets unless configured otherwise.
+      if (!this.acceptVlan && isVlanTag(read16(slab, off + 12))) {
+        c[Counter.dropVlanTagged]++;
+        continue;
+      }
+      const dests = fdb.destinationsAt(slab, off);
       if (dests.length === 0) {
         c[Counter.dropNoFdb]++;
         continue;
@@ -574,7 +732,7 @@ export class VxlanBackend extends Backend {
     return n;
   }
 
-  private inboundL2(count: number): number {
+  protected inbound(count: number): number {
     const ring = this.udpRing;
     const slab = ring.slab;
     const lengths = ring.lengths;
@@ -583,39 +741,37 @@ export class VxlanBackend extends Backend {
     const c = this.counts;
     const table = this.toDevice;
     const vni = this.vni;
-    const checkSource = this.dropUnknownSources;
+    const dropUnknown = this.dropUnknownSources;
     const learn = this.learning;
-    const nowMs = Date.now();
     let n = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
-      if (len < 0) {
+      if (len <= 0) {
         c[Counter.dropTruncated]++;
         continue;
       }
-      if (checkSource && !this.knownSource(i)) {
-        c[Counter.dropUnknownSource]++;
+      if (dropUnknown && this.sourceOf(i) === undefined) {
+        c[Counter.dropUnknownSource] += this.datagramsIn(i, len);
         continue;
       }
       const off = i * stride + headroom;
       const status = vxlanCheck(slab, off, len, vni);
       if (status !== Status.ok) {
-        c[dropForVxlan(status)]++;
+        c[dropFor(status)]++;
         continue;
       }
       const inner = off + VXLAN_HEADER_BYTES;
       const innerLen = len - VXLAN_HEADER_BYTES;
+      if (!this.acceptVlan && isVlanTag(read16(slab, inner + 12))) {
+        c[Counter.dropVlanTagged]++;
+        continue;
+      }
       if (learn && ring.families[i] === 4)
-        this.fdb.learn4(readMac(slab, inner + 6), ring.addrs[i * 4], this.peerPort, vni, nowMs);
+        this.fdb.learn4At(slab, inner + 6, ring.addrs[i * 4] | 0, this.peerPort, vni);
       table.setLocal(n++, DeviceSlab.udpRing, inner, innerLen);
       c[Counter.rxPackets]++;
       c[Counter.rxBytes] += innerLen;
     }
     return n;
-  }
-
-  override close(): void {
-    if (this.expiry) clearInterval(this.expiry);
-    super.close();
   }
 }

@@ -16,7 +16,12 @@ import {
 } from '@weft/encap';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { finishPartialChecksum, segmentTcp4, TcpCoalescer } from '../src/offload.js';
+import {
+  CoalesceResult,
+  finishPartialChecksum,
+  segmentTcp4,
+  TcpCoalescer,
+} from '../src/testing.js';
 
 /** A TCPv4 packet (20-byte IP header, TCP with a 12-byte timestamp option) carrying `payload`. */
 function tcpPacket(
@@ -160,17 +165,30 @@ describe('coalescing for TUN writes', () => {
     ]);
   });
 
-  it('drops and counts a segment whose checksum is wrong', () => {
+  it('says a segment whose checksum is wrong was dropped, not delivered, opening a group or joining one', () => {
     const { c, emitted } = collect();
     const good = finished(tcpPacket(Buffer.alloc(100, 1), { seq: 1 }));
     const bad = finished(tcpPacket(Buffer.alloc(100, 2), { seq: 101 }));
     bad[60] ^= 0xff;
-    c.push(good, 0, good.length);
-    c.push(bad, 0, bad.length);
+    const badFirst = finished(tcpPacket(Buffer.alloc(100, 3), { seq: 1, sport: 40009 }));
+    badFirst[70] ^= 0x01;
+    expect(c.push(good, 0, good.length)).toBe(CoalesceResult.queued);
+    expect(c.push(bad, 0, bad.length)).toBe(CoalesceResult.badChecksum);
+    expect(c.push(badFirst, 0, badFirst.length)).toBe(CoalesceResult.badChecksum);
     c.flush();
-    expect(c.badChecksums).toBe(1);
     expect(emitted.length).toBe(1);
     expect(emitted[0][1]).toBe(VirtioGso.none);
+    expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES).equals(good)).toBe(true);
+  });
+
+  it('says so when staging has no room, and writes nothing past it', () => {
+    const staging = Buffer.alloc(150);
+    let emitted = 0;
+    const c = new TcpCoalescer(staging, () => emitted++);
+    const p = finished(tcpPacket(Buffer.alloc(100, 1), { seq: 1 }));
+    expect(c.push(p, 0, p.length)).toBe(CoalesceResult.noRoom);
+    expect(c.passThrough(p, 0, p.length)).toBe(CoalesceResult.noRoom);
+    expect(emitted).toBe(0);
   });
 
   it('round-trips any payload size and MSS', () => {

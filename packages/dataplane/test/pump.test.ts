@@ -1,7 +1,8 @@
 import { IpProtocol, ipv4, ipv4Check, Status, VIRTIO_NET_HDR_BYTES } from '@weft/encap';
 import type { PacketRing } from '@weft/tun';
 import { describe, expect, it } from 'vitest';
-import { standInBackendIo, UdpBackend } from '../src/index.js';
+import { UdpBackend } from '../src/index.js';
+import { standInBackendIo } from '../src/testing.js';
 
 function udpBackend(offload: boolean) {
   const { queue, socket, io } = standInBackendIo({ mtu: 1472, port: 8285 });

@@ -1,5 +1,5 @@
 import { parseIpv4 } from '@weft/core';
-import { type StandInIo, standInBackendIo } from '../src/index.js';
+import { type StandInIo, standInBackendIo } from '../src/testing.js';
 import {
   formatKey,
   generatePrivateKey,

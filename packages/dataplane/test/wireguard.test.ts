@@ -339,7 +339,7 @@ describe('WireGuard configuration errors name what is wrong and change nothing',
 
   it('refuses bad options before opening anything', async () => {
     const { WireguardBackend } = await import('../src/index.js');
-    const { standInBackendIo } = await import('../src/index.js');
+    const { standInBackendIo } = await import('../src/testing.js');
     const open = (o: object) =>
       failure(() => WireguardBackend.overIo(standInBackendIo().io, o as never));
     expect(open({})).toEqual({

@@ -11,8 +11,27 @@ export {
   arpSenderMac,
   arpTargetIp,
 } from './arp.js';
-export { macAtIsGroup, read16, read32, readMac, write16, write32, writeMac } from './bytes.js';
-export { checksumAdjust, finish, fold, internetChecksum, sum16 } from './checksum.js';
+export {
+  copyBytes,
+  dataViewOf,
+  macAtIsGroup,
+  read16,
+  read32,
+  readInt32,
+  readMac,
+  write16,
+  write32,
+  writeMac,
+  writeMacWords,
+} from './bytes.js';
+export {
+  checksumAdjust,
+  copySum16,
+  finish,
+  fold,
+  internetChecksum,
+  sum16,
+} from './checksum.js';
 export {
   ETHERNET_HEADER_BYTES,
   ETHERNET_VLAN_HEADER_BYTES,

@@ -96,7 +96,8 @@ export function ipv4MoreFragments(buf: Uint8Array, off: number): boolean {
 
 /**
  * The single gate before the unchecked readers: `len` bytes at `off` hold a whole IPv4 packet
- * whose header is valid (version 4, IHL >= 5, total length within [IHL*4, len], header checksum).
+ * whose header is valid (version 4, IHL >= 5, total length within [IHL*4, len], header checksum):
+ * a total length beyond `len` is `truncated` (the packet was cut), below the header `badTotalLength`.
  * Bytes after total length (Ethernet padding) are allowed. Never throws, never reads past len.
  */
 export function ipv4Check(buf: Uint8Array, off: number, len: number): Status {
@@ -107,7 +108,8 @@ export function ipv4Check(buf: Uint8Array, off: number, len: number): Status {
   if (headerBytes < IPV4_HEADER_BYTES) return Status.badHeaderLength;
   if (headerBytes > len) return Status.truncated;
   const total = read16(buf, off + Ipv4Field.totalLength);
-  if (total < headerBytes || total > len) return Status.badTotalLength;
+  if (total < headerBytes) return Status.badTotalLength;
+  if (total > len) return Status.truncated;
   if (internetChecksum(buf, off, headerBytes) !== 0) return Status.badChecksum;
   return Status.ok;
 }

@@ -49,8 +49,8 @@ export function ipv6HopLimit(buf: Uint8Array, off: number): number {
 export function ipv6Check(buf: Uint8Array, off: number, len: number): Status {
   if (len < IPV6_HEADER_BYTES) return Status.truncated;
   if (buf[off] >>> 4 !== 6) return Status.badVersion;
-  if (IPV6_HEADER_BYTES + read16(buf, off + Ipv6Field.payloadLength) > len)
-    return Status.badTotalLength;
+  // A payload length beyond the buffer: the packet was cut.
+  if (IPV6_HEADER_BYTES + read16(buf, off + Ipv6Field.payloadLength) > len) return Status.truncated;
   return Status.ok;
 }
 

@@ -13,7 +13,7 @@ export const Status = {
   badVersion: 2,
   /** IPv4 IHL below 5 (a header shorter than 20 bytes). */
   badHeaderLength: 3,
-  /** IPv4 total length below the header length or above the bytes received. */
+  /** IPv4 total length below the header length (one above the bytes received is `truncated`). */
   badTotalLength: 4,
   badChecksum: 5,
   /** TTL (hop limit) would reach zero at this hop. */

@@ -1,4 +1,4 @@
-import { macAtIsGroup, read32, readMac, write32 } from './bytes.js';
+import { macAtIsGroup, readInt32, readMac, write32 } from './bytes.js';
 import { ETHERNET_HEADER_BYTES, writeEthernetHeader } from './ethernet.js';
 import { checkRange, malformed, Status, truncated } from './status.js';
 
@@ -35,13 +35,13 @@ export const VXLAN_ENCAP_HEADROOM = VXLAN_HEADER_BYTES + ETHERNET_HEADER_BYTES;
 
 /** The 24-bit VNI of the VXLAN header at `off`. */
 export function vxlanVni(buf: Uint8Array, off: number): number {
-  return read32(buf, off + VxlanField.vni) >>> 8;
+  return readInt32(buf, off + VxlanField.vni) >>> 8;
 }
 
 /** Hot path: writes a VXLAN header with the I flag and `vni`, every reserved bit zero. */
 export function writeVxlanHeader(buf: Uint8Array, off: number, vni: number): void {
   write32(buf, off, VXLAN_FLAG_I << 24);
-  write32(buf, off + VxlanField.vni, (vni << 8) >>> 0);
+  write32(buf, off + VxlanField.vni, vni << 8);
 }
 
 /**

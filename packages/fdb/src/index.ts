@@ -19,6 +19,7 @@ export {
   NeighborTable,
   type NeighborTableOptions,
 } from './neighbors.js';
+export { macHigh, NumberMap } from './number-map.js';
 export {
   type NextHop,
   type RouteDiff,

@@ -29,6 +29,11 @@ export function ipv6PrefixEquals(
   return (buf[off + whole] & mask) === (key[whole] & mask);
 }
 
+/** The bucket key: the hash as a signed 32-bit number, which a Map holds unboxed (a small integer). */
+function bucketOf(buf: Uint8Array, off: number, prefixLength: number): number {
+  return hashIpv6(buf, off, prefixLength) | 0;
+}
+
 /** A map from IPv6 address (or prefix of one fixed length) to a value. */
 export class Ipv6Map<V> {
   private readonly buckets = new Map<number, { key: Uint8Array; value: V }[]>();
@@ -42,7 +47,7 @@ export class Ipv6Map<V> {
 
   /** Hot path: reads the address at buf[off]; no allocation. */
   get(buf: Uint8Array, off = 0): V | undefined {
-    const bucket = this.buckets.get(hashIpv6(buf, off, this.prefixLength));
+    const bucket = this.buckets.get(bucketOf(buf, off, this.prefixLength));
     if (bucket === undefined) return undefined;
     for (let i = 0; i < bucket.length; i++) {
       if (ipv6PrefixEquals(buf, off, bucket[i].key, this.prefixLength)) return bucket[i].value;
@@ -52,7 +57,7 @@ export class Ipv6Map<V> {
 
   /** Sets the value for the prefix of `key` (the key's bytes are copied). */
   set(key: Uint8Array, value: V): void {
-    const h = hashIpv6(key, 0, this.prefixLength);
+    const h = bucketOf(key, 0, this.prefixLength);
     let bucket = this.buckets.get(h);
     if (bucket === undefined) {
       bucket = [];
@@ -70,7 +75,7 @@ export class Ipv6Map<V> {
 
   /** Removes the value for the prefix of `key`; false when there was none. */
   delete(key: Uint8Array): boolean {
-    const h = hashIpv6(key, 0, this.prefixLength);
+    const h = bucketOf(key, 0, this.prefixLength);
     const bucket = this.buckets.get(h);
     if (bucket === undefined) return false;
     const i = bucket.findIndex((item) => ipv6PrefixEquals(key, 0, item.key, this.prefixLength));

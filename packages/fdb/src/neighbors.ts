@@ -2,6 +2,7 @@ import { formatIp, formatMac, type IpAddress, parseIp, parseMac } from '@weft/co
 import { checkOption, FdbErrorCode, fdbError, validateEach } from './errors.js';
 import { type ChangeEvent, Emitter, type Listener } from './events.js';
 import { Ipv6Map } from './ipv6-key.js';
+import { NumberMap } from './number-map.js';
 
 /**
  * Neighbor states, after the kernel's NUD states: `permanent` never ages (what flannel installs
@@ -58,9 +59,19 @@ export interface NeighborDiff {
 export interface NeighborTableOptions {
   /** How long a confirmed entry stays reachable (the kernel's base_reachable_time, 30 s). */
   reachableMs?: number;
+  /**
+   * The most learned entries kept (default 4096, as the FDB); beyond it the least recently
+   * confirmed is evicted and counted in `overflows`. Configured entries do not count.
+   */
+  maxLearned?: number;
+  /** `expire()` removes learned entries unconfirmed for this long (default 300 s, as the FDB). */
+  ageingMs?: number;
   /** The clock, in milliseconds (default `Date.now`). */
   now?: () => number;
 }
+
+/** A learned entry's place in the eviction order moves at most this often (as the FDB's). */
+const LRU_REFRESH_MS = 1000;
 
 function keyOf(ip: IpAddress): string {
   return formatIp(ip);
@@ -68,36 +79,62 @@ function keyOf(ip: IpAddress): string {
 
 /** Neighbors: IPv4/IPv6 address -> MAC, with states; answers "do we reply to ARP for this IP". */
 export class NeighborTable {
-  private readonly v4 = new Map<number, NeighborEntry>();
+  private readonly v4 = new NumberMap<NeighborEntry>();
   private readonly v6 = new Ipv6Map<NeighborEntry>();
+  /** Learned IPv4 entries, least recently confirmed first (a Set keeps insertion order). */
+  private readonly learnedOrder = new Set<NeighborEntry>();
   private readonly emitter = new Emitter<NeighborDump>();
   private readonly reachableMs: number;
+  private readonly maxLearned: number;
+  private readonly ageingMs: number;
   private readonly now: () => number;
+  /** Learned entries evicted because the table held maxLearned already. */
+  overflows = 0;
 
   constructor(options: NeighborTableOptions = {}) {
     this.reachableMs = checkOption('reachableMs', options.reachableMs ?? 30_000, 1);
+    this.maxLearned = checkOption('maxLearned', options.maxLearned ?? 4096, 1);
+    this.ageingMs = checkOption('ageingMs', options.ageingMs ?? 300_000, 1);
     this.now = options.now ?? Date.now;
+  }
+
+  /** Learned entries held now (at most maxLearned). */
+  get learnedCount(): number {
+    return this.learnedOrder.size;
   }
 
   get size(): number {
     return this.v4.size + this.v6.size;
   }
 
-  /** Hot path: the MAC for an IPv4 neighbor, or -1. */
+  /** The MAC for an IPv4 neighbor, or -1. */
   lookup4(ip: number): number {
-    const entry = this.v4.get(ip);
+    const entry = this.entry4(ip);
     return entry === undefined ? -1 : entry.mac;
   }
 
-  /** Hot path: the MAC for the IPv6 neighbor at buf[off..off+16), or -1. */
+  /**
+   * Hot path: the entry for an IPv4 neighbor (the address as an unsigned or a signed 32-bit
+   * number: pass `ip | 0`, which no call boxes), or undefined.
+   */
+  entry4(ip: number): NeighborEntry | undefined {
+    return this.v4.getWords(0, ip | 0);
+  }
+
+  /** The MAC for the IPv6 neighbor at buf[off..off+16), or -1. */
   lookup6(buf: Uint8Array, off = 0): number {
     const entry = this.v6.get(buf, off);
     return entry === undefined ? -1 : entry.mac;
   }
 
+  /** Hot path: the entry for the IPv6 neighbor at buf[off..off+16), or undefined. */
+  entry6(buf: Uint8Array, off = 0): NeighborEntry | undefined {
+    return this.v6.get(buf, off);
+  }
+
   /** Hot path: the MAC to answer an ARP request for `ip` with, or -1 when we do not answer. */
   answerArp4(ip: number): number {
-    const entry = this.v4.get(ip);
+    const entry = this.entry4(ip);
     return entry?.proxy ? entry.mac : -1;
   }
 
@@ -113,9 +150,13 @@ export class NeighborTable {
    * Returns true when the table changed.
    */
   learn4(ip: number, mac: number, nowMs = this.now()): boolean {
-    const entry = this.v4.get(ip);
+    const entry = this.entry4(ip);
     if (entry !== undefined) {
       if (!entry.learned) return false;
+      if (nowMs - entry.confirmedMs >= LRU_REFRESH_MS) {
+        this.learnedOrder.delete(entry);
+        this.learnedOrder.add(entry);
+      }
       entry.confirmedMs = nowMs;
       if (entry.mac === mac) return false;
       const previous = this.dumpEntry(entry, nowMs);
@@ -123,6 +164,8 @@ export class NeighborTable {
       this.emitter.emit([{ kind: 'changed', entry: this.dumpEntry(entry, nowMs), previous }]);
       return true;
     }
+    if (!Number.isInteger(ip) || ip < -0x80000000 || ip > 0xffffffff) return false;
+    ip >>>= 0;
     const created: NeighborEntry = {
       ip: { family: 4, address: ip },
       mac,
@@ -131,9 +174,40 @@ export class NeighborTable {
       learned: true,
       confirmedMs: nowMs,
     };
+    const events: ChangeEvent<NeighborDump>[] = [];
+    if (this.learnedOrder.size >= this.maxLearned) {
+      const oldest = this.learnedOrder.values().next().value as NeighborEntry;
+      this.forgetLearned(oldest);
+      this.overflows++;
+      events.push({ kind: 'removed', entry: this.dumpEntry(oldest, nowMs) });
+    }
     this.v4.set(ip, created);
-    this.emitter.emit([{ kind: 'added', entry: this.dumpEntry(created, nowMs) }]);
+    this.learnedOrder.add(created);
+    events.push({ kind: 'added', entry: this.dumpEntry(created, nowMs) });
+    this.emitter.emit(events);
     return true;
+  }
+
+  /** Removes learned entries unconfirmed for ageingMs; call it now and then (e.g. every second). */
+  expire(nowMs = this.now()): ChangeEvent<NeighborDump>[] {
+    const stale: NeighborEntry[] = [];
+    for (const entry of this.learnedOrder) {
+      // Least recently confirmed first, to within LRU_REFRESH_MS: past that window, stop.
+      if (nowMs - entry.confirmedMs < this.ageingMs - LRU_REFRESH_MS) break;
+      if (nowMs - entry.confirmedMs >= this.ageingMs) stale.push(entry);
+    }
+    const events = stale.map((entry): ChangeEvent<NeighborDump> => {
+      this.forgetLearned(entry);
+      return { kind: 'removed', entry: this.dumpEntry(entry, nowMs) };
+    });
+    this.emitter.emit(events);
+    return events;
+  }
+
+  private forgetLearned(entry: NeighborEntry): void {
+    this.learnedOrder.delete(entry);
+    if (entry.ip.family === 4 && this.v4.get(entry.ip.address) === entry)
+      this.v4.delete(entry.ip.address);
   }
 
   /** The entry for `ip`, as text, or undefined. */
@@ -252,6 +326,7 @@ export class NeighborTable {
       if (adds.has(keyOf(ip))) continue;
       const old = this.entryFor(ip);
       if (!old) continue;
+      this.learnedOrder.delete(old);
       if (ip.family === 4) this.v4.delete(ip.address);
       else this.v6.delete(ip.address);
       events.push({ kind: 'removed', entry: this.dumpEntry(old, nowMs) });
@@ -266,6 +341,7 @@ export class NeighborTable {
         old.proxy === entry.proxy
       )
         continue;
+      if (old) this.learnedOrder.delete(old);
       if (entry.ip.family === 4) this.v4.set(entry.ip.address, entry);
       else this.v6.set(entry.ip.address, entry);
       events.push(

@@ -205,7 +205,10 @@ export class RouteTable {
     return this.byDst.size;
   }
 
-  /** Hot path: the next hop for an IPv4 destination (host-order number), or undefined. */
+  /**
+   * Hot path: the next hop for an IPv4 destination (host order, as an unsigned or a signed 32-bit
+   * number: pass `ip | 0`, which no call boxes), or undefined.
+   */
   lookup4(dst: number): NextHop | undefined {
     return this.v4.lookup(dst);
   }

@@ -252,7 +252,7 @@ describe('FDB: bad input', () => {
         name: 'the removed learnedStore option',
         fn: options({ learnedStore: 'lru-cache' } as FdbOptions),
         code: 'ERR_FDB_BAD_OPTION',
-        message: /learnedStore was removed: learned entries are always kept in a Map/,
+        message: /learnedStore was removed: learned entries are always kept in the built-in table/,
       },
     ],
     () => [fdb.dump(), fdb.defaults.length],

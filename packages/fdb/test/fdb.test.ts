@@ -75,9 +75,36 @@ describe('FDB', () => {
     fdb.onChange((e) => e.kind === 'removed' && evicted.push(e.entry.dst));
     fdb.learn4(8 * 2 ** 40 + 4, ip('198.18.0.4'), 8472, 1);
     expect(evicted).toEqual(['198.18.0.2']);
+    expect(fdb.overflows).toBe(1);
     expect(fdb.learnedCount).toBe(3);
     expect(fdb.lookup(mac('02:00:00:00:00:99'))).toBeDefined();
     expect(fdb.lookup(2 * 2 ** 40 + 1)).toBeDefined();
+  });
+
+  it("the hot path's word and byte forms agree with lookup, destinations and learn4", () => {
+    const c = clock();
+    const fdb = new Fdb({ now: c.now });
+    fdb.add({ mac: '02:00:00:00:02:01', dst: '198.18.0.2' });
+    fdb.appendDefault('198.18.0.9');
+    const frame = Buffer.from('02000000030100000000000000', 'hex');
+    // Learned from a frame's source MAC (here at offset 0), behind an underlay address >= 2^31 given signed.
+    expect(fdb.learn4At(frame, 0, ip('198.18.0.3') | 0, 8472, 1)).toBe(true);
+    expect(fdb.learn4At(frame, 0, ip('198.18.0.3'), 8472, 1)).toBe(false);
+    expect(fdb.lookup(C)?.remote4).toBe(ip('198.18.0.3'));
+    for (const m of [B, C, mac('02:00:00:00:04:01')]) {
+      expect(fdb.lookupWords(Math.floor(m / 2 ** 32), m | 0)).toBe(fdb.lookup(m));
+      const at = Buffer.alloc(8);
+      at.writeUIntBE(m, 2, 6);
+      expect(fdb.destinationsAt(at, 2)).toBe(fdb.destinations(m));
+    }
+    // Group and all-zeros sources are never learned, nor a static MAC.
+    for (const hex of ['ffffffffffff', '01005e000001', '000000000000', '020000000201'])
+      expect(fdb.learn4At(Buffer.from(hex, 'hex'), 0, 1, 8472, 1)).toBe(false);
+    // The hot path judges age by the last expire() (or tick()).
+    c.advance(300_000);
+    expect(fdb.lookupWords(Math.floor(C / 2 ** 32), C | 0)).toBeDefined();
+    fdb.tick();
+    expect(fdb.lookupWords(Math.floor(C / 2 ** 32), C | 0)).toBeUndefined();
   });
 
   it('never learns group or all-zeros source MACs', () => {

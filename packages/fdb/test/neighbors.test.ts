@@ -143,4 +143,67 @@ describe('neighbor table', () => {
     ).toBe('ERR_FDB_BAD_ENTRY');
     expect(t.size).toBe(0);
   });
+
+  it('learned entries are bounded: the least recently confirmed is evicted and counted', () => {
+    let now = 0;
+    const t = new NeighborTable({ maxLearned: 3, now: () => now });
+    t.add({ ip: '10.244.2.0', mac: '02:00:00:00:02:01' });
+    for (let i = 1; i <= 3; i++) {
+      t.learn4(parseIpv4(`10.244.2.${i}`), i);
+      now += 1_500;
+    }
+    t.learn4(parseIpv4('10.244.2.1'), 1); // confirmed again: now the most recent
+    const removed: string[] = [];
+    t.onChange((e) => e.kind === 'removed' && removed.push(e.entry.ip));
+    t.learn4(parseIpv4('10.244.2.4'), 4);
+    expect(removed).toEqual(['10.244.2.2']);
+    expect(t.overflows).toBe(1);
+    expect(t.learnedCount).toBe(3);
+    expect(t.size).toBe(4);
+    expect(t.lookup4(parseIpv4('10.244.2.0'))).toBe(parseMac('02:00:00:00:02:01'));
+  });
+
+  it('60,000 learned addresses leave at most maxLearned entries (default 4096)', () => {
+    const t = new NeighborTable();
+    for (let i = 0; i < 60_000; i++) t.learn4(0x0af40000 + i, 0x020000000000 + i);
+    expect(t.learnedCount).toBe(4096);
+    expect(t.size).toBe(4096);
+    expect(t.overflows).toBe(60_000 - 4096);
+    // The most recent stay.
+    expect(t.lookup4(0x0af40000 + 59_999)).toBe(0x020000000000 + 59_999);
+    expect(t.lookup4(0x0af40000)).toBe(-1);
+  });
+
+  it('expire() forgets learned entries unconfirmed for ageingMs, never configured ones', () => {
+    let now = 0;
+    const t = new NeighborTable({ ageingMs: 60_000, now: () => now });
+    t.add({ ip: '10.244.2.0', mac: '02:00:00:00:02:01', state: 'reachable' });
+    t.learn4(parseIpv4('10.244.2.5'), 5);
+    now += 30_000;
+    t.learn4(parseIpv4('10.244.2.6'), 6);
+    now += 30_000;
+    expect(t.expire().map((e) => `${e.kind} ${e.entry.ip}`)).toEqual(['removed 10.244.2.5']);
+    expect(t.lookup4(parseIpv4('10.244.2.6'))).toBe(6);
+    now += 30_000;
+    t.expire();
+    expect(t.learnedCount).toBe(0);
+    expect(t.dump().map((d) => d.ip)).toEqual(['10.244.2.0']);
+  });
+
+  it('looks up addresses given unsigned or signed (ip | 0), above 128.0.0.0 too', () => {
+    const t = new NeighborTable();
+    t.add({ ip: '192.168.2.0', mac: '02:00:00:00:02:01' });
+    const a = parseIpv4('192.168.2.0');
+    expect(t.entry4(a)?.mac).toBe(parseMac('02:00:00:00:02:01'));
+    expect(t.entry4(a | 0)).toBe(t.entry4(a));
+    t.learn4(parseIpv4('192.168.2.9') | 0, 9);
+    expect(t.get('192.168.2.9')?.mac).toBe('00:00:00:00:00:09');
+  });
+
+  it('refuses a bad maxLearned or ageingMs', () => {
+    for (const options of [{ maxLearned: 0 }, { ageingMs: Number.NaN }, { maxLearned: 1.5 }])
+      expect(() => new NeighborTable(options)).toThrow(
+        expect.objectContaining({ code: 'ERR_FDB_BAD_OPTION' }),
+      );
+  });
 });

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CniRuntime,
@@ -142,6 +142,22 @@ export class Cluster {
       this.cni.runtimes.set(node, runtime);
     }
     return runtime;
+  }
+
+  /**
+   * The node's CNI configuration written where a runtime reads it (`<cni dir>/<node>/net.d/
+   * 10-flannel.conflist`, the list its pods were made with), and the plugin directories that
+   * runtime searches: what a tool checking the node's CNI set-up (weftd doctor) is pointed at.
+   */
+  cniFiles(node: ClusterNode, subnetEnvPath: string): { confDir: string; binDirs: string[] } {
+    const runtime = this.cniRuntime(node, subnetEnvPath);
+    const confDir = join(this.cni!.dir.path, node.name, 'net.d');
+    mkdirSync(confDir, { recursive: true });
+    writeFileSync(
+      join(confDir, '10-flannel.conflist'),
+      `${JSON.stringify(runtime.list, null, 2)}\n`,
+    );
+    return { confDir, binDirs: [...runtime.binDirs] };
   }
 
   /** Whether `from` reaches `to` (one ping, short wait). */

@@ -14,7 +14,10 @@ export interface CounterSnapshot {
   drops: Record<string, number>;
   icmpErrorsSent: number;
   arpReplies: number;
+  arpReceived: number;
   backpressureEvents: number;
+  neighborsOverflow: number;
+  fdbOverflow: number;
   /** The wireguard backend's handshake, cookie and keepalive counts. */
   wireguard?: Record<string, number>;
 }
@@ -24,6 +27,8 @@ export interface RunningNode {
   child: ChildProcess;
   ready: { device: string; mtu: number; port: number; type: string; offload: boolean };
   counters(): Promise<CounterSnapshot>;
+  /** The process's heap after a full collection (when started with --expose-gc) and its RSS. */
+  memory(): Promise<{ heapUsed: number; rss: number }>;
   tables(): Promise<{
     routes: unknown[];
     neighbors?: { ip: string; mac: string; state: string; learned: boolean }[];
@@ -85,6 +90,11 @@ export async function startDataplane(
       const p = next('counters ');
       child.kill('SIGUSR1');
       return JSON.parse((await p).slice(9)) as CounterSnapshot;
+    },
+    async memory() {
+      const p = next('memory ');
+      child.kill('SIGUSR1');
+      return JSON.parse((await p).slice(7));
     },
     async tables() {
       const p = next('tables ');

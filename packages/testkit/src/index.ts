@@ -35,6 +35,7 @@ export { type TransferResult, tcpTransfer } from './transfer.js';
 import { fileURLToPath } from 'node:url';
 /** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
+export { youngGenerationBytes } from './alloc.js';
 export { Cluster, type ClusterNode, type Pod } from './cluster.js';
 export {
   type CniAttachment,

@@ -115,6 +115,9 @@ export function sweepNetns(tag?: string): void {
     if (!name.startsWith(PREFIX)) continue;
     const parts = name.split('-');
     const pid = Number(parts[parts.length - 2]);
+    // Only names this module makes (weft-<tag>-<pid>-<n>): e.g. the example's weft-example-a-<pid>
+    // has no pid there, and must not be taken for a dead run's and deleted under it.
+    if (parts.length !== 4 || !Number.isInteger(pid) || !/^\d+$/.test(parts[3])) continue;
     const mine = pid === process.pid;
     if (mine ? tag === undefined || parts[1] === tag : !pidAlive(pid)) deleteNamespaceSync(name);
   }

@@ -53,4 +53,16 @@ describe.skipIf(!privileged('testkit namespace tests'))('namespaces', () => {
     }));
     expect(stdout).not.toContain(nodes.a.name);
   });
+
+  it("a sweep leaves namespaces it did not name alone, e.g. the example's weft-example-a-<pid>", async () => {
+    const cp = await import('node:child_process');
+    const other = `weft-example-a-${process.pid}`;
+    cp.execFileSync('ip', ['netns', 'add', other]);
+    try {
+      sweepNetns();
+      expect(cp.execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toContain(other);
+    } finally {
+      cp.execFileSync('ip', ['netns', 'del', other]);
+    }
+  });
 });

@@ -40,6 +40,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   c.Set("TUN_F_USO6", TUN_F_USO6);
   c.Set("NETLINK_ROUTE", NETLINK_ROUTE);
   c.Set("IP_PMTUDISC_DO", IP_PMTUDISC_DO);
+  c.Set("IP_PMTUDISC_DONT", IP_PMTUDISC_DONT);
   c.Set("IPV6_PMTUDISC_DO", IPV6_PMTUDISC_DO);
   c.Freeze();
   exports.Set("constants", c);

@@ -29,6 +29,12 @@ export interface UdpOpenOptions {
    * fit, but not on GSO segments).
    */
   dontFragment?: boolean;
+  /**
+   * IPv4: never set DF, on plain datagrams either (IP_MTU_DISCOVER = IP_PMTUDISC_DONT): a
+   * datagram larger than the path MTU leaves in fragments, as the kernel's VXLAN sends by default
+   * (ip-link's `df unset`). Not with dontFragment; IPv6 has no DF bit.
+   */
+  clearDontFragment?: boolean;
 }
 
 /** Socket buffers: the kernel takes an int and doubles it. */
@@ -66,7 +72,15 @@ export class UdpSocket extends BatchIo {
     const sendBufferBytes = o.integer('sendBufferBytes', 0, MAX_BUFFER_BYTES);
     const gro = o.boolean('gro') ?? false;
     const dontFragment = o.boolean('dontFragment') ?? false;
+    const clearDontFragment = o.boolean('clearDontFragment') ?? false;
     const ip = parseIp(address);
+    if (clearDontFragment && (dontFragment || ip.family === 6))
+      throw new WeftError(
+        TunErrorCode.badOption,
+        dontFragment
+          ? 'UdpSocket.open: dontFragment and clearDontFragment ask for opposite things: choose one'
+          : 'UdpSocket.open: clearDontFragment is for IPv4 (IPv6 has no DF bit)',
+      );
     const bytes = ip.family === 4 ? Buffer.alloc(4) : Buffer.from(ip.address);
     if (ip.family === 4) bytes.writeUInt32BE(ip.address);
     const n = native();
@@ -94,6 +108,7 @@ export class UdpSocket extends BatchIo {
         if (ip.family === 4) socket.setOption('ipMtuDiscover', c.IP_PMTUDISC_DO);
         else socket.setOption('ipv6MtuDiscover', c.IPV6_PMTUDISC_DO);
       }
+      if (clearDontFragment) socket.setOption('ipMtuDiscover', n.constants.IP_PMTUDISC_DONT);
     } catch (err) {
       socket.close();
       throw err;
@@ -148,6 +163,13 @@ export class UdpSocket extends BatchIo {
   setSendBuffer(bytes: number): void {
     checkBufferBytes(bytes);
     this.setOption(process.getuid?.() === 0 ? 'sndbufforce' : 'sndbuf', bytes);
+  }
+
+  /** Whether datagrams leave with DF clear, always (see UdpOpenOptions.clearDontFragment). */
+  get clearDontFragment(): boolean {
+    return (
+      this.family === 4 && this.getOption('ipMtuDiscover') === native().constants.IP_PMTUDISC_DONT
+    );
   }
 
   /** Whether datagrams leave with DF set (see UdpOpenOptions.dontFragment). */

@@ -218,6 +218,26 @@ describe('UDP socket housekeeping', () => {
     }
   });
 
+  it('clearDontFragment sets IP_PMTUDISC_DONT (the kernel VXLAN default), and refuses what contradicts it', () => {
+    const plain = UdpSocket.open({ address: '127.0.0.1' });
+    const clear = UdpSocket.open({ address: '127.0.0.1', clearDontFragment: true });
+    try {
+      expect([plain.clearDontFragment, plain.dontFragment]).toEqual([false, false]);
+      expect([clear.clearDontFragment, clear.dontFragment]).toEqual([true, false]);
+      for (const bad of [
+        { address: '127.0.0.1', clearDontFragment: true, dontFragment: true },
+        { address: '::1', clearDontFragment: true },
+        { address: '127.0.0.1', clearDontFragment: 1 as unknown as boolean },
+      ])
+        expect(() => UdpSocket.open(bad)).toThrow(
+          expect.objectContaining({ code: 'ERR_TUN_BAD_OPTION' }),
+        );
+    } finally {
+      plain.close();
+      clear.close();
+    }
+  });
+
   it('says when the port is taken', () => {
     const a = UdpSocket.open({ address: '127.0.0.1' });
     try {

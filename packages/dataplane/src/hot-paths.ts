@@ -1,0 +1,261 @@
+import { parseIpv4, parseMac } from '@weft/core';
+import { EtherType, VIRTIO_NET_HDR_BYTES, writeEthernetHeader } from '@weft/encap';
+import type { Backend } from './backend.js';
+import { type StandInIo, standInBackendIo } from './stand-in-io.js';
+import {
+  putDatagram,
+  putGroDatagrams,
+  putPacket,
+  putSuperPacket,
+  resetTtl,
+  setSource,
+  type Wrap,
+  wrapBytes,
+  writeTcp4,
+} from './traffic.js';
+import { UdpBackend } from './udp-backend.js';
+import { VxlanBackend } from './vxlan-backend.js';
+
+/*
+ * Every hot path a backend has, over stand-in I/O (no system calls), ready to drive: for the
+ * allocation test and for benchmarks. Underlay and overlay addresses on both sides of 128.0.0.0,
+ * where a number stops being a small integer in V8 and boxing begins.
+ */
+const BATCH = 64;
+
+const PLANS = {
+  'below 128.0.0.0': {
+    network: '10.244.0.0/16',
+    local: { subnet: '10.244.1.0/24', vtep: '10.244.1.0', underlay: '10.1.0.1' },
+    remote: { subnet: '10.244.2.0/24', vtep: '10.244.2.0', underlay: '10.1.0.2' },
+  },
+  'above 128.0.0.0': {
+    network: '192.168.0.0/16',
+    local: { subnet: '192.168.1.0/24', vtep: '192.168.1.0', underlay: '198.18.0.1' },
+    remote: { subnet: '192.168.2.0/24', vtep: '192.168.2.0', underlay: '198.18.0.2' },
+  },
+} as const;
+type Plan = (typeof PLANS)[keyof typeof PLANS];
+
+const MAC_LOCAL = '02:00:00:00:01:01';
+const MAC_REMOTE = '02:00:00:00:02:01';
+/** Offloads: super-packets of 16 small segments, so a million segments take little memory time. */
+const SEGMENTS = 16;
+const MSS = 100;
+
+export interface HotPath {
+  /** Packets (segments) one step moves. */
+  perStep: number;
+  step(): void;
+  backend: Backend;
+  /** What the counters must show moved, per step. */
+  counter: 'txPackets' | 'rxPackets';
+}
+
+function addr(plan: Plan, side: 'local' | 'remote', host: number): number {
+  return parseIpv4(plan[side].vtep) + host;
+}
+
+function outbound(
+  backend: Backend,
+  queue: StandInIo,
+  plan: Plan,
+  offload: boolean,
+  ttlReset: boolean,
+): HotPath {
+  const ring = queue.ring;
+  const h = offload ? VIRTIO_NET_HDR_BYTES : 0;
+  const o = (i: number) => ({
+    src: addr(plan, 'local', 5),
+    dst: addr(plan, 'remote', 1 + (i % 200)),
+  });
+  for (let i = 0; i < BATCH; i++) {
+    if (offload) putSuperPacket(ring, i, SEGMENTS, MSS, o(i));
+    else putPacket(ring, i, 0, 200, o(i));
+  }
+  const perStep = offload ? BATCH * SEGMENTS : BATCH;
+  return {
+    backend,
+    perStep,
+    counter: 'txPackets',
+    step: () => {
+      if (ttlReset && !offload)
+        for (let i = 0; i < BATCH; i++) resetTtl(ring.slab, ring.slotOffset(i) + h);
+      queue.onBatch(BATCH);
+    },
+  };
+}
+
+function inbound(
+  backend: Backend,
+  socket: StandInIo,
+  plan: Plan,
+  offload: boolean,
+  w: Wrap,
+  ttlReset: boolean,
+): HotPath {
+  const ring = socket.ring;
+  const from = parseIpv4(plan.remote.underlay);
+  const o = (i: number) => ({
+    src: addr(plan, 'remote', 5 + i),
+    dst: addr(plan, 'local', 7),
+    seq: 1000,
+  });
+  for (let i = 0; i < BATCH; i++) {
+    if (offload) putGroDatagrams(ring, i, SEGMENTS, MSS, w, o(i));
+    else putDatagram(ring, i, 200, w, o(i));
+    setSource(ring, i, from, socket.port);
+  }
+  const pre = wrapBytes(w);
+  const size = pre + 40 + MSS;
+  return {
+    backend,
+    perStep: offload ? BATCH * SEGMENTS : BATCH,
+    counter: 'rxPackets',
+    step: () => {
+      if (ttlReset) {
+        for (let i = 0; i < BATCH; i++) {
+          const at = ring.slotOffset(i) + pre;
+          if (!offload) resetTtl(ring.slab, at);
+          else for (let k = 0; k < SEGMENTS; k++) resetTtl(ring.slab, at + k * size);
+        }
+      }
+      socket.onBatch(BATCH);
+    },
+  };
+}
+
+function udpPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
+  const make = () => {
+    const { queue, socket, io } = standInBackendIo({ mtu: 1472, port: 8285 });
+    const backend = UdpBackend.overIo(io, {
+      network: plan.network,
+      nodeAddress: plan.local.vtep,
+      offload,
+    });
+    backend.setNodes([{ subnet: plan.remote.subnet, publicIp: plan.remote.underlay }]);
+    return { backend, queue, socket };
+  };
+  return {
+    outbound: () => {
+      const { backend, queue } = make();
+      return outbound(backend, queue, plan, offload, true);
+    },
+    inbound: () => {
+      const { backend, socket } = make();
+      return inbound(backend, socket, plan, offload, { kind: 'flannel' }, true);
+    },
+  };
+}
+
+function vxlanPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
+  const make = () => {
+    const { queue, socket, io } = standInBackendIo({ port: 8472 });
+    const backend = VxlanBackend.overIo(io, {
+      vtepAddress: plan.local.vtep,
+      vtepMac: MAC_LOCAL,
+      network: plan.network,
+      offload,
+    });
+    backend.setNodes([
+      { subnet: plan.remote.subnet, publicIp: plan.remote.underlay, vtepMac: MAC_REMOTE },
+    ]);
+    return { backend, queue, socket };
+  };
+  const w: Wrap = {
+    kind: 'vxlan',
+    vni: 1,
+    dstMac: parseMac(MAC_LOCAL),
+    srcMac: parseMac(MAC_REMOTE),
+  };
+  return {
+    outbound: () => {
+      const { backend, queue } = make();
+      return outbound(backend, queue, plan, offload, false);
+    },
+    inbound: () => {
+      const { backend, socket } = make();
+      return inbound(backend, socket, plan, offload, w, false);
+    },
+  };
+}
+
+/** TAP mode: Ethernet frames to and from a remote pod MAC the FDB knows (outbound) or learns (inbound). */
+function tapPaths(plan: Plan): Record<string, () => HotPath> {
+  const podLocal = parseMac('02:00:00:aa:01:05');
+  const podRemote = parseMac('02:00:00:aa:02:05');
+  const make = () => {
+    const { queue, socket, io } = standInBackendIo({ port: 4789 });
+    const backend = VxlanBackend.overIo(io, {
+      mode: 'tap',
+      vni: 42,
+      port: 4789,
+      vtepMac: MAC_LOCAL,
+    });
+    backend.setNodes([{ publicIp: plan.remote.underlay, vtepMac: MAC_REMOTE }]);
+    return { backend, queue, socket };
+  };
+  return {
+    outbound: () => {
+      const { backend, queue } = make();
+      const ring = queue.ring;
+      for (let i = 0; i < BATCH; i++) {
+        const at = ring.slotOffset(i);
+        writeEthernetHeader(ring.slab, at, parseMac(MAC_REMOTE), podLocal, EtherType.ipv4);
+        ring.lengths[i] =
+          14 +
+          writeTcp4(ring.slab, at + 14, 160, {
+            src: addr(plan, 'local', 5),
+            dst: addr(plan, 'remote', 5),
+          });
+      }
+      return { backend, perStep: BATCH, counter: 'txPackets', step: () => queue.onBatch(BATCH) };
+    },
+    inbound: () => {
+      const { backend, socket } = make();
+      const ring = socket.ring;
+      const from = parseIpv4(plan.remote.underlay);
+      for (let i = 0; i < BATCH; i++) {
+        putDatagram(
+          ring,
+          i,
+          200,
+          { kind: 'vxlan', vni: 42, dstMac: podLocal, srcMac: podRemote },
+          {
+            src: addr(plan, 'remote', 5),
+            dst: addr(plan, 'local', 5),
+          },
+        );
+        setSource(ring, i, from, 4789);
+      }
+      return { backend, perStep: BATCH, counter: 'rxPackets', step: () => socket.onBatch(BATCH) };
+    },
+  };
+}
+
+export interface NamedHotPath {
+  name: string;
+  make: () => HotPath;
+}
+
+/**
+ * Each path with its rings filled so that one `step()` (one batch) moves `perStep` packets: both
+ * backends (and the vxlan TAP bridge), both directions, offloads on and off, addresses below and
+ * above 128.0.0.0. `make()` opens a backend over stand-in I/O; close it when done.
+ */
+export function hotPaths(): NamedHotPath[] {
+  const out: NamedHotPath[] = [];
+  for (const [planName, plan] of Object.entries(PLANS))
+    for (const offload of [false, true])
+      for (const [backendName, paths] of [
+        ['udp', udpPaths(plan, offload)],
+        ['vxlan', vxlanPaths(plan, offload)],
+        ...(offload ? [] : [['vxlan tap', tapPaths(plan)] as const]),
+      ] as const)
+        for (const [direction, make] of Object.entries(paths))
+          out.push({
+            name: `${backendName} ${direction}, offloads ${offload ? 'on' : 'off'}, addresses ${planName}`,
+            make,
+          });
+  return out;
+}

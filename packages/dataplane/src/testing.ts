@@ -1,0 +1,27 @@
+/**
+ * `@weft/dataplane/testing`: what tests and benchmarks need that a node agent does not: stand-in
+ * I/O without system calls, and the offload internals (segmentation, coalescing, checksum
+ * completion) to drive and measure on their own. Not part of the stable API.
+ */
+
+export { type HotPath, hotPaths, type NamedHotPath } from './hot-paths.js';
+export {
+  CoalesceResult,
+  finishPartialChecksum,
+  type Segmented,
+  segmentTcp4,
+  TcpCoalescer,
+} from './offload.js';
+export { StandInIo, standInBackendIo } from './stand-in-io.js';
+export {
+  putDatagram,
+  putGroDatagrams,
+  putPacket,
+  putSuperPacket,
+  resetTtl,
+  setSource,
+  type TcpOptions,
+  type Wrap,
+  wrapBytes,
+  writeTcp4,
+} from './traffic.js';

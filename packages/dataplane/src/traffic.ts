@@ -1,0 +1,178 @@
+import {
+  EtherType,
+  IpProtocol,
+  ipv4,
+  ipv4FillChecksum,
+  TcpField,
+  TcpFlag,
+  tcpChecksum4,
+  VIRTIO_NET_HDR_BYTES,
+  VirtioFlag,
+  VirtioGso,
+  vxlanEncapInPlace,
+  write16,
+  writeVirtioNetHdr,
+} from '@weft/encap';
+import type { PacketRing } from '@weft/tun';
+
+/**
+ * Synthetic traffic for driving a backend over stand-in I/O: TCP segments and TSO super-packets
+ * written straight into ring slots, wrapped as the kernel (virtio_net_hdr, UDP GRO) or a peer
+ * (flannel UDP, VXLAN) would hand them over.
+ */
+
+export interface TcpOptions {
+  src: number;
+  dst: number;
+  seq?: number;
+  ttl?: number;
+  flags?: number;
+  /** Payload byte value. */
+  fill?: number;
+}
+
+const TCP_HEADER = 20;
+
+/** Writes an IPv4/TCP packet with `payloadBytes` of payload and correct checksums; returns its length. */
+export function writeTcp4(
+  buf: Buffer,
+  off: number,
+  payloadBytes: number,
+  o: TcpOptions,
+  checksum = true,
+): number {
+  const len = 20 + TCP_HEADER + payloadBytes;
+  ipv4.emit(
+    {
+      src: o.src,
+      dst: o.dst,
+      protocol: IpProtocol.tcp,
+      ttl: o.ttl ?? 64,
+      payloadLength: TCP_HEADER + payloadBytes,
+      identification: 7,
+      dontFragment: true,
+    },
+    buf,
+    off,
+  );
+  const tcp = off + 20;
+  buf.fill(0, tcp, tcp + TCP_HEADER);
+  write16(buf, tcp, 40000);
+  write16(buf, tcp + 2, 5201);
+  buf.writeUInt32BE((o.seq ?? 1000) >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(1, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (TCP_HEADER / 4) << 4;
+  buf[tcp + TcpField.flags] = o.flags ?? TcpFlag.ack;
+  write16(buf, tcp + TcpField.window, 500);
+  buf.fill(o.fill ?? 0x5a, tcp + TCP_HEADER, off + len);
+  if (checksum)
+    write16(
+      buf,
+      tcp + TcpField.checksum,
+      tcpChecksum4(buf, off, tcp, TCP_HEADER, buf, tcp + TCP_HEADER, payloadBytes),
+    );
+  return len;
+}
+
+/** Resets the TTL (and header checksum) of the IPv4 packet at `off`: flannel's step lowers it each pass. */
+export function resetTtl(buf: Buffer, off: number, ttl = 64): void {
+  buf[off + 8] = ttl;
+  ipv4FillChecksum(buf, off);
+}
+
+/** A device slot holding a TSO super-packet of `segments` x `mss` behind its virtio_net_hdr. */
+export function putSuperPacket(
+  ring: PacketRing,
+  i: number,
+  segments: number,
+  mss: number,
+  o: TcpOptions,
+): void {
+  const at = ring.slotOffset(i);
+  const len = writeTcp4(ring.slab, at + VIRTIO_NET_HDR_BYTES, segments * mss, o, false);
+  writeVirtioNetHdr(
+    ring.slab,
+    at,
+    VirtioFlag.needsCsum,
+    VirtioGso.tcpv4,
+    20 + TCP_HEADER,
+    mss,
+    20,
+    TcpField.checksum,
+  );
+  ring.lengths[i] = VIRTIO_NET_HDR_BYTES + len;
+}
+
+/** A device slot holding one IPv4/TCP packet (behind an empty virtio_net_hdr when `h` is 12). */
+export function putPacket(
+  ring: PacketRing,
+  i: number,
+  h: number,
+  bytes: number,
+  o: TcpOptions,
+): void {
+  const at = ring.slotOffset(i);
+  ring.slab.fill(0, at, at + h);
+  ring.lengths[i] = h + writeTcp4(ring.slab, at + h, bytes - 40, o);
+}
+
+/** How a peer wraps an inner packet: flannel UDP (nothing) or VXLAN (8 + 14 bytes). */
+export type Wrap =
+  | { kind: 'flannel' }
+  | { kind: 'vxlan'; vni: number; dstMac: number; srcMac: number };
+
+export function wrapBytes(w: Wrap): number {
+  return w.kind === 'flannel' ? 0 : 22;
+}
+
+function wrap(buf: Buffer, innerOff: number, w: Wrap): void {
+  if (w.kind === 'vxlan')
+    vxlanEncapInPlace(buf, innerOff, w.vni, w.dstMac, w.srcMac, EtherType.ipv4);
+}
+
+/** Marks UDP ring slot i as received from `from4` (host order). */
+export function setSource(ring: PacketRing, i: number, from4: number, port: number): void {
+  ring.families[i] = 4;
+  ring.addrs[i * 4] = from4;
+  ring.ports[i] = port;
+}
+
+/** A UDP slot holding one datagram: the wrapped IPv4/TCP packet of `bytes`. */
+export function putDatagram(
+  ring: PacketRing,
+  i: number,
+  bytes: number,
+  w: Wrap,
+  o: TcpOptions,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  writeTcp4(ring.slab, at + pre, bytes - 40, o);
+  wrap(ring.slab, at + pre, w);
+  ring.lengths[i] = pre + bytes;
+  ring.gso[i] = 0;
+}
+
+/**
+ * A UDP slot as UDP GRO fills it: `count` datagrams of one flow back to back, each the wrapped
+ * segment of `mss` payload bytes, consecutive sequence numbers; ring.gso[i] is the datagram size.
+ */
+export function putGroDatagrams(
+  ring: PacketRing,
+  i: number,
+  count: number,
+  mss: number,
+  w: Wrap,
+  o: TcpOptions,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  const size = pre + 40 + mss;
+  for (let k = 0; k < count; k++) {
+    const d = at + k * size;
+    writeTcp4(ring.slab, d + pre, mss, { ...o, seq: (o.seq ?? 1000) + k * mss });
+    wrap(ring.slab, d + pre, w);
+  }
+  ring.lengths[i] = count * size;
+  ring.gso[i] = size;
+}
