@@ -15,6 +15,7 @@ export class NumberMap<V> {
   private mask: number;
   private count = 0;
 
+  /** Room for `capacity` keys before the first growth (the table doubles as it fills). */
   constructor(capacity = 8) {
     let slots = 16;
     while (slots < capacity * 2) slots *= 2;
@@ -24,6 +25,7 @@ export class NumberMap<V> {
     this.mask = slots - 1;
   }
 
+  /** How many keys are set. */
   get size(): number {
     return this.count;
   }
@@ -49,6 +51,7 @@ export class NumberMap<V> {
     }
   }
 
+  /** Whether `key` is set. */
   has(key: number): boolean {
     return this.get(key) !== undefined;
   }
@@ -70,6 +73,7 @@ export class NumberMap<V> {
     return this;
   }
 
+  /** Removes `key`; false when it was not set (or is not a key at all). */
   delete(key: number): boolean {
     if (!Number.isSafeInteger(key) || key < 0) return false;
     const hi = this.hi;
@@ -94,18 +98,21 @@ export class NumberMap<V> {
     return true;
   }
 
+  /** Removes every key, keeping the capacity. */
   clear(): void {
     this.hi.fill(EMPTY);
     this.vals.fill(undefined);
     this.count = 0;
   }
 
+  /** Every key and its value, in slot order (not insertion order). */
   *entries(): IterableIterator<[number, V]> {
     for (let i = 0; i < this.hi.length; i++)
       if (this.hi[i] !== EMPTY)
         yield [this.hi[i] * 0x100000000 + (this.lo[i] >>> 0), this.vals[i] as V];
   }
 
+  /** Every value, in slot order (not insertion order). */
   *values(): IterableIterator<V> {
     for (const [, v] of this.entries()) yield v;
   }
