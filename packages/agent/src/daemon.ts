@@ -25,9 +25,13 @@ import { type TrafficRules, trafficRules } from './traffic.js';
 import { findUnderlay } from './underlay.js';
 import { type WireguardContext, wireguardLeaseData } from './wireguard.js';
 
+/** The `code` of each WeftError weftd's start fails with (besides its packages' own). */
 export const DaemonErrorCode = {
+  /** No usable underlay interface (--iface, --iface-regex, --iface-can-reach, --public-ip). */
   iface: 'ERR_WEFTD_IFACE',
+  /** The backend cannot run with this network config or on this node. */
   backend: 'ERR_WEFTD_BACKEND',
+  /** Declared, but nothing throws it today: a subnet lost to another node makes weftd exit 1. */
   leaseLost: 'ERR_WEFTD_LEASE_LOST',
 } as const;
 
@@ -129,6 +133,11 @@ export class Daemon {
     }
   }
 
+  /**
+   * Opens the store and the health and metrics servers, picks the underlay, acquires the lease,
+   * brings the dataplane up, sets the traffic rules, writes subnet.env, then keeps all of it in
+   * step until stop(). On a rejection call abort(): it undoes what this run created.
+   */
   async start(): Promise<void> {
     const o = this.options;
     if (o.store === 'embedded')

@@ -37,6 +37,7 @@ export interface Dataplane {
   readonly mtu: number;
   /** Forwards to exactly these nodes; sets nothing that is already right. */
   sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }>;
+  /** Whether traffic can flow now, and if not, why (what /readyz says). */
   health(): Health;
   /** The userspace dataplane's counters (undefined for the kernel's). */
   counters(): CounterSnapshot | undefined;

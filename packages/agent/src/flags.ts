@@ -54,6 +54,7 @@ interface FlagSpec {
   help: string;
 }
 
+/** Every weftd flag (flanneld's names and defaults): kind, bounds, choices and help text. */
 export const FLAGS: FlagSpec[] = [
   {
     name: 'store',
@@ -403,6 +404,7 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv = process.env)
   return o;
 }
 
+/** What `weftd --help` prints: usage and every flag with its default. */
 export function helpText(): string {
   const lines = [
     'weftd: the weft node daemon. Leases this node a subnet of the cluster network, writes',

@@ -4,12 +4,17 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
 /** What the HTTP endpoints read from the daemon. */
 export interface DaemonStatus {
+  /** Whether traffic can flow; when not, why (/readyz answers 503 with the reason). */
   ready(): { ready: boolean; reason: string };
+  /** When the lease expires, in ms since the epoch; undefined without one. */
   leaseExpiresAt(): number | undefined;
+  /** How many remote nodes are programmed. */
   remoteNodes(): number;
   /** The userspace dataplane's counters snapshot: numbers, and records of numbers (drops). */
   counters(): object | undefined;
+  /** Device recreations and entries put back since the start. */
   repairs?(): { device: number; entries: number } | undefined;
+  /** The dataplane's mode, once up. */
   mode?(): string | undefined;
 }
 
@@ -46,6 +51,7 @@ export function snakeCase(name: string): string {
     .toLowerCase();
 }
 
+/** @weft/agent's version, from its package.json ('unknown' if unreadable): `weftd --version`. */
 export const VERSION: string = (() => {
   try {
     return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;

@@ -57,6 +57,7 @@ export class DirectRoutes {
     private readonly log: DebugLog = quiet,
   ) {}
 
+  /** Makes the kernel hold a route to exactly these nodes; counts the routes added and removed. */
   async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
     const { iface, network } = this.options;
     const want = new Map(
@@ -158,6 +159,10 @@ export class KernelVxlan {
     return link;
   }
 
+  /**
+   * Makes the device hold exactly these nodes' routes, neighbors and FDB entries (nodes without a
+   * VTEP MAC are skipped); counts the entries added and removed. Needs setup() first.
+   */
   async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
     const link = this.link;
     if (!link) throw new Error('KernelVxlan.sync before setup');

@@ -11,6 +11,7 @@ import type { Logger as PinoLogger } from 'pino';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What {@link LeaseKeeper.start} reports. */
 export interface LeaseKeeperHandlers {
   /** The other nodes' leases changed (the first call carries the snapshot). */
   onLeases(events: LeaseEvent[], initial: boolean): void;
@@ -51,6 +52,10 @@ export class LeaseKeeper {
     return this.watcher?.leases() ?? [];
   }
 
+  /**
+   * Acquires this node's lease (SubnetManager.acquireLease, retrying until stop()); `existed`
+   * says whether the node had one before, so a failed start gives back only a lease it made.
+   */
   async acquire(
     attrs: LeaseAttrs,
     previousSubnet: Cidr | undefined,

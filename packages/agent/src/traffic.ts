@@ -12,6 +12,7 @@ export const TrafficErrorCode = {
 /** kube-proxy's masquerade mark: traffic it marked is its business (flannel's KubeProxyMark). */
 const KUBE_PROXY_MARK = '0x4000/0x4000';
 
+/** The networks --ip-masq's rules name (flannel's masquerade rules are written from these). */
 export interface MasqueradeRules {
   /** The cluster network, e.g. 10.244.0.0/16. */
   network: string;
@@ -220,6 +221,7 @@ export function nftMasqRules(m: MasqueradeRules, fullyRandom: boolean): string[]
   ];
 }
 
+/** flannel's nftables forward rules: accept what comes from or goes to the cluster network. */
 export function nftForwardRules(network: string): string[] {
   return [`ip saddr ${network} accept`, `ip daddr ${network} accept`];
 }
@@ -313,6 +315,7 @@ class NftablesRules implements TrafficRules {
   }
 }
 
+/** The traffic rules for `kind`: masquerading if `masq`, FORWARD accepts if `forwardNetwork`. */
 export function trafficRules(
   kind: 'iptables' | 'nftables',
   masq: MasqueradeRules | undefined,

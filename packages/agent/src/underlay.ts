@@ -19,10 +19,15 @@ export interface Underlay {
   connected: Cidr4[];
 }
 
+/** The flags that choose the underlay, as {@link findUnderlay} reads them. */
 export interface UnderlayOptions {
+  /** --iface: addresses or interface names, tried in order. */
   iface: string[];
+  /** --iface-regex: patterns over addresses, then names. */
   ifaceRegex: string[];
+  /** --iface-can-reach: the interface the route to this address leaves by. */
   ifaceCanReach?: string;
+  /** --public-ip: the address published in the lease (default: the interface's). */
   publicIp?: string;
 }
 

@@ -31,9 +31,13 @@ import { SourceIndex, type SourceNode } from './sources.js';
 
 /** The device side of a backend: @weft/tun's TunDevice, or a stand-in with the same shape. */
 export interface DeviceIo {
+  /** The device's name (e.g. weft0). */
   readonly name: string;
+  /** The device's MTU in bytes. */
   readonly mtu: number;
+  /** Its queues; a backend pumps the first. */
   readonly queues: readonly PacketIo[];
+  /** Closes every queue (a TUN device goes away with its last one). */
   close(): void;
 }
 
@@ -104,10 +108,13 @@ export function openBackendIo(
 
 /** What a backend runs over; `open` makes real ones, `overIo` takes any. */
 export interface BackendIo {
+  /** The TUN or TAP side. */
   device: DeviceIo;
+  /** The underlay side. */
   socket: UdpIo;
 }
 
+/** Which encapsulation a backend speaks: flannel's `udp`, `vxlan` (RFC 7348) or `wireguard`. */
 export type BackendType = 'udp' | 'vxlan' | 'wireguard';
 
 /** What every backend shares: the options a node agent sets. */
@@ -158,7 +165,9 @@ export function checkCommonOptions(o: CommonBackendOptions): void {
  * setNodes / addNode / removeNode from lease events and reads counters; close() tears it down.
  */
 export abstract class Backend extends Pump {
+  /** Which encapsulation this backend speaks. */
   abstract readonly type: BackendType;
+  /** The TUN or TAP device it pumps. */
   readonly tun: DeviceIo;
   protected nodeMap = new Map<string, ParsedNode>();
   protected sources = new SourceIndex([]);
@@ -311,6 +320,7 @@ export abstract class Backend extends Pump {
     return 1;
   }
 
+  /** The device's name (the kernel's choice when `deviceName` was a pattern such as weft%d). */
   get deviceName(): string {
     return this.tun.name;
   }
@@ -319,6 +329,7 @@ export abstract class Backend extends Pump {
     return which === 'device' ? this.tun.name : `(udp port ${this.socket.port})`;
   }
 
+  /** The device's MTU: the underlay MTU less this encapsulation's overhead. */
   get mtu(): number {
     return this.tun.mtu;
   }
@@ -372,6 +383,7 @@ export abstract class Backend extends Pump {
     return true;
   }
 
+  /** The remote nodes installed, as they were given (copies). */
   nodes(): RemoteNode[] {
     return [...this.nodeMap.values()].map((n) => ({ ...n.input }));
   }
@@ -426,7 +438,8 @@ export abstract class Backend extends Pump {
     return false;
   }
 
-  counters() {
+  /** Every counter now, by name: packets and bytes each way, drops by reason, table overflows. */
+  counters(): CounterSnapshot {
     const snapshot = this.counterSnapshot();
     this.addTableCounters(snapshot);
     return snapshot;

@@ -59,10 +59,12 @@ export function dropFor(status: number): number {
   }
 }
 
+/** A counter's name: a key of {@link Counter}. */
 export type CounterName = keyof typeof Counter;
 const NAMES = Object.keys(Counter) as CounterName[];
 export const COUNTER_COUNT = NAMES.length;
 
+/** A backend's counters as plain numbers, from {@link Backend.counters}. */
 export interface CounterSnapshot {
   txPackets: number;
   txBytes: number;

@@ -5,6 +5,7 @@ import { UdpBackend, type UdpBackendOptions } from './udp-backend.js';
 import { VxlanBackend, type VxlanBackendOptions } from './vxlan-backend.js';
 import { WireguardBackend, type WireguardBackendOptions } from './wireguard/index.js';
 
+/** A backend's options, tagged with its `type`, for {@link createBackend}. */
 export type BackendOptions =
   | ({ type: 'udp' } & UdpBackendOptions)
   | ({ type: 'vxlan' } & VxlanBackendOptions)

@@ -40,9 +40,13 @@ export interface ParsedNode {
   port: number | undefined;
 }
 
+/** The `code` of each WeftError this package throws or reports. */
 export const DataplaneErrorCode = {
+  /** A remote node that does not parse or lacks what the backend needs; nothing was changed. */
   badNode: 'ERR_DATAPLANE_BAD_NODE',
+  /** An option of the wrong type or out of range. */
   badOption: 'ERR_DATAPLANE_BAD_OPTION',
+  /** A call on a backend after close(). */
   closed: 'ERR_DATAPLANE_CLOSED',
   /** The TUN/TAP device went away under a running backend (deleted, or its namespace removed). */
   deviceLost: 'ERR_DATAPLANE_DEVICE_LOST',

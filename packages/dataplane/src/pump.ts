@@ -10,20 +10,31 @@ import { DataplaneErrorCode } from './nodes.js';
  * anything else with the same batch contract (a simulation, a benchmark without system calls).
  */
 export interface PacketIo {
+  /** Makes `slab` (from allocSlab or a PacketRing) index `index` for send descriptors to point into. */
   attachSlab(index: number, slab: Buffer): void;
+  /** The descriptors send() sends. */
   setSendTable(table: SendTable): void;
+  /** Reads batches into `ring` (attached as `slabIndex`); `onBatch(n)` per batch, negative n = -errno, then none. */
   startReading(ring: PacketRing, onBatch: (count: number) => void, slabIndex?: number): void;
+  /** Sends descriptors [start, start + count); returns how many were consumed (fewer: the kernel is full). */
   send(start: number, count: number): number;
+  /** Calls `callback` once, when the kernel can take more. */
   onWritable(callback: () => void): void;
+  /** Stops reading until resume(). */
   pause(): void;
+  /** Reads again after pause(). */
   resume(): void;
+  /** Read, send and error counts; undefined once closed (or where there are none). */
   stats(): IoStats | undefined;
+  /** Closes it; no callback runs after. */
   close(): void;
 }
 
 /** The underlay side also says its address family and port. */
 export interface UdpIo extends PacketIo {
+  /** The bound address's family. */
   readonly family: 4 | 6;
+  /** The bound UDP port. */
   readonly port: number;
 }
 

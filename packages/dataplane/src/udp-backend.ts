@@ -25,6 +25,7 @@ import { Counter, dropFor } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 
+/** Options of {@link UdpBackend.open}. */
 export interface UdpBackendOptions extends CommonBackendOptions {
   /** This node's overlay address, put on the device as a /32 (flannel: the lease's first address, 10.244.1.0). */
   nodeAddress: string;
@@ -51,6 +52,7 @@ export interface UdpBackendOptions extends CommonBackendOptions {
 export class UdpBackend extends Backend {
   readonly type = 'udp' as const;
   protected readonly needs = { subnet: true, vtepMac: false };
+  /** Each node's subnet, routed to its public IP. */
   readonly routes = new RouteTable();
   private readonly icmpSource4: number;
   private readonly peerPort: number;
@@ -68,6 +70,7 @@ export class UdpBackend extends Backend {
     this.icmpTtl = options.icmpTtl ?? 64;
   }
 
+  /** Opens the TUN device (MTU, address, route to the network) and the socket, and starts. */
   static open(options: UdpBackendOptions): UdpBackend {
     checkCommonOptions(options);
     parseIpv4(options.nodeAddress);

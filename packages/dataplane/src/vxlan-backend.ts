@@ -63,6 +63,7 @@ import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 import type { SourceNode } from './sources.js';
 
+/** Options of {@link VxlanBackend.open}. */
 export interface VxlanBackendOptions extends CommonBackendOptions {
   /** `tun` (L3, flannel's model; default) or `tap` (an L2 segment with learning). */
   mode?: 'tun' | 'tap';
@@ -78,6 +79,7 @@ export interface VxlanBackendOptions extends CommonBackendOptions {
   network?: string;
   /** TUN mode, dual-stack: our IPv6 VTEP address and the IPv6 cluster network. */
   vtepAddress6?: string;
+  /** TUN mode, dual-stack: the IPv6 cluster network routed into the device. */
   network6?: string;
   /** TUN mode: source of ICMP errors to the local kernel (default the network's first address; see UdpBackendOptions). */
   icmpSource?: string;
@@ -95,6 +97,7 @@ export interface VxlanBackendOptions extends CommonBackendOptions {
    * `neighborAgeingMs` (default 300 s) unseen.
    */
   maxLearnedNeighbors?: number;
+  /** TUN mode: learned neighbors are forgotten after this long unseen (default 300 s). */
   neighborAgeingMs?: number;
   /** TAP mode: an address with prefix for the TAP device, e.g. 10.99.0.1/24 (optional). */
   tapAddress?: string;
@@ -146,11 +149,17 @@ function checkOptions(o: VxlanBackendOptions): 'tun' | 'tap' {
  */
 export abstract class VxlanBackend extends Backend {
   readonly type = 'vxlan' as const;
+  /** `tun` ({@link VxlanVtep}) or `tap` ({@link VxlanBridge}). */
   abstract readonly mode: 'tun' | 'tap';
+  /** The VXLAN network identifier sent and required. */
   readonly vni: number;
+  /** Our VTEP MAC as a 48-bit number. */
   readonly vtepMac: number;
+  /** TUN mode: each node's subnet via its VTEP address. */
   readonly routes = new RouteTable();
+  /** TUN mode: VTEP addresses (ours and each node's) to VTEP MACs, and the ARP senders learned. */
   readonly neighbors: NeighborTable;
+  /** VTEP MACs to underlay addresses (TAP mode: the flood list and learned MACs too). */
   readonly fdb: Fdb;
   protected readonly peerPort: number;
   /** Our VTEP MAC as words (first two octets, last four), for writing and comparing per packet. */
@@ -254,6 +263,7 @@ export abstract class VxlanBackend extends Backend {
     return backend;
   }
 
+  /** The routes, neighbors and FDB as text, as `ip route`, `ip neigh` and `bridge fdb` show them. */
   dumpTables() {
     return { routes: this.routes.dump(), neighbors: this.neighbors.dump(), fdb: this.fdb.dump() };
   }
@@ -303,6 +313,7 @@ export abstract class VxlanBackend extends Backend {
     return true;
   }
 
+  /** Stops the tables' upkeep, then as {@link Backend.close}. */
   override close(): void {
     clearInterval(this.upkeep);
     super.close();

@@ -6,6 +6,7 @@ export type Status = 'ok' | 'warn' | 'fail';
 
 export const MARK: Record<Status | 'skip', string> = { ok: '✓', warn: '!', fail: '✗', skip: '-' };
 
+/** One node check's result, a line of the report. */
 export interface CheckResult {
   /** Stable name of the check (tun, ip-forward, cni-bin, ...): what scripts key on. */
   id: string;
@@ -26,18 +27,26 @@ export interface PathCell {
   rttMs?: number;
 }
 
+/** One peer's row of the path checks: its lease, then underlay, overlay and path MTU. */
 export interface PeerRow {
+  /** The peer's subnet and public IP, from its lease. */
   subnet: string;
   publicIp: string;
+  /** The backend type its lease names. */
   backend: string;
+  /** The peer reached on the underlay (its public IP). */
   underlay: PathCell;
+  /** A probe encapsulated as the backend's packets, to the peer's VTEP (its subnet's first) address. */
   overlay: PathCell;
   /** The largest packet that crossed with DF set, against what this node's pods send. */
   pathMtu: PathCell & { bytes?: number; expected: number };
+  /** What to do when a cell failed. */
   fix?: string;
 }
 
+/** Everything `weftd doctor` found: what `--json` prints, and what renderText formats. */
 export interface DoctorReport {
+  /** This node as the doctor found it (what could not be found is absent). */
   node: {
     publicIp?: string;
     iface?: string;

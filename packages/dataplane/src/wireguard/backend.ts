@@ -47,6 +47,7 @@ export interface WireguardNode extends RemoteNode {
   publicKey: string;
 }
 
+/** Options of {@link WireguardBackend.open}. */
 export interface WireguardBackendOptions extends CommonBackendOptions {
   /** This node's private key (base64, as `wg genkey` prints, or 32 bytes). */
   privateKey: string | Uint8Array;
@@ -56,6 +57,7 @@ export interface WireguardBackendOptions extends CommonBackendOptions {
   nodeAddress6?: string;
   /** The cluster networks routed into the device (flannel: the whole Network and IPv6Network). */
   network?: string;
+  /** The IPv6 cluster network routed into the device. */
   network6?: string;
   /** The UDP port we listen on and, unless a node says otherwise, peers listen on (default 51820). */
   listenPort?: number;
@@ -67,6 +69,7 @@ export interface WireguardBackendOptions extends CommonBackendOptions {
   timers?: Partial<WireguardTimers>;
   /** Timer resolution in ms (default 100). */
   tickMs?: number;
+  /** Where the engine's status and errors go (default: nowhere). */
   log?: (message: string) => void;
 }
 
@@ -267,6 +270,7 @@ export class WireguardBackend extends Backend {
     };
   }
 
+  /** As {@link Backend.counters}, with the engine's drops among `drops` and the rest under `wireguard`. */
   override counters(): WireguardCounterSnapshot {
     const snapshot = super.counters() as WireguardCounterSnapshot;
     const wg = this.engine.counterSnapshot();

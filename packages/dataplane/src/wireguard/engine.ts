@@ -116,12 +116,15 @@ export interface WireguardSink {
   flush(): void;
 }
 
+/** A peer as `wg set` takes it. */
 export interface WireguardPeerConfig {
+  /** The peer's public key (base64, or 32 bytes). */
   publicKey: string | Uint8Array;
   /** Where to send until the peer is heard from elsewhere (WireGuard roams to authenticated sources). */
   endpoint?: { address: string; port: number };
   /** The peer's AllowedIPs: its routes out, and the inner sources accepted from it. */
   allowedIps: readonly string[];
+  /** A pre-shared key mixed into the handshake (base64, or 32 bytes). */
   presharedKey?: string | Uint8Array;
   /** Seconds between keepalives when nothing else is sent (0: off). */
   persistentKeepaliveSeconds?: number;
@@ -199,6 +202,7 @@ export class WireguardEngine {
   readonly publicKey: Uint8Array;
   readonly timers: WireguardTimers;
   readonly mtu: number;
+  /** The monotonic clock in ms the timers run on. */
   readonly now: () => number;
   private readonly wallNow: () => number;
   private readonly log: (message: string) => void;
@@ -485,6 +489,7 @@ export class WireguardEngine {
     this.byKey.delete(peer.keyText);
   }
 
+  /** Every peer, as `wg show` describes it. */
   peerStatus(): WireguardPeerStatus[] {
     const out: WireguardPeerStatus[] = [];
     for (const peer of this.byKey.values()) {
@@ -520,6 +525,7 @@ export class WireguardEngine {
     return `[${formatIp({ family: 6, address: b })}]:${this.epPort[s]}`;
   }
 
+  /** The engine's counters by name ({@link WgCounter}). */
   counterSnapshot(): Record<string, number> {
     const out: Record<string, number> = {};
     WG_COUNTER_NAMES.forEach((name, i) => {
@@ -539,6 +545,7 @@ export class WireguardEngine {
     this.flush();
   }
 
+  /** Removes every peer and zeroes the session keys; nothing is sent after. */
   close(): void {
     this.closed = true;
     for (const peer of [...this.byKey.values()]) this.removePeer(peer);
@@ -982,6 +989,7 @@ export class WireguardEngine {
     this.pTxBytes[s] += msg.length;
   }
 
+  /** Sends what the engine queued through its sink. */
   flush(): void {
     this.sink?.flush();
     this.outPos = 0;

@@ -18,10 +18,15 @@ import {
 import { dirname } from 'node:path';
 import { WeftError } from '@weft/core';
 
+/** The `code` of each WeftError the WireGuard backend throws. */
 export const WireguardErrorCode = {
+  /** A key that is not 32 bytes (base64 as `wg genkey` prints). */
   badKey: 'ERR_WIREGUARD_BAD_KEY',
+  /** A bad peer (key, endpoint, no AllowedIPs, listed twice, AllowedIPs shared); none was changed. */
   badPeer: 'ERR_WIREGUARD_BAD_PEER',
+  /** A backend option of the wrong type or out of range. */
   badOption: 'ERR_WIREGUARD_BAD_OPTION',
+  /** The key file cannot be read, narrowed to 0600 or written, or holds no private key. */
   keyFile: 'ERR_WIREGUARD_KEY_FILE',
 } as const;
 
@@ -37,6 +42,7 @@ export function parseKey(text: unknown, what: string): Uint8Array {
   return new Uint8Array(Buffer.from(text.trim(), 'base64'));
 }
 
+/** A 32-byte key in base64, as `wg` and flannel write it. */
 export function formatKey(key: Uint8Array): string {
   return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('base64');
 }
