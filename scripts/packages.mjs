@@ -1,7 +1,11 @@
 // Checks (or with --write, sets) what every public package's tarball must carry: the license and
 // its LICENSE file, a README, repository/homepage/bugs pointing into this repository, keywords,
-// sideEffects, exports with types first, engines and public access. `pnpm lint` runs the check;
-// `pnpm packages:write` fixes what a script can (repository links, LICENSE copies, access).
+// sideEffects, exports with types first, engines, public access, and the exports published
+// without the workspace's `weft-src` condition. `pnpm lint` runs the check; `pnpm packages:write`
+// fixes what a script can (repository links, LICENSE copies, publishConfig).
+//
+// The root package.json's `repository.url` is the one place the repository's address is written:
+// every package's repository, homepage and bugs are derived from it here.
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +29,9 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
     homepage: `${repoUrl}/tree/main/packages/${dir}#readme`,
     bugs: { url: `${repoUrl}/issues` },
     engines: rootPkg.engines,
-    publishConfig: { access: 'public' },
+    // pnpm pack and publish put publishConfig.exports in place of exports: a consumer's resolver
+    // never sees `weft-src` (the workspace's condition for TypeScript sources, see vitest.config.ts).
+    publishConfig: { access: 'public', exports: withoutSourceCondition(pkg.exports ?? {}) },
   };
   for (const [key, value] of Object.entries(want)) {
     if (JSON.stringify(pkg[key]) === JSON.stringify(value)) continue;
@@ -56,6 +62,16 @@ for (const dir of readdirSync(join(root, 'packages')).sort()) {
     const out = `${JSON.stringify(pkg, null, 2)}\n`;
     if (out !== text) writeFileSync(path, out);
   }
+}
+
+/** `exports` with every `weft-src` condition left out. */
+function withoutSourceCondition(exports) {
+  return Object.fromEntries(
+    Object.entries(exports).map(([sub, entry]) => [
+      sub,
+      Object.fromEntries(Object.entries(entry).filter(([condition]) => condition !== 'weft-src')),
+    ]),
+  );
 }
 
 if (problems.length > 0) {

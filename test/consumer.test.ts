@@ -137,6 +137,9 @@ describe('the packed packages, installed with npm as a consumer installs them', 
         readFileSync(join(app, 'node_modules', pkg.name, 'package.json'), 'utf8'),
       );
       expect(installed.version).toBe(pkg.version);
+      // Published without the workspace's `weft-src` condition (publishConfig.exports).
+      expect(JSON.stringify(installed.exports), pkg.name).not.toMatch(/weft-src/);
+      expect(installed.exports, pkg.name).toEqual(pkg.publishConfig.exports);
       for (const hook of ['preinstall', 'install', 'postinstall'])
         expect(installed.scripts?.[hook], `${pkg.name} ${hook}`).toBeUndefined();
       expect(existsSync(join(app, 'node_modules', pkg.name, 'LICENSE')), pkg.name).toBe(true);
