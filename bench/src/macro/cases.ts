@@ -1,5 +1,6 @@
 import { formatKey, generatePrivateKey, publicKeyOf } from '@weft/dataplane';
 import {
+  configureKernelL2,
   configureKernelVtep,
   createTwoNodes,
   type Netns,
@@ -27,6 +28,8 @@ export interface CaseRuntime {
 export interface BenchCase {
   name: string;
   description: string;
+  /** The kernel case its ratios are to (default kernel-vxlan): an L2 case's is kernel-l2. */
+  baseline?: string;
   setup(tag: string): Promise<CaseRuntime>;
 }
 
@@ -137,6 +140,57 @@ function weftWireguard(
   );
 }
 
+/**
+ * L2 cases, the VXLAN tutorials' overlay: on each node a bridge br1 with the node's endpoint
+ * address (10.99.0.<n>/24) and, as its port, the kernel's vxlan100 (VNI 100, port 4789,
+ * `nolearning`, an all-zeros FDB entry for the peer) or weft's TAP.
+ */
+const L2_VNI = 100;
+const L2_PORT = 4789;
+
+function l2Address(side: 'a' | 'b'): string {
+  return side === 'a' ? '10.99.0.1/24' : '10.99.0.2/24';
+}
+
+function kernelL2(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
+  return configureKernelL2({
+    ns,
+    localIp: side === 'a' ? nodes.ipA : nodes.ipB,
+    vni: L2_VNI,
+    port: L2_PORT,
+    peers: [side === 'a' ? nodes.ipB : nodes.ipA],
+    bridgeAddress: l2Address(side),
+    userspacePeer,
+  });
+}
+
+async function weftTap(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNode> {
+  const node = await startDataplane(
+    ns,
+    {
+      type: 'vxlan',
+      mode: 'tap',
+      deviceName: 'tap100',
+      offload: OFFLOAD,
+      vni: L2_VNI,
+      port: L2_PORT,
+      vtepMac: side === 'a' ? MAC_A : MAC_B,
+      publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
+      nodes: [{ publicIp: side === 'a' ? nodes.ipB : nodes.ipA }],
+    },
+    NODE_ARGS,
+  );
+  await ns.sh(
+    [
+      'ip link add br1 type bridge',
+      'ip link set tap100 master br1',
+      `ip addr add ${l2Address(side)} dev br1`,
+      'ip link set br1 up',
+    ].join('\n'),
+  );
+  return node;
+}
+
 /** Starts things; if one fails, deletes the namespaces (which kills what did start). */
 async function guarded(
   tag: string,
@@ -183,6 +237,37 @@ export const CASES: BenchCase[] = [
       guarded(tag, async (nodes) => {
         await kernelVtep(nodes.b, nodes, 'b', true);
         return { serverAddress: '10.244.2.0', weft: [await weftVxlan(nodes.a, nodes, 'a')] };
+      }),
+  },
+  {
+    name: 'kernel-l2',
+    description:
+      "the VXLAN tutorials' L2 overlay on both nodes: bridge br1 + the kernel's vxlan100 (VNI 100, port 4789, nolearning, all-zeros FDB entry)",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await kernelL2(nodes.a, nodes, 'a', false);
+        await kernelL2(nodes.b, nodes, 'b', false);
+        return { serverAddress: '10.99.0.2', weft: [] };
+      }),
+  },
+  {
+    name: 'weft-tap',
+    description: "bridge br1 + weft's TAP mode (VNI 100, port 4789) on both nodes",
+    baseline: 'kernel-l2',
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        const weft = [await weftTap(nodes.a, nodes, 'a'), await weftTap(nodes.b, nodes, 'b')];
+        return { serverAddress: '10.99.0.2', weft };
+      }),
+  },
+  {
+    name: 'weft-tap-kernel',
+    description: "bridge br1 + weft's TAP mode on node a, the kernel's bridge + vxlan100 on node b",
+    baseline: 'kernel-l2',
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await kernelL2(nodes.b, nodes, 'b', true);
+        return { serverAddress: '10.99.0.2', weft: [await weftTap(nodes.a, nodes, 'a')] };
       }),
   },
   {

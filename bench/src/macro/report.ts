@@ -4,6 +4,8 @@ import type { MachineInfo } from '../machine.js';
 export interface CaseResult {
   name: string;
   description: string;
+  /** The case its ratios are to, when not the report's baseline (an L2 case's is kernel-l2). */
+  baseline?: string;
   tcpBitsPerSecond: number;
   /** Each TCP run, for the spread. */
   tcpRuns: number[];
@@ -37,9 +39,14 @@ export function tcpSpread(c: CaseResult): number {
   return (sorted[sorted.length - 1] - sorted[0]) / sorted[Math.floor(sorted.length / 2)];
 }
 
-/** A plain-text table, each figure with its ratio to the baseline (kernel VXLAN) of the same run. */
+/** The case `c`'s ratios are to, from the same run: its own baseline or the report's; undefined if it did not run. */
+export function baselineOf(report: MacroReport, c: CaseResult): CaseResult | undefined {
+  const name = c.baseline ?? report.baseline;
+  return report.cases.find((x) => x.name === name && !x.skipped);
+}
+
+/** A plain-text table, each figure with its ratio to its kernel baseline (VXLAN, or L2) of the same run. */
 export function table(report: MacroReport): string {
-  const base = report.cases.find((c) => c.name === report.baseline && !c.skipped);
   const header = [
     'case',
     'TCP',
@@ -54,13 +61,18 @@ export function table(report: MacroReport): string {
   ];
   const rows = report.cases.map((c) => {
     if (c.skipped) return [c.name, `skipped: ${c.skipped}`, '', '', '', '', '', '', '', ''];
+    const base = baselineOf(report, c);
     return [
       c.name,
       fmt.gbps(c.tcpBitsPerSecond),
-      base ? fmt.ratio(c.tcpBitsPerSecond / base.tcpBitsPerSecond) : 'n/a',
+      base
+        ? `${fmt.ratio(c.tcpBitsPerSecond / base.tcpBitsPerSecond)}${c.baseline ? ` of ${c.baseline}` : ''}`
+        : 'n/a',
       `±${(tcpSpread(c) * 50).toFixed(1)}%`,
       fmt.kpps(c.udpPacketsPerSecond),
-      base ? fmt.ratio(c.udpPacketsPerSecond / base.udpPacketsPerSecond) : 'n/a',
+      base
+        ? `${fmt.ratio(c.udpPacketsPerSecond / base.udpPacketsPerSecond)}${c.baseline ? ` of ${c.baseline}` : ''}`
+        : 'n/a',
       fmt.ms(c.rttMedianMs),
       fmt.ms(c.rttP99Ms),
       c.weftCpuSecondsPerGB === undefined ? '-' : c.weftCpuSecondsPerGB.toFixed(2),
@@ -86,7 +98,6 @@ function xmlEscape(text: string): string {
  */
 export function svgChart(report: MacroReport): string {
   const cases = report.cases.filter((c) => !c.skipped);
-  const base = cases.find((c) => c.name === report.baseline);
   const panels: {
     title: string;
     value: (c: CaseResult) => number;
@@ -123,6 +134,9 @@ export function svgChart(report: MacroReport): string {
     'weft-vxlan': '#e67e22',
     'weft-vxlan-kernel': '#d35400',
     'weft-udp': '#16a085',
+    'kernel-l2': '#34495e',
+    'weft-tap': '#8e44ad',
+    'weft-tap-kernel': '#9b59b6',
   };
   const parts: string[] = [];
   parts.push(
@@ -130,7 +144,7 @@ export function svgChart(report: MacroReport): string {
   );
   parts.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
   parts.push(
-    `<text x="20" y="30" font-size="18" font-weight="bold">weft vs the kernel's VXLAN, same run (ratio to kernel-vxlan = 100%)</text>`,
+    `<text x="20" y="30" font-size="18" font-weight="bold">weft vs the kernel, same run (ratio to kernel-vxlan, or kernel-l2 for L2 cases, = 100%)</text>`,
   );
   parts.push(
     `<text x="20" y="50" fill="#555">${xmlEscape(`${report.machine.date.slice(0, 16)} · kernel ${report.machine.kernel} · ${report.machine.cpuCount} CPUs · Node ${report.machine.node} · weft ${report.machine.weftCommit}`)}</text>`,
@@ -138,7 +152,10 @@ export function svgChart(report: MacroReport): string {
   panels.forEach((panel, p) => {
     const top = 70 + p * (panelH + 20);
     parts.push(`<text x="20" y="${top + 18}" font-weight="bold">${xmlEscape(panel.title)}</text>`);
-    const ratios = cases.map((c) => (base ? panel.value(c) / panel.value(base) : 1));
+    const ratios = cases.map((c) => {
+      const base = baselineOf(report, c);
+      return base ? panel.value(c) / panel.value(base) : Number.NaN;
+    });
     const maxRatio = Math.max(1, ...ratios.filter(Number.isFinite));
     const x100 = left + (plotW * 1) / maxRatio;
     cases.forEach((c, i) => {
@@ -152,7 +169,7 @@ export function svgChart(report: MacroReport): string {
         `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${colors[c.name] ?? '#888'}"/>`,
       );
       parts.push(
-        `<text x="${left + w + 6}" y="${y + barH * 0.7}">${xmlEscape(`${panel.label(c)} (${fmt.ratio(ratio)})`)}</text>`,
+        `<text x="${left + w + 6}" y="${y + barH * 0.7}">${xmlEscape(`${panel.label(c)} (${fmt.ratio(ratio)}${c.baseline ? ` of ${c.baseline}` : ''})`)}</text>`,
       );
     });
     parts.push(

@@ -76,6 +76,7 @@ async function runCase(c: BenchCase): Promise<CaseResult> {
     const result: CaseResult = {
       name: c.name,
       description: c.description,
+      baseline: c.baseline,
       tcpBitsPerSecond: median(tcpRuns),
       tcpRuns,
       udpPacketsPerSecond: udp,
@@ -107,6 +108,7 @@ try {
       results.push({
         name: c.name,
         description: c.description,
+        baseline: c.baseline,
         tcpBitsPerSecond: 0,
         tcpRuns: [],
         udpPacketsPerSecond: 0,

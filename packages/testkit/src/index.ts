@@ -54,6 +54,13 @@ export {
   startDataplane,
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
+export {
+  addContainer,
+  bridgeLearned,
+  type Container,
+  configureKernelL2,
+  type KernelL2,
+} from './kernel-l2.js';
 export { configureKernelVtep, type KernelVtep } from './kernel-vtep.js';
 export { BUSYBOX, busyboxRootfs, Podman, type PodmanOptions } from './podman.js';
 export {
