@@ -11,6 +11,7 @@ import {
   VirtioGso,
   vxlanEncapInPlace,
   write16,
+  writeEthernetHeader,
   writeVirtioNetHdr,
 } from '@weft/encap';
 import type { PacketRing } from '@weft/tun';
@@ -101,6 +102,36 @@ export function putSuperPacket(
     TcpField.checksum,
   );
   ring.lengths[i] = VIRTIO_NET_HDR_BYTES + len;
+}
+
+/**
+ * A TAP slot holding a TSO frame: virtio_net_hdr, an Ethernet header (`dstMac`, `srcMac`), then a
+ * TCPv4 super-packet of `segments` x `mss` (csum_start counts from the frame, as a TAP's does).
+ */
+export function putSuperFrame(
+  ring: PacketRing,
+  i: number,
+  segments: number,
+  mss: number,
+  dstMac: number,
+  srcMac: number,
+  o: TcpOptions,
+): void {
+  const at = ring.slotOffset(i);
+  const frame = at + VIRTIO_NET_HDR_BYTES;
+  writeEthernetHeader(ring.slab, frame, dstMac, srcMac, EtherType.ipv4);
+  const len = writeTcp4(ring.slab, frame + 14, segments * mss, o, false);
+  writeVirtioNetHdr(
+    ring.slab,
+    at,
+    VirtioFlag.needsCsum,
+    VirtioGso.tcpv4,
+    14 + 20 + TCP_HEADER,
+    mss,
+    14 + 20,
+    TcpField.checksum,
+  );
+  ring.lengths[i] = VIRTIO_NET_HDR_BYTES + 14 + len;
 }
 
 /** A device slot holding one IPv4/TCP packet (behind an empty virtio_net_hdr when `h` is 12). */

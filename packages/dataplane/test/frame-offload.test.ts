@@ -1,0 +1,361 @@
+import { randomBytes } from 'node:crypto';
+import { parseMac } from '@weft/core';
+import {
+  EtherType,
+  IpProtocol,
+  ipv4,
+  ipv4Check,
+  Status,
+  TcpField,
+  TcpFlag,
+  tcpChecksumOk4,
+  tcpPseudoSum4,
+  VIRTIO_NET_HDR_BYTES,
+  VirtioFlag,
+  VirtioGso,
+  virtioRead16,
+  vxlanVni,
+  write16,
+  writeEthernetHeader,
+} from '@weft/encap';
+import { haveTools, scapyRun } from '@weft/testkit';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  CoalesceResult,
+  FrameCoalescer,
+  finishPartialChecksum,
+  frameIpv4Offset,
+  type Segmented,
+  segmentFrameTcp4,
+} from '../src/testing.js';
+
+const DST = parseMac('02:00:00:aa:02:05');
+const SRC = parseMac('02:00:00:aa:01:05');
+const THL = 32;
+
+/**
+ * An Ethernet frame (tagged with `tags` 802.1Q tags) carrying a TCPv4 packet (TCP with a 12-byte
+ * timestamp option) with `payload`; its TCP checksum partial, as a TAP hands a TSO frame over, or
+ * whole with `whole`.
+ */
+function tcpFrame(
+  payload: Buffer,
+  o: {
+    seq?: number;
+    flags?: number;
+    sport?: number;
+    src?: number;
+    tags?: number;
+    whole?: boolean;
+    srcMac?: number;
+  } = {},
+): Buffer {
+  const link = 14 + 4 * (o.tags ?? 0);
+  const buf = Buffer.alloc(link + 20 + THL + payload.length);
+  writeEthernetHeader(buf, 0, DST, o.srcMac ?? SRC, o.tags ? EtherType.vlan : EtherType.ipv4);
+  for (let t = 0; t < (o.tags ?? 0); t++) {
+    buf.writeUInt16BE(100 + t, 14 + 4 * t);
+    buf.writeUInt16BE(t + 1 < (o.tags ?? 0) ? EtherType.vlan : EtherType.ipv4, 16 + 4 * t);
+  }
+  ipv4.emit(
+    {
+      src: o.src ?? 0x0a630105,
+      dst: 0x0a630207,
+      protocol: IpProtocol.tcp,
+      ttl: 64,
+      payloadLength: THL + payload.length,
+      identification: 100,
+      dontFragment: true,
+    },
+    buf,
+    link,
+  );
+  const tcp = link + 20;
+  buf.writeUInt16BE(o.sport ?? 40000, tcp);
+  buf.writeUInt16BE(5201, tcp + 2);
+  buf.writeUInt32BE((o.seq ?? 1_000_000) >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(77, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (THL / 4) << 4;
+  buf[tcp + TcpField.flags] = o.flags ?? TcpFlag.ack;
+  buf.writeUInt16BE(501, tcp + TcpField.window);
+  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
+  payload.copy(buf, tcp + THL);
+  write16(buf, tcp + TcpField.checksum, 0);
+  const partial = tcpPseudoSum4(buf, link, THL + payload.length);
+  write16(buf, tcp + TcpField.checksum, (partial & 0xffff) + (partial >>> 16));
+  if (o.whole)
+    expect(finishPartialChecksum(buf, link, buf.length - link, 20, TcpField.checksum)).toBe(true);
+  return buf;
+}
+
+function cut(frame: Buffer, mss: number, vni = 100): { out: Buffer; r: Segmented } {
+  const out = Buffer.alloc(frame.length * 2 + 4096);
+  const link = frameIpv4Offset(frame, 0, frame.length);
+  const r = segmentFrameTcp4(frame, 0, frame.length, link, mss, vni, out, 0, {
+    count: 0,
+    segmentBytes: 0,
+    totalBytes: 0,
+  })!;
+  return { out, r };
+}
+
+/** The Ethernet frames (VXLAN header stripped) of a cut. */
+function frames(out: Buffer, r: Segmented): Buffer[] {
+  const list: Buffer[] = [];
+  for (let k = 0; k < r.count; k++) {
+    const at = k * r.segmentBytes;
+    const end = k === r.count - 1 ? r.totalBytes : at + r.segmentBytes;
+    list.push(Buffer.from(out.subarray(at + 8, end)));
+  }
+  return list;
+}
+
+describe('the link header of an IPv4 frame', () => {
+  it('is 14 bytes, 18 or 22 behind one or two tags; anything else is not IPv4', () => {
+    const p = Buffer.alloc(10);
+    expect(frameIpv4Offset(tcpFrame(p), 0, 80)).toBe(14);
+    expect(frameIpv4Offset(tcpFrame(p, { tags: 1 }), 0, 80)).toBe(18);
+    expect(frameIpv4Offset(tcpFrame(p, { tags: 2 }), 0, 80)).toBe(22);
+    expect(frameIpv4Offset(tcpFrame(p, { tags: 3 }), 0, 80)).toBe(-1);
+    const arp = tcpFrame(p);
+    arp.writeUInt16BE(EtherType.arp, 12);
+    expect(frameIpv4Offset(arp, 0, 80)).toBe(-1);
+    arp.writeUInt16BE(EtherType.ipv6, 12);
+    expect(frameIpv4Offset(arp, 0, 80)).toBe(-1);
+    // Never a read past the frame: a tag cut short is not IPv4.
+    expect(frameIpv4Offset(tcpFrame(p, { tags: 1 }), 0, 17)).toBe(-1);
+    expect(frameIpv4Offset(tcpFrame(p), 0, 13)).toBe(-1);
+  });
+});
+
+describe('TSO frames cut into VXLAN datagrams', () => {
+  it('each segment behind the VXLAN header and a copy of the Ethernet header, valid and in order', () => {
+    for (const tags of [0, 1, 2]) {
+      const payload = randomBytes(60_000);
+      const frame = tcpFrame(payload, { tags, flags: TcpFlag.ack | TcpFlag.psh | TcpFlag.cwr });
+      const link = 14 + 4 * tags;
+      const mss = 1398;
+      const { out, r } = cut(frame, mss, 0xabcdef);
+      expect(r.count).toBe(Math.ceil(60_000 / mss));
+      expect(r.segmentBytes).toBe(8 + link + 20 + THL + mss);
+      const chunks: Buffer[] = [];
+      for (const [k, f] of frames(out, r).entries()) {
+        expect(vxlanVni(out, k * r.segmentBytes)).toBe(0xabcdef);
+        expect(out[k * r.segmentBytes]).toBe(0x08);
+        expect(f.subarray(0, link).equals(frame.subarray(0, link))).toBe(true);
+        const len = f.readUInt16BE(link + 2);
+        expect(len).toBe(f.length - link);
+        expect(ipv4Check(f, link, len)).toBe(Status.ok);
+        expect(tcpChecksumOk4(f, link, link + 20, len - 20)).toBe(true);
+        expect(f.readUInt32BE(link + 20 + TcpField.seq)).toBe(1_000_000 + k * mss);
+        const flags = f[link + 20 + TcpField.flags];
+        expect((flags & TcpFlag.psh) !== 0).toBe(k === r.count - 1);
+        expect((flags & TcpFlag.cwr) !== 0).toBe(k === 0);
+        chunks.push(f.subarray(link + 20 + THL));
+      }
+      expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+    }
+  });
+
+  it('refuses a frame that is not a TCPv4 super-packet, or that does not fit', () => {
+    const frame = tcpFrame(randomBytes(3000));
+    const into = { count: 0, segmentBytes: 0, totalBytes: 0 };
+    const udp = Buffer.from(frame);
+    udp[14 + 9] = IpProtocol.udp;
+    expect(segmentFrameTcp4(udp, 0, udp.length, 14, 1400, 1, Buffer.alloc(9000), 0, into)).toBe(
+      undefined,
+    );
+    expect(
+      segmentFrameTcp4(frame, 0, frame.length, 14, 1400, 1, Buffer.alloc(100), 0, into),
+    ).toBeUndefined();
+  });
+});
+
+describe('coalescing frames for TAP writes', () => {
+  const collect = (bytes = 200_000) => {
+    const staging = Buffer.alloc(bytes);
+    const emitted: Buffer[] = [];
+    const c = new FrameCoalescer(staging, (off, len) =>
+      emitted.push(Buffer.from(staging.subarray(off, off + len))),
+    );
+    return { c, emitted };
+  };
+
+  it('turns the segments of a TSO frame back into one GSO frame the kernel can finish', () => {
+    const payload = randomBytes(50_000);
+    const frame = tcpFrame(payload, { flags: TcpFlag.ack | TcpFlag.psh });
+    const { out, r } = cut(frame, 1398);
+    const { c, emitted } = collect();
+    for (const f of frames(out, r)) expect(c.push(f, 0, f.length)).toBe(CoalesceResult.queued);
+    c.flush();
+    expect(emitted.length).toBe(1);
+    const w = emitted[0];
+    expect(w[0]).toBe(VirtioFlag.needsCsum);
+    expect(w[1]).toBe(VirtioGso.tcpv4);
+    // A TAP's offsets count from the frame's first byte.
+    expect(virtioRead16(w, 2)).toBe(14 + 20 + THL);
+    expect(virtioRead16(w, 4)).toBe(1398);
+    expect(virtioRead16(w, 6)).toBe(14 + 20);
+    expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
+    const f = w.subarray(VIRTIO_NET_HDR_BYTES);
+    expect(f.subarray(0, 14).equals(frame.subarray(0, 14))).toBe(true);
+    expect(ipv4Check(f, 14, f.length - 14)).toBe(Status.ok);
+    expect(f.subarray(14 + 20 + THL).equals(payload)).toBe(true);
+    expect(f[14 + 20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
+    const done = Buffer.from(f);
+    expect(finishPartialChecksum(done, 14, done.length - 14, 20, TcpField.checksum)).toBe(true);
+    expect(tcpChecksumOk4(done, 14, 34, done.length - 34)).toBe(true);
+  });
+
+  it('keeps Ethernet headers, flows, gaps, control segments and other frames apart, in order', () => {
+    const { c, emitted } = collect();
+    const seg = (seq: number, o: Parameters<typeof tcpFrame>[1] = {}) =>
+      tcpFrame(Buffer.alloc(100, seq & 0xff), { seq, whole: true, ...o });
+    const arp = Buffer.alloc(42);
+    writeEthernetHeader(arp, 0, 0xffffffffffff, SRC, EtherType.arp);
+    const padded = Buffer.concat([seg(1400), Buffer.alloc(4)]);
+    const parts = [
+      seg(1000),
+      seg(1100),
+      seg(1200, { srcMac: parseMac('02:00:00:aa:01:06') }), // another Ethernet header: a new group
+      seg(1300, { srcMac: parseMac('02:00:00:aa:01:06') }),
+      seg(5000, { sport: 40001 }), // another flow
+      seg(9999, { sport: 40001 }), // a gap
+      seg(1400, { flags: TcpFlag.ack | TcpFlag.fin }), // FIN: alone
+      seg(1500, { tags: 1 }), // tagged: as it is
+      padded, // an Ethernet trailer behind the packet: as it is
+      arp,
+    ];
+    for (const p of parts) expect(c.push(p, 0, p.length)).toBe(CoalesceResult.queued);
+    c.flush();
+    const summary = emitted.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`);
+    const one = 14 + 20 + THL + 100;
+    expect(summary).toEqual([
+      `${VirtioGso.tcpv4}:${one + 100}`,
+      `${VirtioGso.tcpv4}:${one + 100}`,
+      `0:${one}`,
+      `0:${one}`,
+      `0:${one}`,
+      `0:${one + 4}`,
+      `0:${one + 4}`,
+      '0:42',
+    ]);
+    // What passes through is byte for byte the frame.
+    expect(emitted[6].subarray(VIRTIO_NET_HDR_BYTES).equals(padded)).toBe(true);
+    expect(emitted[1].readUIntBE(VIRTIO_NET_HDR_BYTES + 6, 6)).toBe(parseMac('02:00:00:aa:01:06'));
+  });
+
+  it('drops a segment whose checksum is wrong, opening a group or joining one; says when staging is full', () => {
+    const { c, emitted } = collect();
+    const good = tcpFrame(Buffer.alloc(100, 1), { seq: 1, whole: true });
+    const bad = tcpFrame(Buffer.alloc(100, 2), { seq: 101, whole: true });
+    bad[80] ^= 0xff;
+    const badFirst = tcpFrame(Buffer.alloc(100, 3), { seq: 1, sport: 40009, whole: true });
+    badFirst[90] ^= 0x01;
+    expect(c.push(good, 0, good.length)).toBe(CoalesceResult.queued);
+    expect(c.push(bad, 0, bad.length)).toBe(CoalesceResult.badChecksum);
+    expect(c.push(badFirst, 0, badFirst.length)).toBe(CoalesceResult.badChecksum);
+    c.flush();
+    expect(emitted.length).toBe(1);
+    expect(emitted[0][1]).toBe(VirtioGso.none);
+    expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES).equals(good)).toBe(true);
+    const small = collect(150);
+    expect(small.c.push(good, 0, good.length)).toBe(CoalesceResult.noRoom);
+    expect(small.c.passThrough(good, 0, good.length)).toBe(CoalesceResult.noRoom);
+    expect(small.emitted).toEqual([]);
+  });
+
+  it('round-trips any payload size and MSS through a cut and a coalesce', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        (bytes, mss) => {
+          const payload = randomBytes(bytes);
+          const { out, r } = cut(tcpFrame(payload), mss);
+          const { c, emitted } = collect();
+          for (const f of frames(out, r)) c.push(f, 0, f.length);
+          c.flush();
+          expect(emitted.length).toBe(1);
+          expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES + 14 + 20 + THL).equals(payload)).toBe(
+            true,
+          );
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describe.skipIf(!haveTools('scapy on cut and coalesced frames', 'scapy'))(
+  'scapy reads what the L2 offloads write',
+  () => {
+    it('segments (tagged and not) and a finished GSO frame: every field and checksum as scapy computes it', async () => {
+      const payload = randomBytes(5000);
+      const list = [
+        ...frames(...(Object.values(cut(tcpFrame(payload), 1398)) as [Buffer, Segmented])),
+        ...frames(
+          ...(Object.values(cut(tcpFrame(payload, { tags: 1 }), 1398)) as [Buffer, Segmented]),
+        ),
+      ];
+      const { c, emitted } = (() => {
+        const staging = Buffer.alloc(20_000);
+        const got: Buffer[] = [];
+        return {
+          c: new FrameCoalescer(staging, (o, l) =>
+            got.push(Buffer.from(staging.subarray(o, o + l))),
+          ),
+          emitted: got,
+        };
+      })();
+      for (const f of list.slice(0, 4)) c.push(f, 0, f.length);
+      c.flush();
+      const gso = emitted[0].subarray(VIRTIO_NET_HDR_BYTES);
+      finishPartialChecksum(gso, 14, gso.length - 14, 20, TcpField.checksum);
+      const report = (await scapyRun(
+        [...list, gso],
+        `
+def ok(layer):
+    again = layer.__class__(raw(layer))
+    again.chksum = None
+    return layer.chksum == layer.__class__(raw(again)).chksum
+def tcp_ok(p):
+    q = p[IP].copy()
+    del q[TCP].chksum
+    return p[TCP].chksum == IP(raw(q))[TCP].chksum
+out = []
+for p in packets:
+    out.append({"src": p[Ether].src, "dst": p[Ether].dst, "vlan": p[Dot1Q].vlan if Dot1Q in p else None,
+                "ip": ok(p[IP]), "len": p[IP].len, "tcp": tcp_ok(p), "seq": p[TCP].seq,
+                "payload": len(p[TCP].payload)})
+print(json.dumps(out))
+`,
+      )) as {
+        src: string;
+        dst: string;
+        vlan: number | null;
+        ip: boolean;
+        len: number;
+        tcp: boolean;
+        seq: number;
+        payload: number;
+      }[];
+      expect(report.length).toBe(list.length + 1);
+      for (const [i, p] of report.entries()) {
+        expect(p.src).toBe('02:00:00:aa:01:05');
+        expect(p.dst).toBe('02:00:00:aa:02:05');
+        expect(p.ip, `frame ${i}`).toBe(true);
+        expect(p.tcp, `frame ${i}`).toBe(true);
+      }
+      const half = list.length / 2;
+      expect(report.slice(0, half).map((p) => p.vlan)).toEqual(Array(half).fill(null));
+      expect(report.slice(half, list.length).map((p) => p.vlan)).toEqual(Array(half).fill(100));
+      expect(report.slice(0, half).map((p) => p.seq)).toEqual(
+        Array.from({ length: half }, (_, k) => 1_000_000 + k * 1398),
+      );
+      // The GSO frame: the four segments behind one header, its checksum finished as the kernel would.
+      expect(report[list.length]).toMatchObject({ payload: 5000, seq: 1_000_000, vlan: null });
+    });
+  },
+);
