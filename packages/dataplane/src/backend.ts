@@ -57,8 +57,8 @@ export interface OpenIoOptions {
 }
 
 /**
- * Opens a backend's device and socket, with offloads when asked and the kernel has them (a TUN
- * with vnet_hdr and TSO, a socket with UDP GRO), and without them otherwise. `configure` sets the
+ * Opens a backend's device and socket, with offloads when asked and the kernel has them (a TUN or
+ * TAP with vnet_hdr and TSO, a socket with UDP GRO), and without them otherwise. `configure` sets the
  * device up (MTU, addresses, routes); its errors are the caller's.
  */
 export function openBackendIo(
@@ -95,7 +95,7 @@ export function openBackendIo(
       throw err;
     }
   };
-  if (o.offload && o.mode === 'tun') {
+  if (o.offload) {
     try {
       return attempt(true);
     } catch (err) {

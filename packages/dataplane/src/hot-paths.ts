@@ -6,6 +6,7 @@ import {
   putDatagram,
   putGroDatagrams,
   putPacket,
+  putSuperFrame,
   putSuperPacket,
   resetTtl,
   setSource,
@@ -180,55 +181,62 @@ function vxlanPaths(plan: Plan, offload: boolean): Record<string, () => HotPath>
   };
 }
 
-/** TAP mode: Ethernet frames to and from a remote pod MAC the FDB knows (outbound) or learns (inbound). */
-function tapPaths(plan: Plan): Record<string, () => HotPath> {
+/**
+ * TAP mode: Ethernet frames to and from a remote pod MAC the FDB knows (outbound) or learns
+ * (inbound), and floods (broadcast frames replicated to three nodes).
+ */
+function tapPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
   const podLocal = parseMac('02:00:00:aa:01:05');
   const podRemote = parseMac('02:00:00:aa:02:05');
-  const make = () => {
+  const others = ['10.1.0.3', '10.1.0.4'];
+  const make = (flood: boolean) => {
     const { queue, socket, io } = standInBackendIo({ port: 4789 });
     const backend = VxlanBackend.overIo(io, {
       mode: 'tap',
       vni: 42,
       port: 4789,
       vtepMac: MAC_LOCAL,
+      offload,
     });
-    backend.setNodes([{ publicIp: plan.remote.underlay, vtepMac: MAC_REMOTE }]);
+    backend.setNodes([
+      { publicIp: plan.remote.underlay, vtepMac: MAC_REMOTE },
+      ...(flood ? others.map((publicIp) => ({ publicIp })) : []),
+    ]);
     return { backend, queue, socket };
   };
-  return {
-    outbound: () => {
-      const { backend, queue } = make();
-      const ring = queue.ring;
-      for (let i = 0; i < BATCH; i++) {
-        const at = ring.slotOffset(i);
-        writeEthernetHeader(ring.slab, at, parseMac(MAC_REMOTE), podLocal, EtherType.ipv4);
-        ring.lengths[i] =
-          14 +
-          writeTcp4(ring.slab, at + 14, 160, {
-            src: addr(plan, 'local', 5),
-            dst: addr(plan, 'remote', 5),
-          });
+  const outbound = (flood: boolean) => {
+    const { backend, queue } = make(flood);
+    const ring = queue.ring;
+    const dst = flood ? 0xffffffffffff : parseMac(MAC_REMOTE);
+    for (let i = 0; i < BATCH; i++) {
+      const o = { src: addr(plan, 'local', 5), dst: addr(plan, 'remote', 5) };
+      if (offload) {
+        putSuperFrame(ring, i, SEGMENTS, MSS, dst, podLocal, o);
+        continue;
       }
-      return { backend, perStep: BATCH, counter: 'txPackets', step: () => queue.onBatch(BATCH) };
-    },
+      const at = ring.slotOffset(i);
+      writeEthernetHeader(ring.slab, at, dst, podLocal, EtherType.ipv4);
+      ring.lengths[i] = 14 + writeTcp4(ring.slab, at + 14, 160, o);
+    }
+    const perStep = offload ? BATCH * SEGMENTS : BATCH;
+    return { backend, perStep, counter: 'txPackets' as const, step: () => queue.onBatch(BATCH) };
+  };
+  return {
+    outbound: () => outbound(false),
+    'flood outbound': () => outbound(true),
     inbound: () => {
-      const { backend, socket } = make();
+      const { backend, socket } = make(false);
       const ring = socket.ring;
       const from = parseIpv4(plan.remote.underlay);
+      const w: Wrap = { kind: 'vxlan', vni: 42, dstMac: podLocal, srcMac: podRemote };
       for (let i = 0; i < BATCH; i++) {
-        putDatagram(
-          ring,
-          i,
-          200,
-          { kind: 'vxlan', vni: 42, dstMac: podLocal, srcMac: podRemote },
-          {
-            src: addr(plan, 'remote', 5),
-            dst: addr(plan, 'local', 5),
-          },
-        );
+        const o = { src: addr(plan, 'remote', 5 + i), dst: addr(plan, 'local', 5), seq: 1000 };
+        if (offload) putGroDatagrams(ring, i, SEGMENTS, MSS, w, o);
+        else putDatagram(ring, i, 200, w, o);
         setSource(ring, i, from, 4789);
       }
-      return { backend, perStep: BATCH, counter: 'rxPackets', step: () => socket.onBatch(BATCH) };
+      const perStep = offload ? BATCH * SEGMENTS : BATCH;
+      return { backend, perStep, counter: 'rxPackets', step: () => socket.onBatch(BATCH) };
     },
   };
 }
@@ -250,7 +258,7 @@ export function hotPaths(): NamedHotPath[] {
       for (const [backendName, paths] of [
         ['udp', udpPaths(plan, offload)],
         ['vxlan', vxlanPaths(plan, offload)],
-        ...(offload ? [] : [['vxlan tap', tapPaths(plan)] as const]),
+        ['vxlan tap', tapPaths(plan, offload)],
       ] as const)
         for (const [direction, make] of Object.entries(paths))
           out.push({

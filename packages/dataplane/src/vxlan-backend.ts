@@ -59,7 +59,9 @@ import {
   openBackendIo,
 } from './backend.js';
 import { Counter, type CounterSnapshot, dropFor } from './counters.js';
+import { FrameCoalescer, frameIpv4Offset, segmentFrameTcp4 } from './frame-offload.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
+import { CoalesceResult, type Segmented } from './offload.js';
 import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
 import type { SourceNode } from './sources.js';
 
@@ -210,8 +212,7 @@ export abstract class VxlanBackend extends Backend {
         deviceName: options.deviceName ?? 'weft%d',
         mode,
         netns: options.netns,
-        // TAP mode moves Ethernet frames: no TSO to cut, so no offloads.
-        offload: mode === 'tun' && (options.offload ?? true),
+        offload: options.offload ?? true,
         address: options.publicIp ?? '0.0.0.0',
         port: options.port ?? VXLAN_PORT_LINUX,
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
@@ -673,17 +674,40 @@ export class VxlanVtep extends VxlanBackend {
 /**
  * TAP mode, an L2 segment: frames from the TAP go by the FDB (broadcast, multicast and unknown
  * unicast to every default destination, replicated without copying); received frames teach the
- * FDB their source MAC unless a static entry exists.
+ * FDB their source MAC unless a static entry exists. With offloads, a TSO frame from the TAP is
+ * cut once (the Ethernet header copied per segment) and its segments sent with UDP GSO to each
+ * destination from the same bytes; received segments of a flow are written to the TAP as one GSO
+ * frame.
+ *
+ * checkInnerSource, on an L2 segment: the nodes share the segment's IP subnet, so there is no
+ * per-node range to hold an inner IP source to; the check is on the inner source MAC instead. A
+ * frame whose source is a group address, our own VTEP MAC, or a MAC the FDB statically places
+ * behind another VTEP is dropped as spoofedInner (the kernel's VXLAN drops the same ones when it
+ * learns: a loop, and a static entry it will not migrate). Learned MACs move with their frames.
  */
 export class VxlanBridge extends VxlanBackend {
   readonly mode = 'tap' as const;
   protected readonly needs = { subnet: false, vtepMac: false };
   private readonly learning: boolean;
+  /** Offloads: received frames are coalesced here into TAP writes. */
+  private readonly frames: FrameCoalescer | undefined;
+  private readonly cut: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
+  /** Descriptors queued by inboundFrame without offloads. */
+  private rxCount = 0;
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
-    // Floods are replicated to every default destination: room for several per frame.
-    super(tun, socket, options, vtepMac, (options.batch ?? 64) * 8);
+    // Floods are replicated to every default destination: room for several per frame (and with
+    // offloads, two GSO sends per destination for a 64 KiB frame).
+    const batch = options.batch ?? 64;
+    super(tun, socket, options, vtepMac, batch * (options.offload ? 16 : 8));
     this.learning = options.learning ?? true;
+    if (this.offload) {
+      this.frames = new FrameCoalescer(this.rxStaging, (off, len) => {
+        if (this.devOut < this.deviceReplyBase)
+          this.toDevice.setLocal(this.devOut++, DeviceSlab.staging, off, len);
+        else this.counts[Counter.dropSendError]++;
+      });
+    }
   }
 
   /** Each node is a flood destination (and its VTEP MAC, when known, a static entry). */
@@ -707,11 +731,16 @@ export class VxlanBridge extends VxlanBackend {
     const c = this.counts;
     const fdb = this.fdb;
     const vni = this.vni;
+    const h = this.deviceHeaderBytes;
     const capacity = this.udpReplyBase;
     let n = 0;
+    this.txPos = 0;
     for (let i = 0; i < count; i++) {
-      const off = i * stride + headroom;
-      const len = lengths[i];
+      const base = i * stride + headroom;
+      const gso = this.devicePacket(slab, base, lengths[i]);
+      if (gso < 0) continue;
+      const off = base + h;
+      const len = lengths[i] - h;
       if (len < ETHERNET_HEADER_BYTES) {
         c[Counter.dropTruncated]++;
         continue;
@@ -724,6 +753,10 @@ export class VxlanBridge extends VxlanBackend {
       const dests = fdb.destinationsAt(slab, off);
       if (dests.length === 0) {
         c[Counter.dropNoFdb]++;
+        continue;
+      }
+      if (gso !== 0) {
+        n = this.queueFrameSegments(slab, off, len, dests, n);
         continue;
       }
       const start = off - VXLAN_HEADER_BYTES;
@@ -743,18 +776,80 @@ export class VxlanBridge extends VxlanBackend {
     return n;
   }
 
+  /**
+   * Offloads: cuts the TSO frame at slab[off] once into staging and queues its segments, as UDP
+   * GSO sends, to every destination (head-end replication over the same bytes). Returns the next
+   * free descriptor index.
+   */
+  private queueFrameSegments(
+    slab: Buffer,
+    off: number,
+    len: number,
+    dests: readonly FdbEntry[],
+    n: number,
+  ): number {
+    const c = this.counts;
+    const link = frameIpv4Offset(slab, off, len);
+    const r =
+      link < 0
+        ? undefined
+        : segmentFrameTcp4(
+            slab,
+            off,
+            len,
+            link,
+            this.gsoSize,
+            this.vni,
+            this.txStaging,
+            this.txPos,
+            this.cut,
+          );
+    if (r === undefined) {
+      c[Counter.dropUnsupported]++;
+      return n;
+    }
+    // A UDP datagram is at most 64 KiB before the kernel cuts it: some frames take two sends.
+    const perSend = Math.max(1, Math.floor(65_000 / r.segmentBytes));
+    const table = this.toUdp;
+    const capacity = this.udpReplyBase;
+    for (let d = 0; d < dests.length; d++) {
+      const e = dests[d];
+      if (e.remote4 >= 0 ? this.socket.family !== 4 : this.socket.family !== 6) {
+        c[Counter.dropUnsupported]++;
+        continue;
+      }
+      for (let k = 0; k < r.count; k += perSend) {
+        if (n >= capacity) {
+          c[Counter.dropSendError]++;
+          continue;
+        }
+        const segs = Math.min(perSend, r.count - k);
+        const start = this.txPos + k * r.segmentBytes;
+        const bytes =
+          k + segs === r.count ? r.totalBytes - k * r.segmentBytes : segs * r.segmentBytes;
+        if (e.remote4 >= 0) table.set4(n, UdpSlab.staging, start, bytes, e.remote4 | 0, e.port);
+        else
+          table.set6(n, UdpSlab.staging, start, bytes, e.remote.address as Uint8Array, 0, e.port);
+        table.gso[n] = segs > 1 ? r.segmentBytes : 0;
+        n++;
+      }
+    }
+    this.txPos += r.totalBytes;
+    c[Counter.txPackets] += r.count;
+    c[Counter.txBytes] += r.totalBytes - r.count * VXLAN_HEADER_BYTES;
+    return n;
+  }
+
   protected inbound(count: number): number {
     const ring = this.udpRing;
-    const slab = ring.slab;
     const lengths = ring.lengths;
     const stride = ring.stride;
     const headroom = ring.headroom;
     const c = this.counts;
-    const table = this.toDevice;
-    const vni = this.vni;
     const dropUnknown = this.dropUnknownSources;
-    const learn = this.learning;
-    let n = 0;
+    this.rxCount = 0;
+    this.devOut = 0;
+    this.frames?.reset();
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
       if (len <= 0) {
@@ -765,24 +860,81 @@ export class VxlanBridge extends VxlanBackend {
         c[Counter.dropUnknownSource] += this.datagramsIn(i, len);
         continue;
       }
-      const off = i * stride + headroom;
-      const status = vxlanCheck(slab, off, len, vni);
-      if (status !== Status.ok) {
-        c[dropFor(status)]++;
-        continue;
-      }
-      const inner = off + VXLAN_HEADER_BYTES;
-      const innerLen = len - VXLAN_HEADER_BYTES;
-      if (!this.acceptVlan && isVlanTag(read16(slab, inner + 12))) {
-        c[Counter.dropVlanTagged]++;
-        continue;
-      }
-      if (learn && ring.families[i] === 4)
-        this.fdb.learn4At(slab, inner + 6, ring.addrs[i * 4] | 0, this.peerPort, vni);
-      table.setLocal(n++, DeviceSlab.udpRing, inner, innerLen);
-      c[Counter.rxPackets]++;
-      c[Counter.rxBytes] += innerLen;
+      const base = i * stride + headroom;
+      // With UDP GRO one slot may hold several datagrams of ring.gso[i] bytes each.
+      const step = ring.gso[i] > 0 ? ring.gso[i] : len;
+      for (let at = 0; at < len; at += step)
+        this.inboundFrame(i, base + at, Math.min(step, len - at));
     }
-    return n;
+    if (this.frames) {
+      this.frames.flush();
+      return this.devOut;
+    }
+    return this.rxCount;
+  }
+
+  /** One received VXLAN datagram from UDP ring slot i: checked, its source learned, queued for the TAP. */
+  private inboundFrame(i: number, off: number, len: number): void {
+    const ring = this.udpRing;
+    const slab = ring.slab;
+    const c = this.counts;
+    const status = vxlanCheck(slab, off, len, this.vni);
+    if (status !== Status.ok) {
+      c[dropFor(status)]++;
+      return;
+    }
+    const inner = off + VXLAN_HEADER_BYTES;
+    const innerLen = len - VXLAN_HEADER_BYTES;
+    if (!this.acceptVlan && isVlanTag(read16(slab, inner + 12))) {
+      c[Counter.dropVlanTagged]++;
+      return;
+    }
+    const src = inner + 6;
+    if (this.checkInnerSource && this.spoofedSource(i, slab, src)) {
+      c[Counter.dropSpoofedInner]++;
+      return;
+    }
+    if (this.learning && ring.families[i] === 4)
+      this.fdb.learn4At(slab, src, ring.addrs[i * 4] | 0, this.peerPort, this.vni);
+    const frames = this.frames;
+    if (frames) {
+      const r = frames.push(slab, inner, innerLen);
+      if (r !== CoalesceResult.queued) {
+        c[r === CoalesceResult.badChecksum ? Counter.dropBadChecksum : Counter.dropSendError]++;
+        return;
+      }
+    } else {
+      this.toDevice.setLocal(this.rxCount++, DeviceSlab.udpRing, inner, innerLen);
+    }
+    c[Counter.rxPackets]++;
+    c[Counter.rxBytes] += innerLen;
+  }
+
+  /**
+   * Hot path: whether the inner source MAC at slab[src] cannot be the sender's: a group address,
+   * our own VTEP MAC, or a MAC statically placed behind a VTEP other than UDP ring slot i's source.
+   */
+  private spoofedSource(i: number, slab: Buffer, src: number): boolean {
+    if ((slab[src] & 1) !== 0) return true;
+    const high = read16(slab, src);
+    const low = readInt32(slab, src + 2);
+    if (high === this.macHigh && low === this.macLow) return true;
+    const entry = this.fdb.lookupWords(high, low);
+    if (entry === undefined || !entry.isStatic) return false;
+    const ring = this.udpRing;
+    if (ring.families[i] === 4) return entry.remote4 !== ring.addrs[i * 4];
+    if (entry.remote4 >= 0) return true;
+    const a = entry.remote.address as Uint8Array;
+    for (let w = 0; w < 4; w++) {
+      const word = ring.addrs[i * 4 + w];
+      if (
+        a[w * 4] !== word >>> 24 ||
+        a[w * 4 + 1] !== ((word >>> 16) & 0xff) ||
+        a[w * 4 + 2] !== ((word >>> 8) & 0xff) ||
+        a[w * 4 + 3] !== (word & 0xff)
+      )
+        return true;
+    }
+    return false;
   }
 }
