@@ -1,5 +1,6 @@
 export {
   createNetns,
+  createSwitchedNodes,
   createTwoNodes,
   type ExecResult,
   linkVeth,
@@ -7,6 +8,7 @@ export {
   type PrivilegeStatus,
   privileged,
   privilegeStatus,
+  type SwitchedNodes,
   sweepNetns,
   type TwoNodes,
   type VethOptions,

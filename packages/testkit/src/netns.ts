@@ -287,3 +287,51 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** More than two nodes on one underlay: each node's veth0 a port of a bridge in a switch namespace. */
+export interface SwitchedNodes {
+  nodes: Netns[];
+  /** Underlay addresses, 198.18.0.1 onwards, in the order of `nodes`. */
+  ips: string[];
+  /** Deletes every node and the switch. */
+  delete(): void;
+}
+
+export function createSwitchedNodes(
+  tag: string,
+  count: number,
+  options: { mtu?: number } = {},
+): SwitchedNodes {
+  const made: Netns[] = [];
+  try {
+    const sw = createNetns(tag);
+    made.push(sw);
+    execFileSync('ip', ['-n', sw.name, 'link', 'add', 'br0', 'type', 'bridge']);
+    execFileSync('ip', ['-n', sw.name, 'link', 'set', 'br0', 'up']);
+    const nodes: Netns[] = [];
+    const ips: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const ns = createNetns(tag);
+      made.push(ns);
+      nodes.push(ns);
+      ips.push(`198.18.0.${i + 1}`);
+      linkVeth(ns, sw, {
+        nameA: 'veth0',
+        nameB: `p${i}`,
+        addressA: `198.18.0.${i + 1}/24`,
+        mtu: options.mtu,
+      });
+      execFileSync('ip', ['-n', sw.name, 'link', 'set', `p${i}`, 'master', 'br0']);
+    }
+    return {
+      nodes,
+      ips,
+      delete() {
+        for (const ns of made) ns.delete();
+      },
+    };
+  } catch (err) {
+    for (const ns of made) ns.delete();
+    throw err;
+  }
+}
