@@ -137,14 +137,16 @@ export interface CommonBackendOptions extends PumpOptions {
    * address is outside that node's subnet (an ARP's sender address, likewise): a host that spoofs a
    * node's underlay address cannot put packets from any other address into pods. Neither the
    * kernel nor flannel checks this; default true. Turn it off where nodes forward traffic from
-   * other sources unmasqueraded (e.g. a NodePort without SNAT).
+   * other sources unmasqueraded (e.g. a NodePort without SNAT). vxlan TAP mode, an L2 segment,
+   * checks the inner source MAC instead (see VxlanBridge).
    */
   checkInnerSource?: boolean;
   /** UDP socket buffer sizes (default 4 MiB each). */
   socketBufferBytes?: number;
   /**
-   * Segmentation and coalescing offloads (TSO from the TUN, UDP GSO out, UDP GRO in, super-packet
-   * writes to the TUN). Default true; weft falls back without them where the kernel lacks them.
+   * Segmentation and coalescing offloads (TSO from the TUN or TAP, UDP GSO out, UDP GRO in,
+   * super-packet writes to the device). Default true; weft falls back without them where the
+   * kernel lacks them.
    */
   offload?: boolean;
 }

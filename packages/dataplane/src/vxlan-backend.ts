@@ -103,7 +103,7 @@ export interface VxlanBackendOptions extends CommonBackendOptions {
   neighborAgeingMs?: number;
   /** TAP mode: an address with prefix for the TAP device, e.g. 10.99.0.1/24 (optional). */
   tapAddress?: string;
-  /** TAP mode: learn source MACs of received frames (default true). */
+  /** TAP mode: learn source MACs of received frames (default true; false floods every unknown MAC). */
   learning?: boolean;
   /** Learned FDB entries age out after this long unseen (default 300 s); at most 4096 are kept. */
   ageingMs?: number;
