@@ -808,8 +808,9 @@ export class VxlanBridge extends VxlanBackend {
       c[Counter.dropUnsupported]++;
       return n;
     }
-    // A UDP datagram is at most 64 KiB before the kernel cuts it: some frames take two sends.
-    const perSend = Math.max(1, Math.floor(65_000 / r.segmentBytes));
+    // A UDP GSO send is at most 64 KiB and, on older kernels, 64 segments (UDP_MAX_SEGMENTS, 128
+    // on newer ones; beyond it the send is EINVAL): some frames take two sends or more.
+    const perSend = Math.max(1, Math.min(64, Math.floor(65_000 / r.segmentBytes)));
     const table = this.toUdp;
     const capacity = this.udpReplyBase;
     for (let d = 0; d < dests.length; d++) {

@@ -121,6 +121,18 @@ describe('TAP mode with offloads, outbound', () => {
     backend.close();
   });
 
+  it('a TSO frame of small segments goes in sends of at most 64 segments (UDP_MAX_SEGMENTS on older kernels)', () => {
+    const { backend, queue, socket } = bridge({ offload: true });
+    putSuperFrame(queue.ring, 0, 300, 200, POD_REMOTE, POD_LOCAL, { src: 1, dst: 2 });
+    queue.onBatch(1);
+    const out = sends(socket);
+    const segmentBytes = 8 + 14 + 40 + 200;
+    expect(out.map((s) => s.length / segmentBytes)).toEqual([64, 64, 64, 64, 44]);
+    expect(out.every((s) => s.gso === segmentBytes)).toBe(true);
+    expect(backend.counters().txPackets).toBe(300);
+    backend.close();
+  });
+
   it('a flooding TSO frame is cut once and each segment replicated: every destination gets descriptors over the same bytes', () => {
     const nodes = [{ publicIp: B }, { publicIp: C }, { publicIp: D }];
     for (const dst of [0xffffffffffff, POD_REMOTE]) {
