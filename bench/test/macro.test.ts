@@ -82,6 +82,35 @@ describe.skipIf(!privileged('the macro benchmark harness'))('bench:macro', () =>
     }
   }, 150_000);
 
+  it('runs the kernel-l2 and weft-tap cases in quick mode: both carry traffic, weft-tap measured against kernel-l2', () => {
+    const out = tempDir('weft-bench-');
+    try {
+      const stdout = execFileSync(
+        process.execPath,
+        [RUN, '--quick', '--cases', 'kernel-l2,weft-tap', '--out', `${out.path}/`],
+        { encoding: 'utf8', timeout: 120_000 },
+      );
+      expect(stdout).toMatch(/\| weft-tap +\| [\d.]+ Gbit\/s +\| [\d.]+% of kernel-l2/);
+      const report = JSON.parse(readFileSync(`${out.path}/macro-latest.json`, 'utf8'));
+      expect(
+        report.cases.map((c: { name: string; baseline?: string }) => [c.name, c.baseline]),
+      ).toEqual([
+        ['kernel-l2', undefined],
+        ['weft-tap', 'kernel-l2'],
+      ]);
+      for (const c of report.cases) {
+        expect(c.skipped).toBeUndefined();
+        expect(c.tcpBitsPerSecond).toBeGreaterThan(1e7);
+        expect(c.udpPacketsPerSecond).toBeGreaterThan(1000);
+      }
+      expect(report.cases[1].weftCpuSecondsPerGB).toBeGreaterThan(0);
+      expect(readFileSync(`${out.path}/macro-latest.svg`, 'utf8')).toContain('of kernel-l2');
+      expect(weftNamespaces()).toEqual([]);
+    } finally {
+      out.remove();
+    }
+  }, 150_000);
+
   it('cleans up every namespace and child on Ctrl-C in the middle of a case', async () => {
     const out = tempDir('weft-bench-');
     try {
