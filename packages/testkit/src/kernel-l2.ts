@@ -61,16 +61,17 @@ export interface Container {
 let containers = 0;
 
 /**
- * Makes a container behind `bridge` in `node`, addressed `cidr` (e.g. 10.99.0.11/24), with IPv6
- * off in it (no router solicitations or MLD reports to keep MACs fresh in the FDBs). The
- * namespace is tagged `tag`: sweepNetns(tag) removes it.
+ * Makes a container behind `bridge` in `node`, addressed `cidr` (e.g. 10.99.0.11/24). IPv6 is
+ * off in it (no router solicitations or MLD reports to keep MACs fresh in the FDBs) unless
+ * `cidr6` gives it an IPv6 address (added without duplicate address detection). The namespace
+ * is tagged `tag`: sweepNetns(tag) removes it.
  */
 export async function addContainer(
   node: Netns,
   bridge: string,
   tag: string,
   cidr: string,
-  options: { mtu?: number } = {},
+  options: { mtu?: number; cidr6?: string } = {},
 ): Promise<Container> {
   const ns = createNetns(tag);
   const hostSide = `vc${process.pid % 10000}x${containers++}`.slice(0, 15);
@@ -86,9 +87,12 @@ export async function addContainer(
     );
     await ns.sh(
       [
-        'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
+        options.cidr6
+          ? ''
+          : 'sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
         options.mtu ? `ip link set eth0 mtu ${options.mtu}` : '',
         `ip addr add ${cidr} dev eth0`,
+        options.cidr6 ? `ip addr add ${options.cidr6} dev eth0 nodad` : '',
         'ip link set eth0 up',
       ]
         .filter(Boolean)
