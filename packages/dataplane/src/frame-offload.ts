@@ -21,6 +21,7 @@ import {
   VirtioGso,
   VXLAN_HEADER_BYTES,
   write16,
+  write32,
   writeTcpPartialChecksum4,
   writeVirtioNetHdr,
   writeVxlanHeader,
@@ -84,9 +85,25 @@ export function segmentFrameTcp4(
     into,
   );
   if (r === undefined) return undefined;
+  if (linkBytes !== ETHERNET_HEADER_BYTES) {
+    for (let k = 0, at = outOff; k < r.count; k++, at += r.segmentBytes) {
+      writeVxlanHeader(out, at, vni);
+      copyBytes(src, off, out, at + VXLAN_HEADER_BYTES, linkBytes);
+    }
+    return r;
+  }
+  // The untagged header as words, read once.
+  const w0 = readInt32(src, off);
+  const w1 = readInt32(src, off + 4);
+  const w2 = readInt32(src, off + 8);
+  const type = read16(src, off + 12);
   for (let k = 0, at = outOff; k < r.count; k++, at += r.segmentBytes) {
     writeVxlanHeader(out, at, vni);
-    copyBytes(src, off, out, at + VXLAN_HEADER_BYTES, linkBytes);
+    const eth = at + VXLAN_HEADER_BYTES;
+    write32(out, eth, w0);
+    write32(out, eth + 4, w1);
+    write32(out, eth + 8, w2);
+    write16(out, eth + 12, type);
   }
   return r;
 }
@@ -225,32 +242,34 @@ export class FrameCoalescer {
     )
       return false;
     const s = this.staging;
-    // The Ethernet header: one GSO frame has one.
-    const e = this.ipOff - ETHERNET_HEADER_BYTES;
-    for (let b = 0; b < ETHERNET_HEADER_BYTES; b++) if (buf[off + b] !== s[e + b]) return false;
-    const ip = off + ETHERNET_HEADER_BYTES;
     const g = this.ipOff;
-    // Addresses (and the TOS/TTL that must match for GRO), then ports, ACK, window, options.
-    for (let b = Ipv4Field.src; b < Ipv4Field.src + 8; b++)
-      if (buf[ip + b] !== s[g + b]) return false;
-    if (
-      buf[ip + Ipv4Field.dscpEcn] !== s[g + Ipv4Field.dscpEcn] ||
-      buf[ip + Ipv4Field.ttl] !== s[g + Ipv4Field.ttl]
-    )
-      return false;
+    const e = g - ETHERNET_HEADER_BYTES;
+    const ip = off + ETHERNET_HEADER_BYTES;
     const tcp = ip + ihl;
     const gt = g + ihl;
-    for (let b = 0; b < 4; b++) if (buf[tcp + b] !== s[gt + b]) return false;
-    if (readInt32(buf, tcp + TcpField.seq) !== this.nextSeq) return false;
-    for (let b = TcpField.ack; b < TcpField.ack + 4; b++)
-      if (buf[tcp + b] !== s[gt + b]) return false;
+    // 32 bits at a time: the Ethernet header (one GSO frame has one), the addresses, the TOS and
+    // TTL that must match for GRO, the ports, the next sequence number, the ACK, the window.
     if (
-      buf[tcp + TcpField.flags] !== (s[gt + TcpField.flags] & ~TcpFlag.psh) &&
-      buf[tcp + TcpField.flags] !== (s[gt + TcpField.flags] | TcpFlag.psh)
+      readInt32(buf, off) !== readInt32(s, e) ||
+      readInt32(buf, off + 4) !== readInt32(s, e + 4) ||
+      readInt32(buf, off + 8) !== readInt32(s, e + 8) ||
+      read16(buf, off + 12) !== read16(s, e + 12) ||
+      readInt32(buf, ip + Ipv4Field.src) !== readInt32(s, g + Ipv4Field.src) ||
+      readInt32(buf, ip + Ipv4Field.dst) !== readInt32(s, g + Ipv4Field.dst) ||
+      buf[ip + Ipv4Field.dscpEcn] !== s[g + Ipv4Field.dscpEcn] ||
+      buf[ip + Ipv4Field.ttl] !== s[g + Ipv4Field.ttl] ||
+      readInt32(buf, tcp) !== readInt32(s, gt) ||
+      readInt32(buf, tcp + TcpField.seq) !== this.nextSeq ||
+      readInt32(buf, tcp + TcpField.ack) !== readInt32(s, gt + TcpField.ack) ||
+      read16(buf, tcp + TcpField.window) !== read16(s, gt + TcpField.window)
     )
       return false;
-    if (read16(buf, tcp + TcpField.window) !== read16(s, gt + TcpField.window)) return false;
-    for (let b = 20; b < thl; b++) if (buf[tcp + b] !== s[gt + b]) return false;
+    const flags = buf[tcp + TcpField.flags];
+    const groupFlags = s[gt + TcpField.flags];
+    if (flags !== (groupFlags & ~TcpFlag.psh) && flags !== (groupFlags | TcpFlag.psh)) return false;
+    // Options, a whole number of 32-bit words.
+    for (let b = 20; b < thl; b += 4)
+      if (readInt32(buf, tcp + b) !== readInt32(s, gt + b)) return false;
     return true;
   }
 

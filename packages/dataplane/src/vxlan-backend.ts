@@ -694,6 +694,13 @@ export class VxlanBridge extends VxlanBackend {
   private readonly cut: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
   /** Descriptors queued by inboundFrame without offloads. */
   private rxCount = 0;
+  /**
+   * The UDP ring slot and inner source MAC (as words) last checked and learned this batch: the
+   * datagrams of one GRO slot mostly share both, and the tables do not change within a batch.
+   */
+  private seenSlot = -1;
+  private seenHigh = 0;
+  private seenLow = 0;
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
     // Floods are replicated to every default destination: room for several per frame (and with
@@ -850,6 +857,7 @@ export class VxlanBridge extends VxlanBackend {
     const dropUnknown = this.dropUnknownSources;
     this.rxCount = 0;
     this.devOut = 0;
+    this.seenSlot = -1;
     this.frames?.reset();
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
@@ -891,12 +899,19 @@ export class VxlanBridge extends VxlanBackend {
       return;
     }
     const src = inner + 6;
-    if (this.checkInnerSource && this.spoofedSource(i, slab, src)) {
-      c[Counter.dropSpoofedInner]++;
-      return;
+    const high = read16(slab, src);
+    const low = readInt32(slab, src + 2);
+    if (i !== this.seenSlot || high !== this.seenHigh || low !== this.seenLow) {
+      if (this.checkInnerSource && this.spoofedSource(i, slab, src)) {
+        c[Counter.dropSpoofedInner]++;
+        return;
+      }
+      if (this.learning && ring.families[i] === 4)
+        this.fdb.learn4At(slab, src, ring.addrs[i * 4] | 0, this.peerPort, this.vni);
+      this.seenSlot = i;
+      this.seenHigh = high;
+      this.seenLow = low;
     }
-    if (this.learning && ring.families[i] === 4)
-      this.fdb.learn4At(slab, src, ring.addrs[i * 4] | 0, this.peerPort, this.vni);
     const frames = this.frames;
     if (frames) {
       const r = frames.push(slab, inner, innerLen);
