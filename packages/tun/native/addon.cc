@@ -1,12 +1,14 @@
 // weft's native addon: system calls JavaScript cannot make (TUN/TAP ioctls, recvmmsg/sendmmsg,
-// netlink sockets, setns), and nothing else. Protocols stay in TypeScript. Every export checks
-// its arguments (args.h): a wrong call is a TypeError or RangeError, never a crash.
+// netlink sockets, setns), and the arithmetic over payloads JavaScript is slowest at (AEAD,
+// ones' complement sums). Protocols stay in TypeScript. Every export checks its arguments
+// (args.h): a wrong call is a TypeError or RangeError, never a crash.
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <napi.h>
 #include <netinet/in.h>
 
+#include "checksum.h"
 #include "crypto.h"
 #include "exports.h"
 #include "handle.h"
@@ -24,6 +26,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("openNetlink", Napi::Function::New(env, OpenNetlinkJs, "openNetlink"));
   exports.Set("ifconfig", Napi::Function::New(env, IfconfigJs, "ifconfig"));
   RegisterCrypto(env, exports);
+  RegisterChecksum(env, exports);
   Napi::Object c = Napi::Object::New(env);
   c.Set("IFF_TUN", IFF_TUN);
   c.Set("IFF_TAP", IFF_TAP);

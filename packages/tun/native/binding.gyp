@@ -5,6 +5,7 @@
       "sources": [
         "addon.cc",
         "args.cc",
+        "checksum.cc",
         "crypto.cc",
         "errors.cc",
         "glibc_compat.cc",

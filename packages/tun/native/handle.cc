@@ -36,6 +36,8 @@ constexpr int32_t kMaxRingSlots = 1024;
 constexpr int32_t kMaxStride = 1 << 20;
 constexpr int32_t kMaxSendTable = 1 << 16;
 constexpr size_t kNetlinkBuffer = 1 << 16;
+// The most iovec entries one packet may have (the kernel's UIO_MAXIOV).
+constexpr size_t kMaxPieces = 1024;
 
 // Fds owned by a live Handle, in any thread: two handles polling one fd would confuse libuv.
 std::mutex owned_mutex;
@@ -260,7 +262,7 @@ Napi::Value Handle::SetReadRing(const Napi::CallbackInfo& info) {
 }
 
 // setSendTable(slabs: Uint8Array, offsets: Int32Array, lengths: Int32Array, addrs?: Uint32Array,
-//              ports?: Uint16Array, gso?: Uint16Array): all or nothing.
+//              ports?: Uint16Array, gso?: Uint16Array, flags?: Uint8Array): all or nothing.
 Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (closed_) return ThrowClosed(env);
@@ -279,7 +281,8 @@ Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
       !next.lengths.Pin(env, info[2], napi_int32_array, capacity, "lengths") ||
       !PinOptional(env, info[3], &next.addrs, napi_uint32_array, capacity * 4, "addrs") ||
       !PinOptional(env, info[4], &next.ports, napi_uint16_array, capacity, "ports") ||
-      !PinOptional(env, info[5], &next.gso, napi_uint16_array, capacity, "gso")) {
+      !PinOptional(env, info[5], &next.gso, napi_uint16_array, capacity, "gso") ||
+      !PinOptional(env, info[6], &next.flags, napi_uint8_array, capacity, "flags")) {
     return env.Undefined();
   }
   if (IsUdp() && (!next.addrs.pinned() || !next.ports.pinned())) {
@@ -288,8 +291,10 @@ Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
   }
   next.capacity = capacity;
   table_ = std::move(next);
-  table_.pins.Build(env, {&table_.slabs, &table_.offsets, &table_.lengths, &table_.addrs, &table_.ports, &table_.gso});
+  table_.pins.Build(env, {&table_.slabs, &table_.offsets, &table_.lengths, &table_.addrs, &table_.ports, &table_.gso,
+                          &table_.flags});
   tx_msgs_.assign(capacity, {});
+  tx_ends_.assign(capacity, 0);
   tx_iovs_.assign(capacity, {});
   tx_names_.assign(capacity, {});
   tx_control_.assign(capacity * CMSG_SPACE(sizeof(uint16_t)), 0);
@@ -522,6 +527,31 @@ void Handle::OnWritable() {
   UpdatePoll();
   Napi::FunctionReference callback = std::move(on_writable_);
   Deliver(callback, {});
+}
+
+bool Handle::GatherPacket(napi_env env, size_t first, size_t end, struct iovec* iovs, size_t* pieces) {
+  const uint8_t* slabs = table_.slabs.As<uint8_t>();
+  const int32_t* offsets = table_.offsets.As<int32_t>();
+  const int32_t* lengths = table_.lengths.As<int32_t>();
+  const uint8_t* flags = table_.flags.pinned() ? table_.flags.As<uint8_t>() : nullptr;
+  // The packet runs to the next descriptor that does not continue it, or to `end`: what lies
+  // past the caller's range is not this call's (it may be left from an earlier batch).
+  size_t last = first + 1;
+  if (flags != nullptr) {
+    while (last < end && (flags[last] & kContinues) != 0) last++;
+  }
+  *pieces = last - first;
+  bool ok = last - first <= kMaxPieces && (flags == nullptr || (flags[first] & kContinues) == 0);
+  for (size_t j = first; ok && j < last; j++) {
+    SlabRange piece;
+    if (!slabs_.ResolveInCall(env, slabs[j], offsets[j], lengths[j], &piece)) {
+      ok = false;
+      break;
+    }
+    iovs[j - first].iov_base = piece.data();
+    iovs[j - first].iov_len = piece.size();
+  }
+  return ok;
 }
 
 bool Handle::CheckRing(SlabRange* out) {

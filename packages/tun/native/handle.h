@@ -34,7 +34,13 @@ struct ReadRing {
   PinSet pins;      // the arrays above, checked together
 };
 
-// What send() reads: descriptor i says slab, absolute offset, length, destination, GSO size.
+// Bits of SendTable.flags.
+constexpr uint8_t kContinues = 1;  // these bytes continue the packet of the descriptor before
+
+// What send() reads: descriptor i says slab, absolute offset, length, destination, GSO size. A
+// packet is one descriptor and the run of kContinues descriptors after it, sent as one iovec
+// (headers in one slab, payload in another, without a copy); its destination and GSO size are
+// its first descriptor's.
 struct SendTable {
   size_t capacity = 0;
   Pinned slabs;    // uint8
@@ -43,6 +49,7 @@ struct SendTable {
   Pinned addrs;    // uint32 x4
   Pinned ports;    // uint16
   Pinned gso;      // uint16
+  Pinned flags;    // uint8
   PinSet pins;     // the arrays above, checked together
 };
 
@@ -99,6 +106,9 @@ class Handle : public Napi::ObjectWrap<Handle> {
   void ReadNetlink();
   size_t SendTun(size_t start, size_t count);
   size_t SendUdp(size_t start, size_t count);
+  // The iovec of the packet whose first descriptor is `first` (< end), into iovs; its descriptor
+  // count in *pieces; false when a descriptor does not resolve (the packet is dropped whole).
+  bool GatherPacket(napi_env env, size_t first, size_t end, struct iovec* iovs, size_t* pieces);
   void ResizeUdpVectors();
 
   int fd_ = -1;
@@ -128,6 +138,7 @@ class Handle : public Napi::ObjectWrap<Handle> {
   std::vector<struct iovec> tx_iovs_;
   std::vector<struct sockaddr_storage> tx_names_;
   std::vector<uint8_t> tx_control_;
+  std::vector<size_t> tx_ends_;  // per message built: the descriptor after its last
   std::vector<uint8_t> netlink_buffer_;
 
   // Counters, read by stats().

@@ -4,29 +4,31 @@
 
 namespace weft {
 
-bool Pinned::Pin(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements, const char* what) {
-  Reset();
+namespace {
+
+// A typed array of `type` with at least `min_elements` elements over a plain, attached
+// ArrayBuffer, and where its bytes lie; false with a JS error pending otherwise.
+bool Inspect(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements, const char* what,
+             napi_value* buffer, uint8_t** base, size_t* offset, size_t* length) {
   if (!value.IsTypedArray()) return ThrowType(env, std::string(what) + " must be a typed array");
   napi_typedarray_type actual;
   size_t elements = 0;
   void* data = nullptr;
-  napi_value buffer;
-  size_t offset = 0;
-  if (napi_get_typedarray_info(env, value, &actual, &elements, &data, &buffer, &offset) != napi_ok)
+  if (napi_get_typedarray_info(env, value, &actual, &elements, &data, buffer, offset) != napi_ok)
     return ThrowType(env, std::string(what) + " must be a typed array");
   if (actual != type && !(type == napi_uint8_array && actual == napi_uint8_clamped_array))
     return ThrowType(env, std::string(what) + " has the wrong element type");
   if (elements < min_elements)
     return ThrowRange(env, std::string(what) + " is too short: it needs " + std::to_string(min_elements) + " elements");
   bool is_buffer = false;
-  if (napi_is_arraybuffer(env, buffer, &is_buffer) != napi_ok || !is_buffer)
+  if (napi_is_arraybuffer(env, *buffer, &is_buffer) != napi_ok || !is_buffer)
     return ThrowType(env, std::string(what) + " must not be backed by a SharedArrayBuffer");
-  void* base = nullptr;
+  void* start = nullptr;
   size_t base_length = 0;
-  if (napi_get_arraybuffer_info(env, buffer, &base, &base_length) != napi_ok)
+  if (napi_get_arraybuffer_info(env, *buffer, &start, &base_length) != napi_ok)
     return ThrowType(env, std::string(what) + " has no readable memory");
   bool detached = false;
-  if (napi_is_detached_arraybuffer(env, buffer, &detached) != napi_ok || detached)
+  if (napi_is_detached_arraybuffer(env, *buffer, &detached) != napi_ok || detached)
     return ThrowType(env, std::string(what) + " is detached (its ArrayBuffer was transferred away)");
   size_t element_size = 1;
   switch (actual) {
@@ -47,14 +49,38 @@ bool Pinned::Pin(Napi::Env env, Napi::Value value, napi_typedarray_type type, si
     default:
       break;
   }
-  size_t length = elements * element_size;
-  if (offset > base_length || length > base_length - offset)
+  *length = elements * element_size;
+  if (*offset > base_length || *length > base_length - *offset)
     return ThrowRange(env, std::string(what) + " lies outside its ArrayBuffer");
+  *base = static_cast<uint8_t*>(start);
+  return true;
+}
+
+}  // namespace
+
+bool Pinned::Pin(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements, const char* what) {
+  Reset();
+  napi_value buffer;
+  uint8_t* base = nullptr;
+  size_t offset = 0;
+  size_t length = 0;
+  if (!Inspect(env, value, type, min_elements, what, &buffer, &base, &offset, &length)) return false;
   buffer_ = Napi::Reference<Napi::ArrayBuffer>::New(Napi::ArrayBuffer(env, buffer), 1);
-  base_ = static_cast<uint8_t*>(base);
+  base_ = base;
   offset_ = offset;
   length_ = length;
   pinned_ = true;
+  return true;
+}
+
+bool Pinned::Borrow(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements, const char* what,
+                    SlabRange* out) {
+  napi_value buffer;
+  uint8_t* base = nullptr;
+  size_t offset = 0;
+  size_t length = 0;
+  if (!Inspect(env, value, type, min_elements, what, &buffer, &base, &offset, &length)) return false;
+  *out = SlabRange(base + offset, length);
   return true;
 }
 

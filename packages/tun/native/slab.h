@@ -38,6 +38,10 @@ class Pinned {
   // Pins `value`, which must be a typed array of `type` with at least `min_elements` elements
   // over a plain (not shared) ArrayBuffer. False, with a JS error pending, when it is not.
   bool Pin(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements, const char* what);
+  // The same checks, for memory used only until the current call from JS returns (no JS runs
+  // in between, so nothing can detach or shrink it): its bytes as a range, no reference kept.
+  static bool Borrow(Napi::Env env, Napi::Value value, napi_typedarray_type type, size_t min_elements,
+                     const char* what, SlabRange* out);
   // True when every pinned byte is still there; otherwise forgets the memory and returns false.
   bool Check(napi_env env);
   // The ArrayBuffer as it is now (false when it is gone), and whether this view still lies

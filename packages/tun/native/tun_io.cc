@@ -1,4 +1,5 @@
-// TUN/TAP queue I/O: one packet per read() or write(), into and out of checked slab ranges.
+// TUN/TAP queue I/O: one packet per read() or write() (writev() for a packet in pieces), into and
+// out of checked slab ranges.
 #include <errno.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -46,19 +47,20 @@ int Handle::ReadTun(const SlabRange& ring) {
 
 size_t Handle::SendTun(size_t start, size_t count) {
   napi_env env = Env();
-  const uint8_t* slabs = table_.slabs.As<uint8_t>();
-  const int32_t* offsets = table_.offsets.As<int32_t>();
-  const int32_t* lengths = table_.lengths.As<int32_t>();
   size_t i = start;
   const size_t end = start + count;
   while (i < end) {
-    SlabRange packet;
-    if (lengths[i] <= 0 || !slabs_.ResolveInCall(env, slabs[i], offsets[i], lengths[i], &packet)) {
+    size_t pieces = 0;
+    struct iovec* iov = tx_iovs_.data();
+    bool ok = GatherPacket(env, i, end, iov, &pieces);
+    size_t bytes = 0;
+    for (size_t k = 0; ok && k < pieces; k++) bytes += iov[k].iov_len;
+    if (!ok || bytes == 0) {
       bad_descriptors_++;
-      i++;
+      i += pieces;
       continue;
     }
-    ssize_t w = write(fd_, packet.data(), packet.size());
+    ssize_t w = pieces == 1 ? write(fd_, iov[0].iov_base, iov[0].iov_len) : writev(fd_, iov, static_cast<int>(pieces));
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -70,13 +72,13 @@ size_t Handle::SendTun(size_t start, size_t count) {
       // The device is gone. A reader hears it from the poll; a queue that only writes ends here.
       if (errno == EBADFD && !reading_) {
         Fail(EBADFD, false);
-        send_errors_ += static_cast<double>(start + count - i - 1);
+        send_errors_ += static_cast<double>(end - i - pieces);
         return count;
       }
     } else {
       packets_sent_++;
     }
-    i++;
+    i += pieces;
   }
   return i - start;
 }

@@ -1,6 +1,6 @@
 // UDP socket I/O: recvmmsg into the ring's slots (with the source and the GRO segment size from
-// a control message), sendmmsg from runs of valid descriptors (with a UDP_SEGMENT control
-// message for GSO).
+// a control message), sendmmsg from runs of valid datagrams, each an iovec of one or more
+// descriptors (with a UDP_SEGMENT control message for GSO).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/udp.h>
@@ -114,27 +114,32 @@ int Handle::ReadUdp(const SlabRange& ring) {
 
 size_t Handle::SendUdp(size_t start, size_t count) {
   napi_env env = Env();
-  const uint8_t* slabs = table_.slabs.As<uint8_t>();
-  const int32_t* offsets = table_.offsets.As<int32_t>();
-  const int32_t* lengths = table_.lengths.As<int32_t>();
   const uint32_t* addrs = table_.addrs.As<uint32_t>();
   const uint16_t* ports = table_.ports.As<uint16_t>();
   const uint16_t* gso = table_.gso.pinned() ? table_.gso.As<uint16_t>() : nullptr;
   size_t i = start;
   const size_t end = start + count;
   while (i < end) {
-    // Build a run of valid descriptors; a bad one is counted and skipped between runs.
+    // Build a run of valid datagrams; a bad one is counted and skipped between runs.
     size_t built = 0;
-    for (size_t j = i; j < end; j++) {
-      SlabRange datagram;
-      if (!slabs_.ResolveInCall(env, slabs[j], offsets[j], lengths[j], &datagram)) break;
-      struct iovec& iov = tx_iovs_[built];
-      iov.iov_base = datagram.data();
-      iov.iov_len = datagram.size();
+    size_t iovs = 0;
+    size_t j = i;
+    while (j < end) {
+      size_t pieces = 0;
+      if (!GatherPacket(env, j, end, &tx_iovs_[iovs], &pieces)) {
+        if (built == 0) {
+          bad_descriptors_++;
+          j += pieces;
+          i = j;
+          continue;
+        }
+        break;
+      }
       struct msghdr& h = tx_msgs_[built].msg_hdr;
       memset(&h, 0, sizeof(h));
-      h.msg_iov = &iov;
-      h.msg_iovlen = 1;
+      h.msg_iov = &tx_iovs_[iovs];
+      h.msg_iovlen = pieces;
+      iovs += pieces;
       const uint32_t* a = addrs + j * 4;
       if (kind_ == Kind::kUdp4) {
         auto* sin = reinterpret_cast<struct sockaddr_in*>(&tx_names_[built]);
@@ -168,13 +173,10 @@ size_t Handle::SendUdp(size_t start, size_t count) {
         uint16_t size = gso[j];
         memcpy(CMSG_DATA(c), &size, sizeof(size));
       }
-      built++;
+      j += pieces;
+      tx_ends_[built++] = j;
     }
-    if (built == 0) {
-      bad_descriptors_++;
-      i++;
-      continue;
-    }
+    if (built == 0) continue;
     size_t done = 0;
     while (done < built) {
       int r = sendmmsg(fd_, tx_msgs_.data() + done, static_cast<unsigned int>(built - done), MSG_DONTWAIT);
@@ -186,14 +188,14 @@ size_t Handle::SendUdp(size_t start, size_t count) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         send_again_++;
-        return i + done - start;
+        return (done == 0 ? i : tx_ends_[done - 1]) - start;
       }
       // The first message of the run failed for good (no route, too big, refused): drop it.
       send_errors_++;
       last_send_errno_ = errno;
       done++;
     }
-    i += built;
+    i = tx_ends_[built - 1];
   }
   return i - start;
 }

@@ -1,3 +1,4 @@
+export { SumOp, sumRanges } from './checksum.js';
 export { OpenOp, openTransport, SealOp, sealTransport } from './crypto.js';
 export {
   type DeviceMode,
@@ -9,6 +10,6 @@ export {
 export { TunErrorCode } from './errors.js';
 export { BatchIo, type IoStats } from './io.js';
 export { type NetlinkOpenOptions, NetlinkSocket } from './netlink.js';
-export { PacketRing, type RingOptions, SendTable } from './ring.js';
+export { PacketRing, type RingOptions, SendFlag, SendTable } from './ring.js';
 export { allocSlab, MAX_SLAB_BYTES } from './slab.js';
 export { type UdpOpenOptions, UdpSocket } from './udp.js';

@@ -155,6 +155,7 @@ export abstract class BatchIo {
         table.addrs,
         table.ports,
         table.gso,
+        table.flags,
       );
     } catch (err) {
       throw toWeftError(err, `setting the send table of ${this.describe()}`);

@@ -25,6 +25,7 @@ export interface NativeHandle {
     addrs?: Uint32Array,
     ports?: Uint16Array,
     gso?: Uint16Array,
+    flags?: Uint8Array,
   ): void;
   startReading(callback: (countOrBuffer: number | Buffer) => void): void;
   pauseReading(): void;

@@ -89,11 +89,21 @@ export class PacketRing {
   }
 }
 
+/** Bits of SendTable.flags. */
+export const SendFlag = {
+  /** The descriptor's bytes continue the packet of the descriptor before it. */
+  continues: 1,
+} as const;
+
 /**
  * Send descriptors, filled by JavaScript per batch: packet i is `lengths[i]` bytes at absolute
  * byte `offsets[i]` of the slab attached as `slabs[i]`, to `addrs[i*4..]`:`ports[i]` (UDP).
  * A descriptor may start inside a slot's headroom, so headers written there go out with the
  * payload. `gso[i] > 0` asks the kernel to cut the datagram into segments of that size (UDP GSO).
+ * A packet may also be gathered from pieces: `append` adds a descriptor whose bytes continue the
+ * packet before it (headers in one slab, payload in another, sent as one iovec without a copy);
+ * the packet's destination and GSO size are those of its first descriptor, and it ends where a
+ * descriptor does not continue it or where the range given to send() ends.
  */
 export class SendTable {
   readonly capacity: number;
@@ -103,6 +113,8 @@ export class SendTable {
   readonly addrs: Uint32Array;
   readonly ports: Uint16Array;
   readonly gso: Uint16Array;
+  /** Per descriptor: SendFlag bits. */
+  readonly flags: Uint8Array;
 
   constructor(capacity = 64) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 16)
@@ -113,13 +125,14 @@ export class SendTable {
     this.capacity = capacity;
     // One buffer for the descriptor arrays, so the addon re-checks one buffer per send.
     const n = capacity;
-    const table = pinned(new ArrayBuffer(29 * n));
+    const table = pinned(new ArrayBuffer(30 * n));
     this.offsets = new Int32Array(table, 0, n);
     this.lengths = new Int32Array(table, 4 * n, n);
     this.addrs = new Uint32Array(table, 8 * n, 4 * n);
     this.ports = new Uint16Array(table, 24 * n, n);
     this.gso = new Uint16Array(table, 26 * n, n);
     this.slabs = new Uint8Array(table, 28 * n, n);
+    this.flags = new Uint8Array(table, 29 * n, n);
   }
 
   /** Fills descriptor i for an IPv4 destination. */
@@ -130,6 +143,7 @@ export class SendTable {
     this.addrs[i * 4] = ipv4;
     this.ports[i] = port;
     this.gso[i] = 0;
+    this.flags[i] = 0;
   }
 
   /** Fills descriptor i for an IPv6 destination, read from 16 bytes at ip[ipOff]. */
@@ -152,6 +166,7 @@ export class SendTable {
     }
     this.ports[i] = port;
     this.gso[i] = 0;
+    this.flags[i] = 0;
   }
 
   /** Fills descriptor i for a device write (no destination). */
@@ -160,5 +175,15 @@ export class SendTable {
     this.offsets[i] = offset;
     this.lengths[i] = length;
     this.gso[i] = 0;
+    this.flags[i] = 0;
+  }
+
+  /** Fills descriptor i with bytes that continue the packet of descriptor i - 1. */
+  append(i: number, slab: number, offset: number, length: number): void {
+    this.slabs[i] = slab;
+    this.offsets[i] = offset;
+    this.lengths[i] = length;
+    this.gso[i] = 0;
+    this.flags[i] = SendFlag.continues;
   }
 }

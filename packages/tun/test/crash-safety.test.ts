@@ -105,6 +105,21 @@ const expected: Record<string, unknown> = {
     noTable: { name: 'Error' },
     strings: type,
   },
+  'binding: setSendTable with flags of the wrong type or length': {
+    array: type,
+    wide: type,
+    short: range,
+  },
+  'binding: sumRanges with wrong types and ranges': {
+    buf: type,
+    ops: type,
+    count: range,
+    negative: range,
+    past: range,
+    huge: range,
+    detached: type,
+    shared: type,
+  },
   'binding: open functions with wrong types': {
     tun: type,
     tunFlags: range,

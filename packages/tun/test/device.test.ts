@@ -320,6 +320,61 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
     }
   });
 
+  it('writes a packet gathered from pieces (headers in one slab, payload in another) with writev', async () => {
+    const ns = createNetns(TAG);
+    const dev = TunDevice.open({ name: 'gw0', netns: ns.name });
+    const peer = startDgramPeer(ns, ['listen', '10.99.6.1', '7000']);
+    try {
+      dev.disableIpv6();
+      dev.addAddress('10.99.6.1/24');
+      dev.up();
+      await peer.port();
+      const queue = dev.queues[0];
+      const headers = allocSlab(256);
+      const payloads = allocSlab(4096);
+      const table = new SendTable(8);
+      queue.attachSlab(1, headers);
+      queue.attachSlab(2, payloads);
+      queue.setSendTable(table);
+      const bodies = ['gathered one', 'gathered two, a little longer'].map((t) => Buffer.from(t));
+      let n = 0;
+      bodies.forEach((body, k) => {
+        const h = k * 64;
+        ipv4.emit(
+          {
+            src: 0x0a630602,
+            dst: 0x0a630601,
+            protocol: IpProtocol.udp,
+            ttl: 64,
+            payloadLength: 8 + body.length,
+          },
+          headers,
+          h,
+        );
+        // The UDP header with the payload, its checksum zero (none, as IPv4 allows).
+        body.copy(payloads, 1000 * k + 8);
+        udp.emit(
+          { srcPort: 6000 + k, dstPort: 7000, payloadLength: body.length },
+          payloads,
+          1000 * k,
+        );
+        table.setLocal(n++, 1, h, 20);
+        table.append(n++, 2, 1000 * k, 8 + body.length);
+      });
+      expect(queue.send(0, n)).toBe(n);
+      await waitFor(() => peer.datagrams().length === 2, 'two datagrams at the dgram peer');
+      expect(peer.datagrams().map((d) => Buffer.from(d.hex ?? '', 'hex').toString())).toEqual([
+        'gathered one',
+        'gathered two, a little longer',
+      ]);
+      expect(queue.stats()).toMatchObject({ packetsSent: 2, badDescriptors: 0 });
+    } finally {
+      peer.kill();
+      dev.close();
+      ns.delete();
+    }
+  });
+
   it('reads every ready packet in one call, up to the ring, and JS hears each batch once', async () => {
     const ns = createNetns(TAG);
     const dev = TunDevice.open({ name: 'br0', netns: ns.name });

@@ -167,6 +167,96 @@ describe('UDP socket housekeeping', () => {
     }
   });
 
+  it('sends a datagram gathered from pieces in two slabs, and a UDP GSO datagram of pieces', async () => {
+    const sock = UdpSocket.open({ address: '127.0.0.1' });
+    const peer = createSocket('udp4');
+    const got: Buffer[] = [];
+    peer.on('message', (m) => got.push(m));
+    peer.bind(0, '127.0.0.1');
+    await once(peer, 'listening');
+    const headers = allocSlab(1000);
+    const payloads = allocSlab(10_000);
+    for (let i = 0; i < headers.length; i++) headers[i] = i & 0xff;
+    for (let i = 0; i < payloads.length; i++) payloads[i] = (i * 7) & 0xff;
+    const table = new SendTable(16);
+    sock.attachSlab(0, headers);
+    sock.attachSlab(3, payloads);
+    sock.setSendTable(table);
+    const port = peer.address().port;
+    // One datagram: 8 header bytes, 100 payload bytes, 4 more header bytes.
+    table.set4(0, 0, 10, 8, 0x7f000001, port);
+    table.append(1, 3, 500, 100);
+    table.append(2, 0, 40, 4);
+    // A GSO datagram of three 300-byte segments, each a 20-byte header and 280 payload bytes, the
+    // last shorter (a 20-byte header and 100).
+    table.set4(3, 0, 100, 20, 0x7f000001, port);
+    table.gso[3] = 300;
+    table.append(4, 3, 0, 280);
+    table.append(5, 0, 200, 20);
+    table.append(6, 3, 280, 280);
+    table.append(7, 0, 300, 20);
+    table.append(8, 3, 560, 100);
+    // A plain datagram after them.
+    table.set4(9, 3, 9000, 50, 0x7f000001, port);
+    try {
+      expect(sock.send(0, 10)).toBe(10);
+      await waitFor(() => got.length === 5, 'five datagrams');
+      expect(
+        got[0].equals(
+          Buffer.concat([
+            headers.subarray(10, 18),
+            payloads.subarray(500, 600),
+            headers.subarray(40, 44),
+          ]),
+        ),
+      ).toBe(true);
+      expect(
+        got[1].equals(Buffer.concat([headers.subarray(100, 120), payloads.subarray(0, 280)])),
+      ).toBe(true);
+      expect(
+        got[2].equals(Buffer.concat([headers.subarray(200, 220), payloads.subarray(280, 560)])),
+      ).toBe(true);
+      expect(
+        got[3].equals(Buffer.concat([headers.subarray(300, 320), payloads.subarray(560, 660)])),
+      ).toBe(true);
+      expect(got[4].equals(payloads.subarray(9000, 9050))).toBe(true);
+      expect(sock.stats()).toMatchObject({ packetsSent: 3, badDescriptors: 0, sendErrors: 0 });
+    } finally {
+      sock.close();
+      peer.close();
+    }
+  });
+
+  it('drops a gathered datagram whole when a piece is bad or it starts with a continuation', async () => {
+    const sock = UdpSocket.open({ address: '127.0.0.1' });
+    const peer = createSocket('udp4');
+    const got: Buffer[] = [];
+    peer.on('message', (m) => got.push(m));
+    peer.bind(0, '127.0.0.1');
+    await once(peer, 'listening');
+    const slab = allocSlab(1000).fill(0x62);
+    const table = new SendTable(8);
+    sock.attachSlab(0, slab);
+    sock.setSendTable(table);
+    const port = peer.address().port;
+    table.set4(0, 0, 0, 10, 0x7f000001, port);
+    table.append(1, 0, 990, 20); // runs past the slab: the datagram of 0 and 1 goes nowhere
+    table.set4(2, 0, 0, 30, 0x7f000001, port);
+    table.append(3, 0, 0, 5);
+    try {
+      expect(sock.send(0, 4)).toBe(4);
+      // A range that starts inside a packet: its first descriptor continues nothing.
+      expect(sock.send(3, 1)).toBe(1);
+      await waitFor(() => got.length === 1, 'the good datagram');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got.map((g) => g.length)).toEqual([35]);
+      expect(sock.stats()).toMatchObject({ packetsSent: 1, badDescriptors: 2 });
+    } finally {
+      sock.close();
+      peer.close();
+    }
+  });
+
   it('binds IPv6 and picks ports; close twice is safe; no fd leaks', () => {
     const before = openFdCount();
     for (let i = 0; i < 50; i++) {
