@@ -14,16 +14,20 @@ import { DataplaneErrorCode, type ParsedNode, parseNode, type RemoteNode } from 
 import {
   CoalesceResult,
   finishPartialChecksum,
-  type Segmented,
-  segmentTcp4,
+  GatherCoalescer,
   TcpCoalescer,
+  TcpSegmenter,
+  UDP_GSO_MAX_BYTES,
+  UDP_GSO_MAX_SEGMENTS,
 } from './offload.js';
 import {
   DeviceSlab,
+  GRO_SEGMENTS_PER_SLOT,
   type PacketIo,
   Pump,
   type PumpOptions,
   SCRATCH_STRIDE,
+  SEGMENTS_PER_SLOT,
   type UdpIo,
   UdpSlab,
 } from './pump.js';
@@ -177,20 +181,46 @@ export abstract class Backend extends Pump {
   protected readonly checkInnerSource: boolean;
   private readonly source6 = new Uint8Array(16);
   private closed = false;
-  /** Offloads: inbound packets are coalesced here into TUN writes; outbound segments go to txStaging at txPos. */
+  /**
+   * Offloads, copying (a backend that transforms payloads, e.g. encrypts them): inbound packets
+   * are coalesced here into TUN writes; outbound segments go to txStaging at txPos.
+   */
   protected readonly coalescer: TcpCoalescer | undefined;
+  /**
+   * Offloads, gathering (payloads forwarded as they are): super-packets are cut by `segmenter`
+   * into headers in txStaging (at txPos) and payloads in place; inbound packets are recorded in
+   * `gatherer`, which turns them into TUN writes of iovecs.
+   */
+  protected readonly segmenter: TcpSegmenter | undefined;
+  protected readonly gatherer: GatherCoalescer | undefined;
   protected devOut = 0;
   protected txPos = 0;
-  private readonly segmented: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
   /** The GSO segment size of the device packet last checked by devicePacket(). */
   protected gsoSize = 0;
 
-  protected constructor(tun: DeviceIo, socket: UdpIo, options: CommonBackendOptions) {
-    super(tun.queues[0], socket, options);
+  protected constructor(
+    tun: DeviceIo,
+    socket: UdpIo,
+    options: CommonBackendOptions,
+    /** Offloads by gathering (see Pump); copying otherwise. */
+    gather = false,
+  ) {
+    super(tun.queues[0], socket, options, gather);
     this.tun = tun;
     this.dropUnknownSources = options.dropUnknownSources ?? true;
     this.checkInnerSource = options.checkInnerSource ?? true;
-    if (this.offload) {
+    if (this.offload && gather) {
+      this.segmenter = new TcpSegmenter(this.txStaging, this.batch * SEGMENTS_PER_SLOT);
+      this.gatherer = new GatherCoalescer(
+        this.rxStaging,
+        this.toDevice,
+        this.deviceReplyBase,
+        DeviceSlab.staging,
+        DeviceSlab.udpRing,
+        this.counts,
+        this.batch * GRO_SEGMENTS_PER_SLOT,
+      );
+    } else if (this.offload) {
       this.coalescer = new TcpCoalescer(this.rxStaging, (off, len) => {
         if (this.devOut < this.deviceReplyBase)
           this.toDevice.setLocal(this.devOut++, DeviceSlab.staging, off, len);
@@ -237,9 +267,11 @@ export abstract class Backend extends Pump {
   }
 
   /**
-   * Offloads: cuts the TSO super-packet at slab[off] into segments in txStaging (each behind
-   * `prefixBytes` the subclass fills in writeSegmentPrefix) and queues them as UDP GSO sends to
-   * the destination. Returns the next free descriptor index.
+   * Offloads: cuts the TSO super-packet at slab[off] (in the device ring) into segments, their
+   * headers in txStaging (each behind `prefixBytes` the subclass fills in writeSegmentPrefix) and
+   * their payloads where they are, and queues them as UDP GSO sends to the destination, each
+   * gathered from header and payload pieces. Returns the next free descriptor index. The batch's
+   * checksums are completed by finishSegments(), before the send.
    */
   protected queueSegments(
     slab: Buffer,
@@ -252,40 +284,49 @@ export abstract class Backend extends Pump {
     port: number,
     n: number,
   ): number {
-    const r = segmentTcp4(
-      slab,
-      off,
-      len,
-      this.gsoSize,
-      this.txStaging,
-      this.txPos,
-      prefixBytes,
-      decrementTtl,
-      this.segmented,
-    );
-    if (r === undefined) {
+    const seg = this.segmenter!;
+    const count = seg.cut(slab, off, len, this.gsoSize, this.txPos, prefixBytes, decrementTtl);
+    if (count === 0) {
       this.counts[Counter.dropUnsupported]++;
       return n;
     }
-    for (let k = 0; k < r.count; k++)
-      this.writeSegmentPrefix(this.txStaging, this.txPos + k * r.segmentBytes);
-    // A UDP datagram is at most 64 KiB before the kernel cuts it: some super-packets take two sends.
-    const perSend = Math.max(1, Math.floor(65_000 / r.segmentBytes));
-    const table = this.toUdp;
-    for (let k = 0; k < r.count && n < this.udpReplyBase; k += perSend) {
-      const segs = Math.min(perSend, r.count - k);
-      const start = this.txPos + k * r.segmentBytes;
-      const bytes =
-        k + segs === r.count ? r.totalBytes - k * r.segmentBytes : segs * r.segmentBytes;
-      if (dst6 === undefined) table.set4(n, UdpSlab.staging, start, bytes, dst4, port);
-      else table.set6(n, UdpSlab.staging, start, bytes, dst6, 0, port);
-      table.gso[n] = segs > 1 ? r.segmentBytes : 0;
-      n++;
+    const staging = this.txStaging;
+    const hdr = seg.headerBytes;
+    if (n + 2 * count > this.udpReplyBase) {
+      this.counts[Counter.dropSendError] += count;
+      return n;
     }
-    this.txPos += r.totalBytes;
-    this.counts[Counter.txPackets] += r.count;
-    this.counts[Counter.txBytes] += r.totalBytes - r.count * prefixBytes;
+    for (let k = 0; k < count; k++) this.writeSegmentPrefix(staging, this.txPos + k * hdr);
+    // Every segment but the last is hdr + mss bytes on the wire; a GSO send cuts at that size.
+    const segmentBytes = hdr + seg.mss;
+    const perSend = Math.max(
+      1,
+      Math.min(UDP_GSO_MAX_SEGMENTS, Math.floor(UDP_GSO_MAX_BYTES / segmentBytes)),
+    );
+    const table = this.toUdp;
+    for (let k = 0; k < count; k++) {
+      const h = this.txPos + k * hdr;
+      const chunk = k === count - 1 ? seg.lastBytes : seg.mss;
+      if (k % perSend === 0) {
+        if (dst6 === undefined) table.set4(n, UdpSlab.staging, h, hdr, dst4, port);
+        else table.set6(n, UdpSlab.staging, h, hdr, dst6, 0, port);
+        table.gso[n] = count - k > 1 && perSend > 1 ? segmentBytes : 0;
+        n++;
+      } else {
+        table.append(n++, UdpSlab.staging, h, hdr);
+      }
+      table.append(n++, UdpSlab.deviceRing, seg.payloadOff + k * seg.mss, chunk);
+    }
+    this.txPos += count * hdr;
+    this.counts[Counter.txPackets] += count;
+    this.counts[Counter.txBytes] +=
+      count * (hdr - prefixBytes) + (count - 1) * seg.mss + seg.lastBytes;
     return n;
+  }
+
+  /** Offloads: completes the checksums of the segments queueSegments cut this batch. */
+  protected finishSegments(): void {
+    this.segmenter?.finish(this.deviceRing.slab);
   }
 
   /** Offloads: writes the encapsulation in front of one segment (the prefixBytes at `at`). */

@@ -2,6 +2,7 @@ import {
   copyBytes,
   copySum16,
   finish,
+  fold,
   IPV4_FLAG_MF,
   IpProtocol,
   Ipv4Field,
@@ -20,6 +21,8 @@ import {
   writeTcpPartialChecksum4,
   writeVirtioNetHdr,
 } from '@weft/encap';
+import { type SendTable, SumOp, sumRanges } from '@weft/tun';
+import { Counter } from './counters.js';
 
 /**
  * Segmentation and coalescing offloads, the way wireguard-go gets its speed: the local kernel
@@ -320,5 +323,396 @@ export class TcpCoalescer {
     }
     this.emit(this.start, VIRTIO_NET_HDR_BYTES + this.ihl + tcpBytes);
     this.start = -1;
+  }
+}
+
+/** The most segments one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS). */
+export const UDP_GSO_MAX_SEGMENTS = 64;
+/** The most bytes one UDP datagram may carry before the kernel cuts it (an IPv4 packet's 64 KiB). */
+export const UDP_GSO_MAX_BYTES = 65_000;
+
+/**
+ * Offloads, outbound, without copying a payload: a TSO TCPv4 super-packet is cut into segments
+ * whose headers are written to a staging buffer (each behind `prefixBytes` for encapsulation)
+ * while each segment's payload stays where the device read put it; a send gathers header and
+ * payload pieces (SendTable.append). The payload checksums are summed by the addon, one call per
+ * batch (finish), and folded into the TCP checksums the headers were given.
+ */
+export class TcpSegmenter {
+  /** One sum op per segment: its payload's range in the device ring. */
+  private readonly ops: Int32Array;
+  /** Per op: where its segment's TCP checksum field is in staging. */
+  private readonly fields: Int32Array;
+  private pending = 0;
+  /** What the last cut() made: segments, bytes of each header (prefix included), MSS. */
+  count = 0;
+  headerBytes = 0;
+  mss = 0;
+  /** Where the first segment's payload starts in the source, and the last segment's size. */
+  payloadOff = 0;
+  lastBytes = 0;
+
+  constructor(
+    readonly staging: Buffer,
+    /** The most segments a batch may cut. */
+    readonly maxSegments: number,
+  ) {
+    this.ops = new Int32Array(maxSegments * SumOp.words);
+    this.fields = new Int32Array(maxSegments);
+  }
+
+  /** Starts a batch. */
+  reset(): void {
+    this.pending = 0;
+  }
+
+  /**
+   * Writes the headers of the segments of the super-packet at src[ipOff, +len) to staging[at...],
+   * `headerBytes` apart, each after `prefixBytes` left free: whole IPv4/TCP headers with their own
+   * length, identification, sequence number, flags and IPv4 checksum, and the TCP checksum still
+   * missing its payload's sum (finish adds it). With decrementTtl each TTL is one lower
+   * (flannel's udp step). Returns the segment count, or 0 for anything that is not a plain TCPv4
+   * super-packet, or when the batch has no room left.
+   */
+  cut(
+    src: Buffer,
+    ipOff: number,
+    len: number,
+    mss: number,
+    at: number,
+    prefixBytes: number,
+    decrementTtl: boolean,
+  ): number {
+    if (
+      len < 40 ||
+      (src[ipOff] & 0xf0) !== 0x40 ||
+      src[ipOff + Ipv4Field.protocol] !== IpProtocol.tcp ||
+      mss <= 0
+    )
+      return 0;
+    const ihl = (src[ipOff] & 0x0f) << 2;
+    const tcpOff = ipOff + ihl;
+    if (ihl < 20 || ihl + 20 > len) return 0;
+    const thl = (src[tcpOff + TcpField.dataOffset] >>> 4) << 2;
+    const hdrBytes = ihl + thl;
+    if (thl < 20 || hdrBytes > len) return 0;
+    if (decrementTtl && src[ipOff + Ipv4Field.ttl] <= 1) return 0;
+    const payloadBytes = len - hdrBytes;
+    const count = Math.max(1, Math.ceil(payloadBytes / mss));
+    const stride = prefixBytes + hdrBytes;
+    const out = this.staging;
+    if (at + count * stride > out.length || this.pending + count > this.maxSegments) return 0;
+    const id0 = read16(src, ipOff + Ipv4Field.identification);
+    // Sequence numbers as signed 32-bit: small integers across calls, the same bits on the wire.
+    const seq0 = readInt32(src, tcpOff + TcpField.seq);
+    const flags = src[tcpOff + TcpField.flags];
+    const payloadOff = ipOff + hdrBytes;
+    const ops = this.ops;
+    for (let k = 0; k < count; k++) {
+      const seg = at + k * stride + prefixBytes;
+      const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
+      for (let b = 0; b < hdrBytes; b++) out[seg + b] = src[ipOff + b];
+      write16(out, seg + Ipv4Field.totalLength, hdrBytes + chunk);
+      write16(out, seg + Ipv4Field.identification, (id0 + k) & 0xffff);
+      if (decrementTtl) out[seg + Ipv4Field.ttl]--;
+      ipv4FillChecksum(out, seg);
+      const tcp = seg + ihl;
+      write32(out, tcp + TcpField.seq, (seq0 + k * mss) | 0);
+      // FIN and PSH belong to the last segment, CWR to the first.
+      let f = flags;
+      if (k < count - 1) f &= ~(TcpFlag.fin | TcpFlag.psh);
+      if (k > 0) f &= ~TcpFlag.cwr;
+      out[tcp + TcpField.flags] = f;
+      write16(out, tcp + TcpField.checksum, 0);
+      // The header's and pseudo-header's sum now; the payload's joins it in finish().
+      write16(
+        out,
+        tcp + TcpField.checksum,
+        fold(sum16(out, tcp, thl, tcpPseudoSum4(out, seg, thl + chunk))),
+      );
+      const op = this.pending++;
+      ops[op * SumOp.words + SumOp.offset] = payloadOff + k * mss;
+      ops[op * SumOp.words + SumOp.length] = chunk;
+      this.fields[op] = tcp + TcpField.checksum;
+    }
+    this.count = count;
+    this.headerBytes = stride;
+    this.mss = mss;
+    this.payloadOff = payloadOff;
+    this.lastBytes = payloadBytes - (count - 1) * mss;
+    return count;
+  }
+
+  /** Completes every TCP checksum of the batch: `source` is the buffer the super-packets were in. */
+  finish(source: Buffer): void {
+    const n = this.pending;
+    if (n === 0) return;
+    const ops = this.ops;
+    sumRanges(source, ops, n);
+    const out = this.staging;
+    for (let op = 0; op < n; op++) {
+      const at = this.fields[op];
+      write16(out, at, finish(read16(out, at) + ops[op * SumOp.words + SumOp.result]));
+    }
+    this.pending = 0;
+  }
+}
+
+/** Staging a GatherCoalescer needs per packet: a virtio_net_hdr and IPv4 and TCP headers. */
+export const GATHER_STAGING_PER_RECORD = VIRTIO_NET_HDR_BYTES + 120;
+
+/** What a record of the GatherCoalescer holds. */
+const Kind = { passThrough: 0, tcp: 1 } as const;
+
+/**
+ * Offloads, inbound, without copying a payload: the packets of a batch are recorded (add), then
+ * (finish) the TCP segments' checksums are summed by the addon in one call and checked, and
+ * consecutive segments of one flow become one GSO super-packet for the TUN, written as an iovec:
+ * from staging, a virtio_net_hdr and the super-packet's IP and TCP headers, then each segment's
+ * payload where the socket read put it (nothing read is changed). Segments join a group only when they
+ * continue it exactly: same addresses, TOS, TTL, ports, ACK, window and options; the next
+ * sequence number; the same size as the group's first (a shorter one ends the group, as GSO
+ * requires); no SYN, FIN, RST or URG; a correct checksum. Anything else passes through as it is,
+ * behind an empty header. Order is kept.
+ */
+export class GatherCoalescer {
+  private readonly offs: Int32Array;
+  private readonly lens: Int32Array;
+  private readonly kinds: Uint8Array;
+  /** Per record: its sum op (TCP: header and payload), else -1. */
+  private readonly opOf: Int32Array;
+  private readonly ops: Int32Array;
+  private records = 0;
+  private opCount = 0;
+  private n = 0;
+  private stagingPos = 0;
+  /** The open group: its first descriptor, its first segment, and its state. */
+  private head = -1;
+  private headOff = 0;
+  private ihl = 0;
+  private thl = 0;
+  private mss = 0;
+  private segments = 0;
+  private payload = 0;
+  private nextSeq = 0;
+  private closed = false;
+  private psh = false;
+
+  constructor(
+    /**
+     * Where virtio_net_hdrs and super-packet headers are written (slab `stagingSlab` of the device
+     * handle): room for GATHER_STAGING_PER_RECORD bytes per record.
+     */
+    readonly staging: Buffer,
+    private readonly table: SendTable,
+    /** Descriptors [0, capacity) of the table are the coalescer's. */
+    private readonly capacity: number,
+    private readonly stagingSlab: number,
+    /** The slab index of the buffer the packets are in. */
+    private readonly sourceSlab: number,
+    private readonly counts: Float64Array,
+    /** The most packets a batch may hold. */
+    readonly maxRecords: number,
+    /** The largest super-packet (IP length), below 64 KiB. */
+    private readonly maxBytes = 65_000,
+  ) {
+    this.offs = new Int32Array(maxRecords);
+    this.lens = new Int32Array(maxRecords);
+    this.kinds = new Uint8Array(maxRecords);
+    this.opOf = new Int32Array(maxRecords);
+    this.ops = new Int32Array(maxRecords * SumOp.words);
+    // One empty header, shared by every packet that passes through.
+    staging.fill(0, 0, VIRTIO_NET_HDR_BYTES);
+  }
+
+  /** Starts a batch. */
+  reset(): void {
+    this.records = 0;
+    this.opCount = 0;
+  }
+
+  /**
+   * Records one inner packet (its IP header already validated, `len` its total length) for the
+   * device; IPv4 TCP data segments are candidates to coalesce. False when the batch is full: the
+   * packet is dropped and counted.
+   */
+  add(ipv4: boolean, buf: Buffer, off: number, len: number): boolean {
+    const r = this.records;
+    if (r >= this.maxRecords) {
+      this.counts[Counter.dropSendError]++;
+      return false;
+    }
+    this.records = r + 1;
+    this.offs[r] = off;
+    this.lens[r] = len;
+    this.kinds[r] = Kind.passThrough;
+    this.opOf[r] = -1;
+    if (!ipv4 || buf[off + Ipv4Field.protocol] !== IpProtocol.tcp) return true;
+    const ihl = (buf[off] & 0x0f) << 2;
+    const tcp = off + ihl;
+    if (
+      len < ihl + 20 ||
+      (read16(buf, off + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0 ||
+      (buf[tcp + TcpField.flags] & (TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg)) !== 0
+    )
+      return true;
+    const thl = (buf[tcp + TcpField.dataOffset] >>> 4) << 2;
+    if (thl < 20 || len - ihl - thl <= 0) return true;
+    this.kinds[r] = Kind.tcp;
+    const op = this.opCount++;
+    this.opOf[r] = op;
+    this.ops[op * SumOp.words + SumOp.offset] = tcp;
+    this.ops[op * SumOp.words + SumOp.length] = len - ihl;
+    return true;
+  }
+
+  /**
+   * Checks and groups the batch's packets, fills descriptors [0, n) of the table and returns n;
+   * counts what was delivered (rxPackets, rxBytes) and what was dropped (a bad checksum, no
+   * room). `buf` is the buffer add() was given.
+   */
+  finish(buf: Buffer): number {
+    if (this.opCount > 0) sumRanges(buf, this.ops, this.opCount);
+    this.n = 0;
+    this.stagingPos = VIRTIO_NET_HDR_BYTES;
+    this.head = -1;
+    const c = this.counts;
+    for (let r = 0; r < this.records; r++) {
+      const off = this.offs[r];
+      const len = this.lens[r];
+      if (this.kinds[r] === Kind.passThrough) {
+        this.close(buf);
+        this.passThrough(off, len);
+        continue;
+      }
+      const ihl = (buf[off] & 0x0f) << 2;
+      const tcp = off + ihl;
+      const tcpBytes = len - ihl;
+      const sum = this.ops[this.opOf[r] * SumOp.words + SumOp.result];
+      if (finish(sum + tcpPseudoSum4(buf, off, tcpBytes)) !== 0) {
+        c[Counter.dropBadChecksum]++;
+        continue;
+      }
+      const thl = (buf[tcp + TcpField.dataOffset] >>> 4) << 2;
+      const payload = tcpBytes - thl;
+      if (this.continues(buf, off, ihl, thl, payload)) {
+        if (this.n >= this.capacity) {
+          c[Counter.dropSendError]++;
+          continue;
+        }
+        this.table.append(this.n++, this.sourceSlab, tcp + thl, payload);
+        this.segments++;
+        this.payload += payload;
+        this.nextSeq = (this.nextSeq + payload) | 0;
+        this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
+        if (payload < this.mss || this.psh) this.closed = true;
+      } else {
+        this.close(buf);
+        if (this.n + 2 > this.capacity) {
+          c[Counter.dropSendError]++;
+          continue;
+        }
+        // Its two descriptors (header, first segment) are filled when the group closes.
+        this.head = this.n;
+        this.n += 2;
+        this.headOff = off;
+        this.ihl = ihl;
+        this.thl = thl;
+        this.mss = payload;
+        this.segments = 1;
+        this.payload = payload;
+        this.nextSeq = (readInt32(buf, tcp + TcpField.seq) + payload) | 0;
+        this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
+        this.closed = this.psh;
+      }
+      c[Counter.rxPackets]++;
+      c[Counter.rxBytes] += len;
+    }
+    this.close(buf);
+    this.records = 0;
+    this.opCount = 0;
+    return this.n;
+  }
+
+  private passThrough(off: number, len: number): void {
+    const c = this.counts;
+    if (this.n + 2 > this.capacity) {
+      c[Counter.dropSendError]++;
+      return;
+    }
+    this.table.setLocal(this.n++, this.stagingSlab, 0, VIRTIO_NET_HDR_BYTES);
+    this.table.append(this.n++, this.sourceSlab, off, len);
+    c[Counter.rxPackets]++;
+    c[Counter.rxBytes] += len;
+  }
+
+  private continues(buf: Buffer, off: number, ihl: number, thl: number, payload: number): boolean {
+    if (this.head < 0 || this.closed || ihl !== this.ihl || thl !== this.thl || payload > this.mss)
+      return false;
+    if (this.ihl + this.thl + this.payload + payload > this.maxBytes) return false;
+    const g = this.headOff;
+    // Addresses (and the TOS/TTL that must match for GRO), then ports, ACK, window, options.
+    for (let b = Ipv4Field.src; b < Ipv4Field.src + 8; b++)
+      if (buf[off + b] !== buf[g + b]) return false;
+    if (
+      buf[off + Ipv4Field.dscpEcn] !== buf[g + Ipv4Field.dscpEcn] ||
+      buf[off + Ipv4Field.ttl] !== buf[g + Ipv4Field.ttl]
+    )
+      return false;
+    const tcp = off + ihl;
+    const gt = g + ihl;
+    for (let b = 0; b < 4; b++) if (buf[tcp + b] !== buf[gt + b]) return false;
+    if (readInt32(buf, tcp + TcpField.seq) !== this.nextSeq) return false;
+    for (let b = TcpField.ack; b < TcpField.ack + 4; b++)
+      if (buf[tcp + b] !== buf[gt + b]) return false;
+    if (
+      buf[tcp + TcpField.flags] !== (buf[gt + TcpField.flags] & ~TcpFlag.psh) &&
+      buf[tcp + TcpField.flags] !== (buf[gt + TcpField.flags] | TcpFlag.psh)
+    )
+      return false;
+    if (read16(buf, tcp + TcpField.window) !== read16(buf, gt + TcpField.window)) return false;
+    for (let b = 20; b < thl; b++) if (buf[tcp + b] !== buf[gt + b]) return false;
+    return true;
+  }
+
+  /** Finishes the open group, if any: its headers, its two reserved descriptors. */
+  private close(buf: Buffer): void {
+    const h = this.head;
+    if (h < 0) return;
+    this.head = -1;
+    const g = this.headOff;
+    const tcpBytes = this.thl + this.payload;
+    const table = this.table;
+    if (this.segments === 1) {
+      // One segment: it goes as it came, checksum intact.
+      table.setLocal(h, this.stagingSlab, 0, VIRTIO_NET_HDR_BYTES);
+      table.append(h + 1, this.sourceSlab, g, this.ihl + tcpBytes);
+      return;
+    }
+    // The super-packet's headers go to staging (the packets stay as they were read), after its
+    // virtio_net_hdr: the first segment's, with the whole length, PSH if the last had it, and
+    // the pseudo-header sum where NEEDS_CSUM has the kernel finish the checksum.
+    const s = this.staging;
+    const at = this.stagingPos;
+    const hdrBytes = this.ihl + this.thl;
+    const ip = at + VIRTIO_NET_HDR_BYTES;
+    this.stagingPos = ip + hdrBytes;
+    writeVirtioNetHdr(
+      s,
+      at,
+      VirtioFlag.needsCsum,
+      VirtioGso.tcpv4,
+      hdrBytes,
+      this.mss,
+      this.ihl,
+      TcpField.checksum,
+    );
+    for (let b = 0; b < hdrBytes; b++) s[ip + b] = buf[g + b];
+    write16(s, ip + Ipv4Field.totalLength, this.ihl + tcpBytes);
+    ipv4FillChecksum(s, ip);
+    if (this.psh) s[ip + this.ihl + TcpField.flags] |= TcpFlag.psh;
+    writeTcpPartialChecksum4(s, ip, ip + this.ihl, tcpBytes);
+    table.setLocal(h, this.stagingSlab, at, VIRTIO_NET_HDR_BYTES + hdrBytes);
+    table.append(h + 1, this.sourceSlab, g + hdrBytes, this.mss);
   }
 }

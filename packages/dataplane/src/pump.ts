@@ -4,6 +4,7 @@ import { VIRTIO_NET_HDR_BYTES } from '@weft/encap';
 import { allocSlab, type IoStats, PacketRing, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
 import { DataplaneErrorCode } from './nodes.js';
+import { GATHER_STAGING_PER_RECORD } from './offload.js';
 
 /**
  * What the pump needs of a packet source and sink: @weft/tun's TunQueue and UdpSocket, or
@@ -46,6 +47,14 @@ export const DeviceSlab = { deviceRing: 0, udpRing: 1, scratch: 2, staging: 3 } 
 const OFFLOAD_STRIDE = 65_536 + 128;
 /** Room per batch slot for a super-packet cut into segments, each with its own headers. */
 const OFFLOAD_STAGING_PER_SLOT = 72 * 1024;
+/**
+ * Gathered offloads: segments per batch slot a super-packet may be cut into (an MSS of 512 or
+ * more), and the most datagrams one UDP GRO read holds (the kernel coalesces at most 64).
+ */
+export const SEGMENTS_PER_SLOT = 128;
+export const GRO_SEGMENTS_PER_SLOT = 64;
+/** Room for one segment's headers: encapsulation, IPv4 and TCP with options. */
+const SEGMENT_HEADER_ROOM = 160;
 
 /** Room for one locally generated reply (an ICMP error is at most 96 bytes). */
 export const SCRATCH_STRIDE = 128;
@@ -117,6 +126,12 @@ export abstract class Pump {
     protected readonly device: PacketIo,
     protected readonly socket: UdpIo,
     options: PumpOptions = {},
+    /**
+     * Offloads by gathering (TcpSegmenter, GatherCoalescer): staging holds only headers, sends are
+     * iovecs of headers and payloads in place, two or so descriptors per segment. Otherwise
+     * (copying: segmentTcp4, TcpCoalescer) staging holds whole packets.
+     */
+    gather = false,
   ) {
     this.batch = options.batch ?? 64;
     this.offload = options.offload ?? false;
@@ -124,17 +139,35 @@ export abstract class Pump {
     const stride = this.offload ? OFFLOAD_STRIDE : (options.stride ?? 2048);
     this.deviceRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
     this.udpRing = new PacketRing({ slots: this.batch, stride, headroom: 64 });
-    // Offloads: a super-packet becomes up to two GSO sends; a GRO datagram up to ~45 writes.
+    const gathered = this.offload && gather;
+    // Offloads, copying: a super-packet becomes up to two GSO sends; a GRO datagram up to ~45
+    // writes. Gathering: two descriptors per segment (header, payload), each way.
     this.udpReplyBase = Math.max(
       options.udpTxCapacity ?? this.batch,
-      this.offload ? this.batch * 4 : 0,
+      !this.offload ? 0 : gathered ? this.batch * SEGMENTS_PER_SLOT * 2 : this.batch * 4,
     );
-    this.deviceReplyBase = this.offload ? this.batch * 48 : this.batch;
+    this.deviceReplyBase = !this.offload
+      ? this.batch
+      : gathered
+        ? this.batch * GRO_SEGMENTS_PER_SLOT * 2
+        : this.batch * 48;
     this.toUdp = new SendTable(this.udpReplyBase + this.batch);
     this.toDevice = new SendTable(this.deviceReplyBase + this.batch);
     this.scratch = allocSlab(this.batch * SCRATCH_STRIDE).fill(0);
-    this.txStaging = allocSlab(this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0);
-    this.rxStaging = allocSlab(this.offload ? this.batch * OFFLOAD_STAGING_PER_SLOT : 0);
+    this.txStaging = allocSlab(
+      !this.offload
+        ? 0
+        : gathered
+          ? this.batch * SEGMENTS_PER_SLOT * SEGMENT_HEADER_ROOM
+          : this.batch * OFFLOAD_STAGING_PER_SLOT,
+    );
+    this.rxStaging = allocSlab(
+      !this.offload
+        ? 0
+        : gathered
+          ? (this.batch * GRO_SEGMENTS_PER_SLOT + 1) * GATHER_STAGING_PER_RECORD
+          : this.batch * OFFLOAD_STAGING_PER_SLOT,
+    );
   }
 
   /** Starts both directions. */

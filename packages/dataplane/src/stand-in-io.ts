@@ -1,4 +1,4 @@
-import type { PacketRing, SendTable } from '@weft/tun';
+import { type PacketRing, SendFlag, type SendTable } from '@weft/tun';
 import type { BackendIo } from './backend.js';
 import type { PacketIo, UdpIo } from './pump.js';
 
@@ -42,6 +42,20 @@ export class StandInIo implements UdpIo {
   sentBytes(i: number): Buffer {
     const t = this.table;
     return this.slabs.get(t.slabs[i])!.subarray(t.offsets[i], t.offsets[i] + t.lengths[i]);
+  }
+  /**
+   * The packets descriptors [start, start + count) make (by default the last send's), each a copy
+   * of its pieces joined: a descriptor and the ones after it that continue it (SendFlag.continues).
+   */
+  sentPackets(start = this.lastSendStart, count = this.lastSendCount): Buffer[] {
+    const t = this.table;
+    const out: Buffer[] = [];
+    for (let i = start; i < start + count; i++) {
+      if (t.flags[i] & SendFlag.continues && out.length > 0)
+        out[out.length - 1] = Buffer.concat([out[out.length - 1], this.sentBytes(i)]);
+      else out.push(Buffer.from(this.sentBytes(i)));
+    }
+    return out;
   }
   /** Whether the pump has paused reading (back-pressure, or a fault). */
   paused = false;

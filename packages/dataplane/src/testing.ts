@@ -9,9 +9,11 @@ export { type HotPath, hotPaths, type NamedHotPath } from './hot-paths.js';
 export {
   CoalesceResult,
   finishPartialChecksum,
+  GatherCoalescer,
   type Segmented,
   segmentTcp4,
   TcpCoalescer,
+  TcpSegmenter,
 } from './offload.js';
 export { StandInIo, standInBackendIo } from './stand-in-io.js';
 export {

@@ -64,7 +64,7 @@ export class UdpBackend extends Backend {
     options: UdpBackendOptions,
     icmpSource4: number,
   ) {
-    super(tun, socket, options);
+    super(tun, socket, options, true);
     this.icmpSource4 = icmpSource4;
     this.peerPort = options.port ?? FLANNEL_UDP_PORT;
     this.icmpTtl = options.icmpTtl ?? 64;
@@ -208,6 +208,7 @@ export class UdpBackend extends Backend {
       c[Counter.txPackets]++;
       c[Counter.txBytes] += len;
     }
+    this.finishSegments();
     this.sendDeviceReplies(replies);
     return n;
   }
@@ -222,10 +223,9 @@ export class UdpBackend extends Backend {
     const table = this.toDevice;
     const dropUnknown = this.dropUnknownSources;
     const checkInner = this.checkInnerSource;
-    const coalescer = this.coalescer;
+    const gatherer = this.gatherer;
     let n = 0;
-    this.devOut = 0;
-    coalescer?.reset();
+    gatherer?.reset();
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
       if (len <= 0) {
@@ -253,19 +253,16 @@ export class UdpBackend extends Backend {
           continue;
         }
         const total = ipv4TotalLength(slab, off);
-        if (coalescer) {
-          if (!this.coalesce(coalescer, true, slab, off, total)) continue;
-        } else {
-          table.setLocal(n++, DeviceSlab.udpRing, off, total);
+        // Offloads: the gatherer checks, groups and counts the batch's packets when it ends.
+        if (gatherer) {
+          gatherer.add(true, slab, off, total);
+          continue;
         }
+        table.setLocal(n++, DeviceSlab.udpRing, off, total);
         c[Counter.rxPackets]++;
         c[Counter.rxBytes] += total;
       }
     }
-    if (coalescer) {
-      coalescer.flush();
-      return this.devOut;
-    }
-    return n;
+    return gatherer ? gatherer.finish(slab) : n;
   }
 }

@@ -176,8 +176,9 @@ export abstract class VxlanBackend extends Backend {
     options: VxlanBackendOptions,
     vtepMac: number,
     udpTxCapacity: number,
+    gather: boolean,
   ) {
-    super(tun, socket, { ...options, udpTxCapacity });
+    super(tun, socket, { ...options, udpTxCapacity }, gather);
     this.vni = options.vni ?? 1;
     this.vtepMac = vtepMac;
     this.macHigh = Math.floor(vtepMac / 0x100000000);
@@ -342,7 +343,7 @@ export class VxlanVtep extends VxlanBackend {
   private inboundCount = 0;
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
-    super(tun, socket, options, vtepMac, options.batch ?? 64);
+    super(tun, socket, options, vtepMac, options.batch ?? 64, true);
     const network = options.network === undefined ? undefined : parseCidr(options.network);
     const source = options.icmpSource === undefined ? undefined : parseIp(options.icmpSource);
     this.icmpSource4 =
@@ -495,6 +496,7 @@ export class VxlanVtep extends VxlanBackend {
       c[Counter.txPackets]++;
       c[Counter.txBytes] += len;
     }
+    this.finishSegments();
     this.sendDeviceReplies(replies);
     return n;
   }
@@ -506,10 +508,9 @@ export class VxlanVtep extends VxlanBackend {
     const headroom = ring.headroom;
     const c = this.counts;
     const dropUnknown = this.dropUnknownSources;
-    const coalescer = this.coalescer;
+    const gatherer = this.gatherer;
     this.inboundCount = 0;
-    this.devOut = 0;
-    coalescer?.reset();
+    gatherer?.reset();
     let replies = 0;
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
@@ -529,11 +530,7 @@ export class VxlanVtep extends VxlanBackend {
         replies += this.inboundDatagram(i, node, base + at, Math.min(step, len - at), replies);
     }
     this.sendUdpReplies(replies);
-    if (coalescer) {
-      coalescer.flush();
-      return this.devOut;
-    }
-    return this.inboundCount;
+    return gatherer ? gatherer.finish(ring.slab) : this.inboundCount;
   }
 
   /**
@@ -614,12 +611,13 @@ export class VxlanVtep extends VxlanBackend {
       c[Counter.dropUnsupported]++;
       return 0;
     }
-    const coalescer = this.coalescer;
-    if (coalescer) {
-      if (!this.coalesce(coalescer, type === EtherType.ipv4, slab, pkt, total)) return 0;
-    } else {
-      this.toDevice.setLocal(this.inboundCount++, DeviceSlab.udpRing, pkt, total);
+    const gatherer = this.gatherer;
+    // Offloads: the gatherer checks, groups and counts the batch's packets when it ends.
+    if (gatherer) {
+      gatherer.add(type === EtherType.ipv4, slab, pkt, total);
+      return 0;
     }
+    this.toDevice.setLocal(this.inboundCount++, DeviceSlab.udpRing, pkt, total);
     c[Counter.rxPackets]++;
     c[Counter.rxBytes] += total;
     return 0;
@@ -706,7 +704,7 @@ export class VxlanBridge extends VxlanBackend {
     // Floods are replicated to every default destination: room for several per frame (and with
     // offloads, two GSO sends per destination for a 64 KiB frame).
     const batch = options.batch ?? 64;
-    super(tun, socket, options, vtepMac, batch * (options.offload ? 16 : 8));
+    super(tun, socket, options, vtepMac, batch * (options.offload ? 16 : 8), false);
     this.learning = options.learning ?? true;
     if (this.offload) {
       this.frames = new FrameCoalescer(this.rxStaging, (off, len) => {

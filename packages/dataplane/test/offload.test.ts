@@ -14,13 +14,17 @@ import {
   virtioRead16,
   write16,
 } from '@weft/encap';
+import { allocSlab, SendFlag, SendTable } from '@weft/tun';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { COUNTER_COUNT, Counter } from '../src/counters.js';
 import {
   CoalesceResult,
   finishPartialChecksum,
+  GatherCoalescer,
   segmentTcp4,
   TcpCoalescer,
+  TcpSegmenter,
 } from '../src/testing.js';
 
 /** A TCPv4 packet (20-byte IP header, TCP with a 12-byte timestamp option) carrying `payload`. */
@@ -220,3 +224,212 @@ function ipv4Packet17(): Buffer {
   ipv4.emit({ src: 1, dst: 2, protocol: IpProtocol.udp, ttl: 5, payloadLength: 8 }, b);
   return b;
 }
+
+/** The packets descriptors [0, n) of a table make, each its pieces joined (slabs by index). */
+function gathered(table: SendTable, n: number, slabs: Record<number, Buffer>): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const piece = slabs[table.slabs[i]].subarray(
+      table.offsets[i],
+      table.offsets[i] + table.lengths[i],
+    );
+    if (table.flags[i] & SendFlag.continues)
+      out[out.length - 1] = Buffer.concat([out.at(-1)!, piece]);
+    else out.push(Buffer.from(piece));
+  }
+  return out;
+}
+
+/** Cuts a super-packet with a TcpSegmenter: each segment as headers (staging) and payload (in place). */
+function cutGathered(sp: Buffer, mss: number, prefix: number, decrementTtl = false) {
+  const source = allocSlab(sp.length + 64);
+  sp.copy(source, 64);
+  const staging = allocSlab(200 * 160);
+  const seg = new TcpSegmenter(staging, 200);
+  const count = seg.cut(source, 64, sp.length, mss, 0, prefix, decrementTtl);
+  seg.finish(source);
+  const segments: Buffer[] = [];
+  for (let k = 0; k < count; k++) {
+    const chunk = k === count - 1 ? seg.lastBytes : mss;
+    segments.push(
+      Buffer.concat([
+        staging.subarray(k * seg.headerBytes + prefix, (k + 1) * seg.headerBytes),
+        source.subarray(seg.payloadOff + k * mss, seg.payloadOff + k * mss + chunk),
+      ]),
+    );
+  }
+  return { count, segments, seg, source };
+}
+
+/** A GatherCoalescer over a fresh table, with the segments laid one after another in `source`. */
+function coalesceGathered(segments: Buffer[]) {
+  const source = allocSlab(segments.reduce((a, b) => a + b.length, 0) + 16);
+  const staging = allocSlab(130 * (segments.length + 1));
+  const table = new SendTable(2 * segments.length + 2);
+  const counts = new Float64Array(COUNTER_COUNT);
+  const c = new GatherCoalescer(staging, table, table.capacity, 3, 1, counts, segments.length);
+  let at = 0;
+  for (const s of segments) {
+    s.copy(source, at);
+    c.add(s[0] >>> 4 === 4, source, at, s.length);
+    at += s.length;
+  }
+  const before = Buffer.from(source);
+  const n = c.finish(source);
+  // What was read is never changed: headers of super-packets go to staging.
+  expect(source.equals(before)).toBe(true);
+  return { packets: gathered(table, n, { 1: source, 3: staging }), counts };
+}
+
+describe('TSO segmentation by gathering (TcpSegmenter): headers in staging, payloads in place', () => {
+  it('cuts a super-packet into valid segments that carry the payload in order', () => {
+    const payload = randomBytes(60_000);
+    const sp = tcpPacket(payload, { flags: TcpFlag.ack | TcpFlag.psh | TcpFlag.cwr });
+    const mss = 1386;
+    const { count, segments, seg } = cutGathered(sp, mss, 22);
+    expect(count).toBe(Math.ceil(60_000 / mss));
+    expect(seg.headerBytes).toBe(22 + 52);
+    segments.forEach((s, k) => {
+      expect(s.readUInt16BE(2)).toBe(s.length);
+      expect(ipv4Check(s, 0, s.length)).toBe(Status.ok);
+      expect(s.readUInt16BE(4)).toBe(100 + k);
+      expect(tcpChecksumOk4(s, 0, 20, s.length - 20)).toBe(true);
+      expect(s.readUInt32BE(20 + TcpField.seq)).toBe(1_000_000 + k * mss);
+      const flags = s[20 + TcpField.flags];
+      expect((flags & TcpFlag.psh) !== 0).toBe(k === count - 1);
+      expect((flags & TcpFlag.cwr) !== 0).toBe(k === 0);
+    });
+    expect(Buffer.concat(segments.map((s) => s.subarray(52))).equals(payload)).toBe(true);
+  });
+
+  it('makes exactly the segments the copying cut makes, TTL step included', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        fc.boolean(),
+        (bytes, mss, ttl) => {
+          const sp = tcpPacket(randomBytes(bytes), { ttl: 9 });
+          const copied = Buffer.alloc(bytes + 200 * Math.ceil(bytes / mss) + 200);
+          const r = segmentTcp4(sp, 0, sp.length, mss, copied, 0, 0, ttl)!;
+          const { segments } = cutGathered(sp, mss, 0, ttl);
+          expect(segments.length).toBe(r.count);
+          segments.forEach((s, k) => {
+            const at = k * r.segmentBytes;
+            expect(s.equals(copied.subarray(at, at + s.length))).toBe(true);
+          });
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('refuses what it cannot cut, and a batch with no room left', () => {
+    const staging = allocSlab(10 * 160);
+    const seg = new TcpSegmenter(staging, 10);
+    const p = tcpPacket(randomBytes(3000), { ttl: 1 });
+    expect(seg.cut(p, 0, p.length, 1400, 0, 0, true)).toBe(0);
+    const udpish = Buffer.from(p);
+    udpish[9] = IpProtocol.udp;
+    expect(seg.cut(udpish, 0, udpish.length, 1400, 0, 0, false)).toBe(0);
+    const big = tcpPacket(randomBytes(20_000));
+    expect(seg.cut(big, 0, big.length, 1000, 0, 0, false)).toBe(0); // 20 segments > 10
+  });
+});
+
+describe('coalescing for TUN writes by gathering (GatherCoalescer)', () => {
+  it('turns the segments of a super-packet back into one GSO write the kernel can finish', () => {
+    const payload = randomBytes(50_000);
+    const sp = tcpPacket(payload, { flags: TcpFlag.ack | TcpFlag.psh });
+    const { segments } = cutGathered(sp, 1386, 0);
+    const { packets, counts } = coalesceGathered(segments);
+    expect(packets.length).toBe(1);
+    const w = packets[0];
+    expect(w[0]).toBe(VirtioFlag.needsCsum);
+    expect(w[1]).toBe(VirtioGso.tcpv4);
+    expect(virtioRead16(w, 2)).toBe(52);
+    expect(virtioRead16(w, 4)).toBe(1386);
+    expect(virtioRead16(w, 6)).toBe(20);
+    expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
+    const packet = w.subarray(VIRTIO_NET_HDR_BYTES);
+    expect(ipv4Check(packet, 0, packet.length)).toBe(Status.ok);
+    expect(packet.subarray(52).equals(payload)).toBe(true);
+    expect(packet[20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
+    expect(tcpChecksumOk4(finished(Buffer.from(packet)), 0, 20, packet.length - 20)).toBe(true);
+    expect(counts[Counter.rxPackets]).toBe(segments.length);
+    expect(counts[Counter.rxBytes]).toBe(segments.reduce((a, s) => a + s.length, 0));
+  });
+
+  it('keeps flows, gaps, control segments and other protocols apart, in order', () => {
+    const seg = (seq: number, bytes: number, o: Parameters<typeof tcpPacket>[1] = {}) =>
+      finished(tcpPacket(Buffer.alloc(bytes, seq & 0xff), { seq, ...o }));
+    const parts = [
+      seg(1000, 100),
+      seg(1100, 100),
+      seg(5000, 100, { sport: 40001 }),
+      seg(5100, 100, { sport: 40001 }),
+      seg(9999, 100, { sport: 40001 }),
+      seg(1200, 100, { flags: TcpFlag.ack | TcpFlag.fin }),
+      Buffer.from(ipv4Packet17()),
+    ];
+    const { packets } = coalesceGathered(parts);
+    expect(packets.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`)).toEqual([
+      `${VirtioGso.tcpv4}:252`,
+      `${VirtioGso.tcpv4}:252`,
+      '0:152',
+      '0:152',
+      '0:28',
+    ]);
+    expect(packets[2].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[4])).toBe(true);
+    expect(packets[4].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[6])).toBe(true);
+  });
+
+  it('drops a segment whose checksum is wrong, opening a group or joining one, and counts it', () => {
+    const good = finished(tcpPacket(Buffer.alloc(100, 1), { seq: 1 }));
+    const bad = finished(tcpPacket(Buffer.alloc(100, 2), { seq: 101 }));
+    bad[60] ^= 0xff;
+    const badFirst = finished(tcpPacket(Buffer.alloc(100, 3), { seq: 1, sport: 40009 }));
+    badFirst[70] ^= 0x01;
+    const { packets, counts } = coalesceGathered([good, bad, badFirst]);
+    expect(packets.length).toBe(1);
+    expect(packets[0][1]).toBe(VirtioGso.none);
+    expect(packets[0].subarray(VIRTIO_NET_HDR_BYTES).equals(good)).toBe(true);
+    expect(counts[Counter.dropBadChecksum]).toBe(2);
+    expect(counts[Counter.rxPackets]).toBe(1);
+  });
+
+  it('drops and counts what does not fit the batch, and writes no descriptor past it', () => {
+    const staging = allocSlab(1000);
+    const table = new SendTable(8);
+    const counts = new Float64Array(COUNTER_COUNT);
+    const c = new GatherCoalescer(staging, table, 3, 3, 1, counts, 2);
+    const source = allocSlab(1000);
+    const p = Buffer.from(ipv4Packet17());
+    for (let k = 0; k < 3; k++) {
+      p.copy(source, k * 100);
+      expect(c.add(true, source, k * 100, p.length)).toBe(k < 2);
+    }
+    table.setLocal(3, 0, 0, 1);
+    expect(c.finish(source)).toBe(2);
+    expect(table.flags[3]).toBe(0);
+    expect(counts[Counter.dropSendError]).toBe(2);
+    expect(counts[Counter.rxPackets]).toBe(1);
+  });
+
+  it('round-trips any payload size and MSS', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        (bytes, mss) => {
+          const payload = randomBytes(bytes);
+          const { segments } = cutGathered(tcpPacket(payload), mss, 0);
+          const { packets } = coalesceGathered(segments);
+          expect(packets.length).toBe(1);
+          expect(packets[0].subarray(VIRTIO_NET_HDR_BYTES + 52).equals(payload)).toBe(true);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});

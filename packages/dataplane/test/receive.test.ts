@@ -79,10 +79,7 @@ function receive(socket: StandInIo, datagrams: Buffer[], from = B, gso = 0): voi
 
 /** The packets the backend wrote to its device in the last batch. */
 function delivered(queue: StandInIo, header = 0): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = queue.lastSendStart; i < queue.lastSendStart + queue.lastSendCount; i++)
-    out.push(Buffer.from(queue.sentBytes(i).subarray(header)));
-  return out;
+  return queue.sentPackets().map((p) => p.subarray(header));
 }
 
 /** A UDP/IPv4 packet from `src` to 10.244.1.7 carrying `text`. */
