@@ -295,6 +295,7 @@ Napi::Value Handle::SetSendTable(const Napi::CallbackInfo& info) {
                           &table_.flags});
   tx_msgs_.assign(capacity, {});
   tx_ends_.assign(capacity, 0);
+  tx_segments_.assign(capacity, 1);
   tx_iovs_.assign(capacity, {});
   tx_names_.assign(capacity, {});
   tx_control_.assign(capacity * CMSG_SPACE(sizeof(uint16_t)), 0);

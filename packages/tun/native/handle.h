@@ -138,7 +138,8 @@ class Handle : public Napi::ObjectWrap<Handle> {
   std::vector<struct iovec> tx_iovs_;
   std::vector<struct sockaddr_storage> tx_names_;
   std::vector<uint8_t> tx_control_;
-  std::vector<size_t> tx_ends_;  // per message built: the descriptor after its last
+  std::vector<size_t> tx_ends_;      // per message built: the descriptor after its last
+  std::vector<uint32_t> tx_segments_;  // per message built: the datagrams it carries (GSO)
   std::vector<uint8_t> netlink_buffer_;
 
   // Counters, read by stats().

@@ -8,15 +8,23 @@
 
 namespace weft {
 
+namespace {
+// The longest read a TUN/TAP queue can return: a virtio_net_hdr (12 bytes at most), an Ethernet
+// header with a VLAN tag, and a 64 KiB packet. A slot with more room cannot be cut.
+constexpr size_t kLongestRead = 12 + 18 + 65535;
+}  // namespace
+
 int Handle::ReadTun(const SlabRange& ring) {
   int32_t* lengths = ring_.lengths.As<int32_t>();
   const size_t room = ring_.stride - ring_.headroom;
   // A TUN read cuts a packet longer than the buffer without saying so: one spare byte after the
-  // slot tells a packet that filled it exactly from one that was cut.
+  // slot tells a packet that filled it exactly from one that was cut. A slot no packet can fill
+  // needs no spare byte, and a plain read() skips readv's iovec import.
   uint8_t spare;
   struct iovec iov[2];
   iov[1].iov_base = &spare;
   iov[1].iov_len = 1;
+  const int iovs = room > kLongestRead ? 1 : 2;
   size_t n = 0;
   int err = 0;
   while (n < ring_.count) {
@@ -24,7 +32,7 @@ int Handle::ReadTun(const SlabRange& ring) {
     if (!ring.Slice(n * ring_.stride + ring_.headroom, room, &slot)) break;
     iov[0].iov_base = slot.data();
     iov[0].iov_len = slot.size();
-    ssize_t r = readv(fd_, iov, 2);
+    ssize_t r = iovs == 1 ? read(fd_, iov[0].iov_base, iov[0].iov_len) : readv(fd_, iov, 2);
     if (r < 0) {
       if (errno == EINTR) continue;
       // Anything but "nothing more now" ends a TUN queue: EBADFD is its device deleted.

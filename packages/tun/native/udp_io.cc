@@ -162,7 +162,11 @@ size_t Handle::SendUdp(size_t start, size_t count) {
         h.msg_namelen = sizeof(struct sockaddr_in6);
       }
       h.msg_name = &tx_names_[built];
+      tx_segments_[built] = 1;
       if (gso != nullptr && gso[j] > 0) {
+        size_t bytes = 0;
+        for (size_t k = 0; k < pieces; k++) bytes += h.msg_iov[k].iov_len;
+        tx_segments_[built] = static_cast<uint32_t>(bytes > gso[j] ? (bytes + gso[j] - 1) / gso[j] : 1);
         uint8_t* control = &tx_control_[built * kTxControl];
         h.msg_control = control;
         h.msg_controllen = kTxControl;
@@ -190,8 +194,9 @@ size_t Handle::SendUdp(size_t start, size_t count) {
         send_again_++;
         return (done == 0 ? i : tx_ends_[done - 1]) - start;
       }
-      // The first message of the run failed for good (no route, too big, refused): drop it.
-      send_errors_++;
+      // The first message of the run failed for good (no route, too big, refused): drop it,
+      // and count each datagram it carried.
+      send_errors_ += tx_segments_[done];
       last_send_errno_ = errno;
       done++;
     }

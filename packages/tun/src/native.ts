@@ -63,7 +63,9 @@ export interface NativeStats {
   readErrors: number;
   lastReadErrno: number;
   truncated: number;
+  /** Packets (sendmmsg messages, TUN writes) the kernel took; a UDP GSO send is one. */
   packetsSent: number;
+  /** Datagrams lost to a hard send error: each one a failed UDP GSO send carried. */
   sendErrors: number;
   sendAgain: number;
   lastSendErrno: number;
