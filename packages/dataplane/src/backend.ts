@@ -68,7 +68,7 @@ export interface OpenIoOptions {
 export function openBackendIo(
   o: OpenIoOptions,
   configure: (tun: TunDevice) => void,
-): { device: TunDevice; socket: UdpSocket; offload: boolean } {
+): { device: TunDevice; socket: UdpSocket; offload: boolean; coalesceUdp: boolean } {
   const attempt = (offload: boolean) => {
     const device = TunDevice.open({
       name: o.deviceName,
@@ -77,8 +77,20 @@ export function openBackendIo(
       vnetHdr: offload,
     });
     let socket: UdpSocket | undefined;
+    let coalesceUdp = false;
     try {
-      if (offload) device.setOffload(TunOffload.csum | TunOffload.tso4 | TunOffload.tsoEcn);
+      if (offload) {
+        const tso = TunOffload.csum | TunOffload.tso4 | TunOffload.tsoEcn;
+        // A kernel that knows USO (Linux 6.2) takes UDP GSO writes: offered, then withdrawn, as
+        // a probe (reading UDP super-packets is not asked for).
+        try {
+          device.setOffload(tso | TunOffload.uso4 | TunOffload.uso6);
+          coalesceUdp = true;
+        } catch {
+          coalesceUdp = false;
+        }
+        device.setOffload(tso);
+      }
       configure(device);
       socket = UdpSocket.open({
         address: o.address,
@@ -92,7 +104,7 @@ export function openBackendIo(
         // IPv6 has no DF bit (and fragments only at the sender, which this leaves to the kernel).
         clearDontFragment: o.df === 'clear' && !o.address.includes(':'),
       });
-      return { device, socket, offload };
+      return { device, socket, offload, coalesceUdp };
     } catch (err) {
       socket?.close();
       device.close();
@@ -153,11 +165,22 @@ export interface CommonBackendOptions extends PumpOptions {
    * kernel lacks them.
    */
   offload?: boolean;
+  /**
+   * With offloads, UDP datagrams of one flow are written to the TUN as one UDP GSO super-packet
+   * that the kernel cuts back into the same datagrams (Linux 6.2+). open() turns it on where the
+   * kernel takes such writes; overIo() only when asked.
+   */
+  coalesceUdp?: boolean;
 }
 
 /** Checks the options every backend takes, before anything is opened. */
 export function checkCommonOptions(o: CommonBackendOptions): void {
-  for (const name of ['dropUnknownSources', 'checkInnerSource', 'offload'] as const) {
+  for (const name of [
+    'dropUnknownSources',
+    'checkInnerSource',
+    'offload',
+    'coalesceUdp',
+  ] as const) {
     if (o[name] !== undefined && typeof o[name] !== 'boolean')
       throw new WeftError(
         DataplaneErrorCode.badOption,
@@ -219,6 +242,7 @@ export abstract class Backend extends Pump {
         DeviceSlab.udpRing,
         this.counts,
         this.batch * GRO_SEGMENTS_PER_SLOT,
+        options.coalesceUdp ?? false,
       );
     } else if (this.offload) {
       this.coalescer = new TcpCoalescer(this.rxStaging, (off, len) => {

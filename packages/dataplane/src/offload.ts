@@ -462,39 +462,51 @@ export class TcpSegmenter {
 export const GATHER_STAGING_PER_RECORD = VIRTIO_NET_HDR_BYTES + 120;
 
 /** What a record of the GatherCoalescer holds. */
-const Kind = { passThrough: 0, tcp: 1 } as const;
+const Kind = { passThrough: 0, tcp: 1, udp: 2 } as const;
+/** The most datagrams one UDP super-packet carries (as UDP GSO sends do). */
+const UDP_GROUP_MAX_SEGMENTS = 64;
+const UDP_HEADER_BYTES = 8;
 
 /**
  * Offloads, inbound, without copying a payload: the packets of a batch are recorded (add), then
- * (finish) the TCP segments' checksums are summed by the addon in one call and checked, and
- * consecutive segments of one flow become one GSO super-packet for the TUN, written as an iovec:
- * from staging, a virtio_net_hdr and the super-packet's IP and TCP headers, then each segment's
- * payload where the socket read put it (nothing read is changed). Segments join a group only when they
- * continue it exactly: same addresses, TOS, TTL, ports, ACK, window and options; the next
- * sequence number; the same size as the group's first (a shorter one ends the group, as GSO
- * requires); no SYN, FIN, RST or URG; a correct checksum. Anything else passes through as it is,
- * behind an empty header. Order is kept.
+ * (finish) their checksums are summed by the addon in one call and checked, and consecutive
+ * packets of one flow become one GSO super-packet for the TUN, written as an iovec: from
+ * staging, a virtio_net_hdr and the super-packet's IP and transport headers, then each packet's
+ * payload where the socket read put it (nothing read is changed).
+ *
+ * TCP segments join a group only when they continue it exactly: same addresses, TOS, TTL, ports,
+ * ACK, window and options; the next sequence number; the same size as the group's first (a
+ * shorter one ends the group, as GSO requires); no SYN, FIN, RST or URG; a correct checksum.
+ * With `udp`, UDP datagrams of one flow become a UDP GSO (USO, Linux 6.2+) super-packet the
+ * kernel cuts back into exactly those datagrams: same addresses, TOS, TTL, DF and ports,
+ * consecutive IPv4 identifications (the kernel numbers the datagrams it cuts so), the same size
+ * as the first (a shorter one ends the group), a checksum present and correct. Anything else
+ * passes through as it is, behind an empty header. Order is kept; a packet whose checksum is wrong
+ * is dropped and counted, as the kernel would have dropped it.
  */
 export class GatherCoalescer {
   private readonly offs: Int32Array;
   private readonly lens: Int32Array;
   private readonly kinds: Uint8Array;
-  /** Per record: its sum op (TCP: header and payload), else -1. */
+  /** Per record: its sum op (the transport header and payload), else -1. */
   private readonly opOf: Int32Array;
   private readonly ops: Int32Array;
   private records = 0;
   private opCount = 0;
   private n = 0;
   private stagingPos = 0;
-  /** The open group: its first descriptor, its first segment, and its state. */
+  /** The open group: its kind, first descriptor, first packet, and state. */
+  private kind = 0;
   private head = -1;
   private headOff = 0;
   private ihl = 0;
+  /** Transport header bytes: TCP's, or 8 for UDP. */
   private thl = 0;
   private mss = 0;
   private segments = 0;
   private payload = 0;
-  private nextSeq = 0;
+  /** TCP: the next sequence number; UDP: the next IPv4 identification. */
+  private next = 0;
   private closed = false;
   private psh = false;
 
@@ -513,6 +525,8 @@ export class GatherCoalescer {
     private readonly counts: Float64Array,
     /** The most packets a batch may hold. */
     readonly maxRecords: number,
+    /** Coalesce UDP datagrams too (the device takes UDP GSO writes). */
+    private readonly udp = false,
     /** The largest super-packet (IP length), below 64 KiB. */
     private readonly maxBytes = 65_000,
   ) {
@@ -533,8 +547,8 @@ export class GatherCoalescer {
 
   /**
    * Records one inner packet (its IP header already validated, `len` its total length) for the
-   * device; IPv4 TCP data segments are candidates to coalesce. False when the batch is full: the
-   * packet is dropped and counted.
+   * device; IPv4 TCP data segments (and, with `udp`, UDP datagrams) are candidates to coalesce.
+   * False when the batch is full: the packet is dropped and counted.
    */
   add(ipv4: boolean, buf: Buffer, off: number, len: number): boolean {
     const r = this.records;
@@ -547,21 +561,35 @@ export class GatherCoalescer {
     this.lens[r] = len;
     this.kinds[r] = Kind.passThrough;
     this.opOf[r] = -1;
-    if (!ipv4 || buf[off + Ipv4Field.protocol] !== IpProtocol.tcp) return true;
-    const ihl = (buf[off] & 0x0f) << 2;
-    const tcp = off + ihl;
-    if (
-      len < ihl + 20 ||
-      (read16(buf, off + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0 ||
-      (buf[tcp + TcpField.flags] & (TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg)) !== 0
-    )
+    if (!ipv4 || (read16(buf, off + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0)
       return true;
-    const thl = (buf[tcp + TcpField.dataOffset] >>> 4) << 2;
-    if (thl < 20 || len - ihl - thl <= 0) return true;
-    this.kinds[r] = Kind.tcp;
+    const ihl = (buf[off] & 0x0f) << 2;
+    const l4 = off + ihl;
+    const protocol = buf[off + Ipv4Field.protocol];
+    if (protocol === IpProtocol.tcp) {
+      if (
+        len < ihl + 20 ||
+        (buf[l4 + TcpField.flags] & (TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg)) !== 0
+      )
+        return true;
+      const thl = (buf[l4 + TcpField.dataOffset] >>> 4) << 2;
+      if (thl < 20 || len - ihl - thl <= 0) return true;
+      this.kinds[r] = Kind.tcp;
+    } else if (protocol === IpProtocol.udp && this.udp) {
+      // A datagram with a checksum (zero is none, over IPv4) and its length as the IP header says.
+      if (
+        len <= ihl + UDP_HEADER_BYTES ||
+        read16(buf, l4 + 4) !== len - ihl ||
+        read16(buf, l4 + 6) === 0
+      )
+        return true;
+      this.kinds[r] = Kind.udp;
+    } else {
+      return true;
+    }
     const op = this.opCount++;
     this.opOf[r] = op;
-    this.ops[op * SumOp.words + SumOp.offset] = tcp;
+    this.ops[op * SumOp.words + SumOp.offset] = l4;
     this.ops[op * SumOp.words + SumOp.length] = len - ihl;
     return true;
   }
@@ -580,39 +608,52 @@ export class GatherCoalescer {
     for (let r = 0; r < this.records; r++) {
       const off = this.offs[r];
       const len = this.lens[r];
-      if (this.kinds[r] === Kind.passThrough) {
+      const kind = this.kinds[r];
+      if (kind === Kind.passThrough) {
         this.close(buf);
         this.passThrough(off, len);
         continue;
       }
       const ihl = (buf[off] & 0x0f) << 2;
-      const tcp = off + ihl;
-      const tcpBytes = len - ihl;
-      const sum = this.ops[this.opOf[r] * SumOp.words + SumOp.result];
-      if (finish(sum + tcpPseudoSum4(buf, off, tcpBytes)) !== 0) {
+      const l4 = off + ihl;
+      const l4Bytes = len - ihl;
+      const protocol = kind === Kind.tcp ? IpProtocol.tcp : IpProtocol.udp;
+      // The pseudo-header (RFC 9293 3.1, RFC 768): addresses, protocol, transport length.
+      const pseudo = sum16(buf, off + Ipv4Field.src, 8, protocol + l4Bytes);
+      if (finish(this.ops[this.opOf[r] * SumOp.words + SumOp.result] + pseudo) !== 0) {
         c[Counter.dropBadChecksum]++;
         continue;
       }
-      const thl = (buf[tcp + TcpField.dataOffset] >>> 4) << 2;
-      const payload = tcpBytes - thl;
-      if (this.continues(buf, off, ihl, thl, payload)) {
+      const thl = kind === Kind.tcp ? (buf[l4 + TcpField.dataOffset] >>> 4) << 2 : UDP_HEADER_BYTES;
+      const payload = l4Bytes - thl;
+      const joins =
+        kind === Kind.tcp
+          ? this.continuesTcp(buf, off, ihl, thl, payload)
+          : this.continuesUdp(buf, off, ihl, payload);
+      if (joins) {
         if (this.n >= this.capacity) {
           c[Counter.dropSendError]++;
           continue;
         }
-        this.table.append(this.n++, this.sourceSlab, tcp + thl, payload);
+        this.table.append(this.n++, this.sourceSlab, l4 + thl, payload);
         this.segments++;
         this.payload += payload;
-        this.nextSeq = (this.nextSeq + payload) | 0;
-        this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
-        if (payload < this.mss || this.psh) this.closed = true;
+        if (kind === Kind.tcp) {
+          this.next = (this.next + payload) | 0;
+          this.psh = (buf[l4 + TcpField.flags] & TcpFlag.psh) !== 0;
+          if (payload < this.mss || this.psh) this.closed = true;
+        } else {
+          this.next = (this.next + 1) & 0xffff;
+          if (payload < this.mss) this.closed = true;
+        }
       } else {
         this.close(buf);
         if (this.n + 2 > this.capacity) {
           c[Counter.dropSendError]++;
           continue;
         }
-        // Its two descriptors (header, first segment) are filled when the group closes.
+        // Its two descriptors (header, first payload) are filled when the group closes.
+        this.kind = kind;
         this.head = this.n;
         this.n += 2;
         this.headOff = off;
@@ -621,9 +662,14 @@ export class GatherCoalescer {
         this.mss = payload;
         this.segments = 1;
         this.payload = payload;
-        this.nextSeq = (readInt32(buf, tcp + TcpField.seq) + payload) | 0;
-        this.psh = (buf[tcp + TcpField.flags] & TcpFlag.psh) !== 0;
-        this.closed = this.psh;
+        if (kind === Kind.tcp) {
+          this.next = (readInt32(buf, l4 + TcpField.seq) + payload) | 0;
+          this.psh = (buf[l4 + TcpField.flags] & TcpFlag.psh) !== 0;
+          this.closed = this.psh;
+        } else {
+          this.next = (read16(buf, off + Ipv4Field.identification) + 1) & 0xffff;
+          this.closed = false;
+        }
       }
       c[Counter.rxPackets]++;
       c[Counter.rxBytes] += len;
@@ -646,23 +692,33 @@ export class GatherCoalescer {
     c[Counter.rxBytes] += len;
   }
 
-  private continues(buf: Buffer, off: number, ihl: number, thl: number, payload: number): boolean {
-    if (this.head < 0 || this.closed || ihl !== this.ihl || thl !== this.thl || payload > this.mss)
-      return false;
-    if (this.ihl + this.thl + this.payload + payload > this.maxBytes) return false;
+  /** Whether the IPv4 header at off matches the group's in addresses, TOS and TTL. */
+  private sameIp(buf: Buffer, off: number, ihl: number): boolean {
+    if (this.head < 0 || this.closed || ihl !== this.ihl) return false;
     const g = this.headOff;
-    // Addresses (and the TOS/TTL that must match for GRO), then ports, ACK, window, options.
     for (let b = Ipv4Field.src; b < Ipv4Field.src + 8; b++)
       if (buf[off + b] !== buf[g + b]) return false;
-    if (
-      buf[off + Ipv4Field.dscpEcn] !== buf[g + Ipv4Field.dscpEcn] ||
-      buf[off + Ipv4Field.ttl] !== buf[g + Ipv4Field.ttl]
-    )
-      return false;
+    return (
+      buf[off + Ipv4Field.dscpEcn] === buf[g + Ipv4Field.dscpEcn] &&
+      buf[off + Ipv4Field.ttl] === buf[g + Ipv4Field.ttl]
+    );
+  }
+
+  private continuesTcp(
+    buf: Buffer,
+    off: number,
+    ihl: number,
+    thl: number,
+    payload: number,
+  ): boolean {
+    if (this.kind !== Kind.tcp || thl !== this.thl || payload > this.mss) return false;
+    if (this.ihl + this.thl + this.payload + payload > this.maxBytes) return false;
+    if (!this.sameIp(buf, off, ihl)) return false;
     const tcp = off + ihl;
-    const gt = g + ihl;
+    const gt = this.headOff + ihl;
+    // Ports, then ACK, window, options; the next sequence number; flags but for PSH.
     for (let b = 0; b < 4; b++) if (buf[tcp + b] !== buf[gt + b]) return false;
-    if (readInt32(buf, tcp + TcpField.seq) !== this.nextSeq) return false;
+    if (readInt32(buf, tcp + TcpField.seq) !== this.next) return false;
     for (let b = TcpField.ack; b < TcpField.ack + 4; b++)
       if (buf[tcp + b] !== buf[gt + b]) return false;
     if (
@@ -675,43 +731,64 @@ export class GatherCoalescer {
     return true;
   }
 
+  private continuesUdp(buf: Buffer, off: number, ihl: number, payload: number): boolean {
+    if (this.kind !== Kind.udp || payload > this.mss || this.segments >= UDP_GROUP_MAX_SEGMENTS)
+      return false;
+    if (this.ihl + UDP_HEADER_BYTES + this.payload + payload > this.maxBytes) return false;
+    if (!this.sameIp(buf, off, ihl)) return false;
+    const g = this.headOff;
+    // DF as the first had it, the next identification, the same ports.
+    if (read16(buf, off + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment))
+      return false;
+    if (read16(buf, off + Ipv4Field.identification) !== this.next) return false;
+    for (let b = 0; b < 4; b++) if (buf[off + ihl + b] !== buf[g + ihl + b]) return false;
+    return true;
+  }
+
   /** Finishes the open group, if any: its headers, its two reserved descriptors. */
   private close(buf: Buffer): void {
     const h = this.head;
     if (h < 0) return;
     this.head = -1;
     const g = this.headOff;
-    const tcpBytes = this.thl + this.payload;
+    const l4Bytes = this.thl + this.payload;
     const table = this.table;
+    const hdrBytes = this.ihl + this.thl;
     if (this.segments === 1) {
-      // One segment: it goes as it came, checksum intact.
+      // One packet: it goes as it came, checksum intact.
       table.setLocal(h, this.stagingSlab, 0, VIRTIO_NET_HDR_BYTES);
-      table.append(h + 1, this.sourceSlab, g, this.ihl + tcpBytes);
+      table.append(h + 1, this.sourceSlab, g, hdrBytes + this.payload);
       return;
     }
     // The super-packet's headers go to staging (the packets stay as they were read), after its
-    // virtio_net_hdr: the first segment's, with the whole length, PSH if the last had it, and
-    // the pseudo-header sum where NEEDS_CSUM has the kernel finish the checksum.
+    // virtio_net_hdr: the first packet's, with the whole length (PSH if the last segment had
+    // it), and the pseudo-header sum where NEEDS_CSUM has the kernel finish the checksum.
     const s = this.staging;
     const at = this.stagingPos;
-    const hdrBytes = this.ihl + this.thl;
     const ip = at + VIRTIO_NET_HDR_BYTES;
+    const l4 = ip + this.ihl;
     this.stagingPos = ip + hdrBytes;
+    const tcp = this.kind === Kind.tcp;
     writeVirtioNetHdr(
       s,
       at,
       VirtioFlag.needsCsum,
-      VirtioGso.tcpv4,
+      tcp ? VirtioGso.tcpv4 : VirtioGso.udpL4,
       hdrBytes,
       this.mss,
       this.ihl,
-      TcpField.checksum,
+      tcp ? TcpField.checksum : 6,
     );
     for (let b = 0; b < hdrBytes; b++) s[ip + b] = buf[g + b];
-    write16(s, ip + Ipv4Field.totalLength, this.ihl + tcpBytes);
+    write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
     ipv4FillChecksum(s, ip);
-    if (this.psh) s[ip + this.ihl + TcpField.flags] |= TcpFlag.psh;
-    writeTcpPartialChecksum4(s, ip, ip + this.ihl, tcpBytes);
+    if (tcp) {
+      if (this.psh) s[l4 + TcpField.flags] |= TcpFlag.psh;
+      writeTcpPartialChecksum4(s, ip, l4, l4Bytes);
+    } else {
+      write16(s, l4 + 4, l4Bytes);
+      write16(s, l4 + 6, fold(sum16(s, ip + Ipv4Field.src, 8, IpProtocol.udp + l4Bytes)));
+    }
     table.setLocal(h, this.stagingSlab, at, VIRTIO_NET_HDR_BYTES + hdrBytes);
     table.append(h + 1, this.sourceSlab, g + hdrBytes, this.mss);
   }

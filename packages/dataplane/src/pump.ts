@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import { WeftError } from '@weft/core';
 import { VIRTIO_NET_HDR_BYTES } from '@weft/encap';
-import { allocSlab, type IoStats, PacketRing, SendTable } from '@weft/tun';
+import { allocSlab, type IoStats, PacketRing, SendFlag, SendTable } from '@weft/tun';
 import { COUNTER_COUNT, Counter, type CounterSnapshot, snapshotCounters } from './counters.js';
 import { DataplaneErrorCode } from './nodes.js';
 import { GATHER_STAGING_PER_RECORD } from './offload.js';
@@ -203,7 +203,11 @@ export abstract class Pump {
       if (count < 0 && !this.stopped) this.ioFailed('device', -count);
       return;
     }
+    // Descriptors written field by field keep the flags of the batch before: clear those.
+    this.toUdp.flags.fill(0, 0, this.udpPending);
     this.udpPending = this.outbound(count);
+    // Offloads: datagrams of one size to one destination leave as one UDP GSO send each run.
+    if (this.offload) mergeSends(this.toUdp, 0, this.udpPending);
     this.udpSent = 0;
     if (this.udpPending > 0) this.flushUdp();
   }
@@ -213,6 +217,7 @@ export abstract class Pump {
       if (count < 0 && !this.stopped) this.ioFailed('socket', -count);
       return;
     }
+    this.toDevice.flags.fill(0, 0, this.devicePending);
     this.devicePending = this.inbound(count);
     this.deviceSent = 0;
     if (this.devicePending > 0) this.flushDevice();
@@ -338,6 +343,62 @@ export abstract class Pump {
     this.faultListeners.clear();
     this.device.close();
     this.socket.close();
+  }
+}
+
+/** The most datagrams one UDP GSO send carries (the kernel's UDP_MAX_SEGMENTS). */
+const GSO_MAX_SEGMENTS = 64;
+/** The most bytes one UDP GSO send carries (an IPv4 datagram's 64 KiB, less headers). */
+const GSO_MAX_BYTES = 65_000;
+
+/**
+ * Hot path: turns each run of consecutive single-descriptor datagrams in table[start, end) that
+ * go to one destination and are of one size (the run's last may be shorter) into one UDP GSO send
+ * gathered from where each lies: the first keeps its destination and gets the size as its GSO
+ * size, the others become its pieces. The kernel sends the same datagrams, but as one skb
+ * through its stack and the underlay (and a receiver with UDP GRO takes them in one read).
+ * Descriptors already gathered or with a GSO size are left as they are.
+ */
+export function mergeSends(table: SendTable, start: number, end: number): void {
+  const flags = table.flags;
+  const lengths = table.lengths;
+  const gso = table.gso;
+  const addrs = table.addrs;
+  const ports = table.ports;
+  let i = start;
+  while (i < end) {
+    // A packet already in pieces, or already a GSO send: skip it whole.
+    if (gso[i] !== 0 || (i + 1 < end && flags[i + 1] & SendFlag.continues)) {
+      i++;
+      while (i < end && flags[i] & SendFlag.continues) i++;
+      continue;
+    }
+    const size = lengths[i];
+    let j = i + 1;
+    let total = size;
+    while (
+      j < end &&
+      j - i < GSO_MAX_SEGMENTS &&
+      gso[j] === 0 &&
+      (flags[j] & SendFlag.continues) === 0 &&
+      !(j + 1 < end && flags[j + 1] & SendFlag.continues) &&
+      lengths[j] <= size &&
+      lengths[j] > 0 &&
+      total + lengths[j] <= GSO_MAX_BYTES &&
+      ports[j] === ports[i] &&
+      addrs[j * 4] === addrs[i * 4] &&
+      addrs[j * 4 + 1] === addrs[i * 4 + 1] &&
+      addrs[j * 4 + 2] === addrs[i * 4 + 2] &&
+      addrs[j * 4 + 3] === addrs[i * 4 + 3]
+    ) {
+      flags[j] = SendFlag.continues;
+      total += lengths[j];
+      j++;
+      // A shorter datagram can only be the last of a GSO send.
+      if (lengths[j - 1] < size) break;
+    }
+    if (j - i > 1) gso[i] = size;
+    i = j;
   }
 }
 

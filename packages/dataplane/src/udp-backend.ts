@@ -104,7 +104,11 @@ export class UdpBackend extends Backend {
       },
     );
     try {
-      return UdpBackend.overIo(io, { ...options, offload: io.offload });
+      return UdpBackend.overIo(io, {
+        ...options,
+        offload: io.offload,
+        coalesceUdp: io.coalesceUdp && (options.coalesceUdp ?? true),
+      });
     } catch (err) {
       io.socket.close();
       io.device.close();

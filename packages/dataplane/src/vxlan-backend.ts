@@ -242,6 +242,7 @@ export abstract class VxlanBackend extends Backend {
         ...options,
         vtepMac: formatMac(vtepMac),
         offload: io.offload,
+        coalesceUdp: io.coalesceUdp && (options.coalesceUdp ?? true),
       });
     } catch (err) {
       io.socket.close();

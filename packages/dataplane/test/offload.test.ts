@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   IpProtocol,
+  internetChecksum,
   ipv4,
   ipv4Check,
   Status,
@@ -8,6 +9,8 @@ import {
   TcpFlag,
   tcpChecksumOk4,
   tcpPseudoSum4,
+  udp,
+  udpChecksumIpv4,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -262,12 +265,12 @@ function cutGathered(sp: Buffer, mss: number, prefix: number, decrementTtl = fal
 }
 
 /** A GatherCoalescer over a fresh table, with the segments laid one after another in `source`. */
-function coalesceGathered(segments: Buffer[]) {
+function coalesceGathered(segments: Buffer[], udp = false) {
   const source = allocSlab(segments.reduce((a, b) => a + b.length, 0) + 16);
   const staging = allocSlab(130 * (segments.length + 1));
   const table = new SendTable(2 * segments.length + 2);
   const counts = new Float64Array(COUNTER_COUNT);
-  const c = new GatherCoalescer(staging, table, table.capacity, 3, 1, counts, segments.length);
+  const c = new GatherCoalescer(staging, table, table.capacity, 3, 1, counts, segments.length, udp);
   let at = 0;
   for (const s of segments) {
     s.copy(source, at);
@@ -430,6 +433,145 @@ describe('coalescing for TUN writes by gathering (GatherCoalescer)', () => {
         },
       ),
       { numRuns: 100 },
+    );
+  });
+});
+
+/** A UDP/IPv4 datagram of one flow, with its checksum, as a kernel sends it (DF, the socket's IDs). */
+function udpDatagram(
+  payload: Buffer,
+  o: { id: number; sport?: number; ttl?: number; df?: boolean; checksum?: boolean },
+): Buffer {
+  const b = Buffer.alloc(28 + payload.length);
+  ipv4.emit(
+    {
+      src: 0x0af40205,
+      dst: 0x0af40107,
+      protocol: IpProtocol.udp,
+      ttl: o.ttl ?? 64,
+      payloadLength: 8 + payload.length,
+      identification: o.id & 0xffff,
+      dontFragment: o.df ?? true,
+    },
+    b,
+  );
+  payload.copy(b, 28);
+  udp.emit(
+    { srcPort: o.sport ?? 40000, dstPort: 5202, payloadLength: payload.length },
+    b,
+    20,
+    o.checksum === false ? undefined : { ipVersion: 4, ipOffset: 0 },
+  );
+  return b;
+}
+
+/** What the kernel makes of a UDP GSO (USO) write: the datagrams it cuts, IDs counted up, checksummed. */
+function cutUso(w: Buffer): Buffer[] {
+  expect(w[0]).toBe(VirtioFlag.needsCsum);
+  expect(w[1]).toBe(VirtioGso.udpL4);
+  expect(virtioRead16(w, 2)).toBe(28);
+  expect(virtioRead16(w, 6)).toBe(20);
+  expect(virtioRead16(w, 8)).toBe(6);
+  const size = virtioRead16(w, 4);
+  const p = w.subarray(VIRTIO_NET_HDR_BYTES);
+  expect(ipv4Check(p, 0, p.length)).toBe(Status.ok);
+  expect(p.readUInt16BE(24)).toBe(p.length - 20);
+  const id0 = p.readUInt16BE(4);
+  const out: Buffer[] = [];
+  for (let at = 28, k = 0; at < p.length; at += size, k++) {
+    const chunk = p.subarray(at, Math.min(p.length, at + size));
+    const d = Buffer.concat([p.subarray(0, 28), chunk]);
+    d.writeUInt16BE(d.length, 2);
+    d.writeUInt16BE((id0 + k) & 0xffff, 4);
+    d.writeUInt16BE(0, 10);
+    d.writeUInt16BE(internetChecksum(d, 0, 20), 10);
+    d.writeUInt16BE(8 + chunk.length, 24);
+    d.writeUInt16BE(0, 26);
+    d.writeUInt16BE(udpChecksumIpv4(d, 0, 20, 8 + chunk.length), 26);
+    out.push(d);
+  }
+  return out;
+}
+
+describe('coalescing UDP datagrams for UDP GSO writes (GatherCoalescer with udp)', () => {
+  it('turns a flow of equal datagrams into one write the kernel cuts back into exactly them', () => {
+    const dgrams = Array.from({ length: 40 }, (_, k) =>
+      udpDatagram(randomBytes(k === 39 ? 20 : 64), { id: 65_520 + k }),
+    );
+    const { packets, counts } = coalesceGathered(dgrams, true);
+    expect(packets.length).toBe(1);
+    const cut = cutUso(packets[0]);
+    expect(cut.length).toBe(40);
+    expect(cut.every((d, k) => d.equals(dgrams[k]))).toBe(true);
+    expect(counts[Counter.rxPackets]).toBe(40);
+  });
+
+  it('keeps apart what the kernel would not cut back the same, and drops a bad checksum', () => {
+    const p = (n: number) => Buffer.alloc(n, n);
+    const bad = udpDatagram(p(64), { id: 9 });
+    bad[40] ^= 1;
+    const parts = [
+      udpDatagram(p(64), { id: 1 }),
+      udpDatagram(p(64), { id: 2 }),
+      udpDatagram(p(64), { id: 4 }), // an ID skipped: a new group
+      udpDatagram(p(64), { id: 5, df: false }), // DF differs
+      udpDatagram(p(64), { id: 6, sport: 1 }), // another flow
+      udpDatagram(p(64), { id: 7, sport: 1, ttl: 3 }), // TTL differs
+      udpDatagram(p(64), { id: 8, checksum: false }), // no checksum: through as it is
+      bad,
+      udpDatagram(p(100), { id: 10 }),
+      udpDatagram(p(64), { id: 11 }), // shorter: joins, and ends the group
+      udpDatagram(p(64), { id: 12 }),
+    ];
+    const { packets, counts } = coalesceGathered(parts, true);
+    expect(packets.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`)).toEqual([
+      `${VirtioGso.udpL4}:156`,
+      '0:92',
+      '0:92',
+      '0:92',
+      '0:92',
+      '0:92',
+      `${VirtioGso.udpL4}:192`,
+      '0:92',
+    ]);
+    expect(cutUso(packets[0]).every((d, k) => d.equals(parts[k]))).toBe(true);
+    expect(cutUso(packets[6]).every((d, k) => d.equals(parts[8 + k]))).toBe(true);
+    expect(packets[5].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[6])).toBe(true);
+    expect(counts[Counter.dropBadChecksum]).toBe(1);
+    expect(counts[Counter.rxPackets]).toBe(10);
+  });
+
+  it('without `udp`, datagrams pass through one by one', () => {
+    const dgrams = Array.from({ length: 5 }, (_, k) => udpDatagram(Buffer.alloc(64), { id: k }));
+    const { packets } = coalesceGathered(dgrams, false);
+    expect(packets.map((w) => w[1])).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  it('round-trips any flow of datagrams', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 1, max: 1400 }), fc.nat({ max: 3 })), {
+          minLength: 1,
+          maxLength: 80,
+        }),
+        fc.nat({ max: 65_535 }),
+        (shape, id0) => {
+          // Mostly equal sizes and one flow, with other flows and sizes mixed in.
+          const dgrams = shape.map(([n, flow], k) =>
+            udpDatagram(randomBytes(flow === 0 ? 500 : n), {
+              id: id0 + k,
+              sport: 40000 + (flow >> 1),
+            }),
+          );
+          const { packets } = coalesceGathered(dgrams, true);
+          const out = packets.flatMap((w) =>
+            w[1] === VirtioGso.udpL4 ? cutUso(w) : [w.subarray(VIRTIO_NET_HDR_BYTES)],
+          );
+          expect(out.length).toBe(dgrams.length);
+          expect(out.every((d, k) => d.equals(dgrams[k]))).toBe(true);
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });

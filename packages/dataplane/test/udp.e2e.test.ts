@@ -2,6 +2,8 @@ import { parseIpv4 } from '@weft/core';
 import { ipv4, ipv4FillChecksum } from '@weft/encap';
 import { createTwoNodes, privileged, sweepNetns, tcpTransfer } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
+import { totalDrops } from '../src/index.js';
+import { rxPackets, udpFlow } from './udp-flow.js';
 import { startUdpNodes } from './udp-nodes.js';
 
 const TAG = 'dpudp';
@@ -10,6 +12,30 @@ describe.skipIf(!privileged('dataplane udp end-to-end tests'))(
   'two weft udp nodes (flannel udp backend)',
   () => {
     afterAll(() => sweepNetns(TAG));
+
+    it('offloads on: UDP flows both ways, datagram for datagram, in UDP GSO sends and writes', async () => {
+      const nodes = createTwoNodes(TAG);
+      try {
+        const { a, b } = await startUdpNodes(nodes, { offload: true });
+        const sizes = [
+          ...Array(600).fill(64),
+          ...Array(600).fill(1000),
+          ...Array.from({ length: 200 }, (_, i) => 1 + ((i * 97) % 1400)),
+          ...Array(200).fill(1444),
+        ];
+        const before = await rxPackets(nodes.b, a.ready.device);
+        const t = await udpFlow(nodes.a, nodes.b, '10.244.2.0', 7000, sizes);
+        expect(t.received).toEqual(t.sent);
+        expect((await rxPackets(nodes.b, a.ready.device)) - before).toBeLessThan(sizes.length / 2);
+        const back = await udpFlow(nodes.b, nodes.a, '10.244.1.0', 7001, sizes);
+        expect(back.received).toEqual(back.sent);
+        for (const n of [a, b]) expect(totalDrops(await n.counters())).toBe(0);
+        await a.stop();
+        await b.stop();
+      } finally {
+        nodes.delete();
+      }
+    });
 
     for (const offload of [true, false]) {
       it(`offloads ${offload ? 'on' : 'off'}: ping both ways, 50 MB intact over TCP, ICMP net unreachable for an unrouted address`, async () => {

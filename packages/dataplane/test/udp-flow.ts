@@ -1,0 +1,81 @@
+import type { Netns } from '@weft/testkit';
+
+/**
+ * A UDP flow between two namespaces, datagram for datagram: a plain node:dgram sender in one
+ * (a connected socket, so the kernel numbers its datagrams' IPv4 IDs in order, as iperf3's) sends
+ * datagrams of the given sizes, each a random payload, in bursts of `burst` with a 10 ms pause
+ * between (what the receiver's socket buffer holds while a loaded machine does not run it); a
+ * receiver in the other lists what arrived, in order. Both print SHA-256 digests, so
+ * any datagram changed, cut, joined, split or reordered on the way shows.
+ */
+const RECEIVER = `
+const dgram = require('node:dgram'); const crypto = require('node:crypto');
+const [host, port, expected] = process.argv.slice(1);
+// The largest receive buffer the sysctl allows: a loaded machine may not run us for a while.
+const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 16 << 20 }); const got = [];
+s.on('message', (m) => { got.push(m.length + ':' + crypto.createHash('sha256').update(m).digest('hex').slice(0, 16));
+  if (got.length === Number(expected)) done(); });
+let t; const done = () => { clearTimeout(t); console.log(JSON.stringify(got)); s.close(); };
+s.bind(Number(port), host, () => { console.log('listening'); t = setTimeout(done, 20000); });
+`;
+
+const SENDER = `
+const dgram = require('node:dgram'); const crypto = require('node:crypto');
+const [host, port, sizesText, burst] = process.argv.slice(1);
+const sizes = JSON.parse(sizesText); const sent = [];
+const s = dgram.createSocket('udp4');
+s.connect(Number(port), host, async () => {
+  for (let i = 0; i < sizes.length; i += Number(burst)) {
+    await Promise.all(sizes.slice(i, i + Number(burst)).map((n) => new Promise((r) => {
+      const m = crypto.randomBytes(n);
+      sent.push(n + ':' + crypto.createHash('sha256').update(m).digest('hex').slice(0, 16));
+      s.send(m, r);
+    })));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  console.log(JSON.stringify(sent)); s.close();
+});
+`;
+
+export async function udpFlow(
+  from: Netns,
+  to: Netns,
+  address: string,
+  port: number,
+  sizes: number[],
+  burst = 20,
+): Promise<{ sent: string[]; received: string[] }> {
+  const rx = to.spawn([
+    process.execPath,
+    '-e',
+    RECEIVER,
+    address,
+    String(port),
+    String(sizes.length),
+  ]);
+  let rxOut = '';
+  rx.stdout?.on('data', (d: Buffer) => {
+    rxOut += d.toString();
+  });
+  const rxDone = new Promise<void>((resolve) => rx.once('exit', () => resolve()));
+  for (let i = 0; i < 200 && !rxOut.includes('listening'); i++)
+    await new Promise((r) => setTimeout(r, 25));
+  const tx = await from.exec([
+    process.execPath,
+    '-e',
+    SENDER,
+    address,
+    String(port),
+    JSON.stringify(sizes),
+    String(burst),
+  ]);
+  await rxDone;
+  const line = rxOut.split('\n').find((l) => l.startsWith('['));
+  return { sent: JSON.parse(tx.stdout.trim()), received: line ? JSON.parse(line) : [] };
+}
+
+/** Packets a device has received, as the kernel counts them (writes into a TUN: one per write). */
+export async function rxPackets(ns: Netns, device: string): Promise<number> {
+  const { stdout } = await ns.exec(['cat', `/sys/class/net/${device}/statistics/rx_packets`]);
+  return Number(stdout.trim());
+}
