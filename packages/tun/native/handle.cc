@@ -36,6 +36,8 @@ constexpr int32_t kMaxRingSlots = 1024;
 constexpr int32_t kMaxStride = 1 << 20;
 constexpr int32_t kMaxSendTable = 1 << 16;
 constexpr size_t kNetlinkBuffer = 1 << 16;
+// The longest busy-poll window: 10 ms of spinning is already a core's worth of waste.
+constexpr int64_t kMaxBusyPollMicros = 10000;
 // The most iovec entries one packet may have (the kernel's UIO_MAXIOV).
 constexpr size_t kMaxPieces = 1024;
 
@@ -131,6 +133,7 @@ Napi::Function Handle::Init(Napi::Env env) {
       {"ref", &Checked<&Handle::RefHandle>},             {"unref", &Checked<&Handle::UnrefHandle>},
       {"close", &Checked<&Handle::Close>},               {"setOption", &Checked<&Handle::SetOption>},
       {"getOption", &Checked<&Handle::GetOption>},       {"setOffload", &Checked<&Handle::SetOffload>},
+      {"setBusyPoll", &Checked<&Handle::SetBusyPoll>},
   };
   for (const auto& m : methods) proto.Set(m.name, Napi::Function::New(env, m.fn, m.name));
   proto.DefineProperties({
@@ -410,6 +413,37 @@ Napi::Value Handle::Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setBusyPoll(microseconds): after each batch read, poll without sleeping this long (0: off).
+Napi::Value Handle::SetBusyPoll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t us = 0;
+  if (!ArgInt(info, 0, "busy poll microseconds", 0, kMaxBusyPollMicros, &us)) return env.Undefined();
+  if (closed_) return ThrowClosed(env);
+  if (us > 0 && idle_ == nullptr) {
+    idle_ = new uv_idle_t;
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    uv_idle_init(loop, idle_);
+    idle_->data = this;
+    // It spins only for a while after a batch: it never keeps the process alive by itself.
+    uv_unref(reinterpret_cast<uv_handle_t*>(idle_));
+  }
+  busy_poll_ns_ = static_cast<uint64_t>(us) * 1000;
+  if (busy_poll_ns_ == 0 && idle_ != nullptr) uv_idle_stop(idle_);
+  return env.Undefined();
+}
+
+void Handle::Spin() {
+  if (busy_poll_ns_ == 0 || idle_ == nullptr) return;
+  spin_until_ = uv_hrtime() + busy_poll_ns_;
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_))) uv_idle_start(idle_, &Handle::OnIdle);
+}
+
+void Handle::OnIdle(uv_idle_t* idle) {
+  auto* self = static_cast<Handle*>(idle->data);
+  if (self == nullptr || self->closed_ || uv_hrtime() >= self->spin_until_) uv_idle_stop(idle);
+}
+
 Napi::Value Handle::RefHandle(const Napi::CallbackInfo& info) {
   if (poll_ != nullptr && !closed_) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
   return info.Env().Undefined();
@@ -575,8 +609,10 @@ void Handle::OnReadable() {
     Fail(EFAULT);
     return;
   }
+  double before = packets_read_;
   int err = kind_ == Kind::kTun ? ReadTun(ring) : ReadUdp(ring);
   if (err != 0) Fail(err);
+  else if (packets_read_ > before && !closed_) Spin();
 }
 
 void Handle::DoClose() {
@@ -584,6 +620,12 @@ void Handle::DoClose() {
   closed_ = true;
   reading_ = false;
   writable_armed_ = false;
+  if (idle_ != nullptr) {
+    uv_idle_stop(idle_);
+    idle_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+    idle_ = nullptr;
+  }
   if (poll_ != nullptr) {
     uv_poll_stop(poll_);
     poll_->data = nullptr;

@@ -85,6 +85,7 @@ class Handle : public Napi::ObjectWrap<Handle> {
   Napi::Value SetOption(const Napi::CallbackInfo& info);
   Napi::Value GetOption(const Napi::CallbackInfo& info);
   Napi::Value SetOffload(const Napi::CallbackInfo& info);
+  Napi::Value SetBusyPoll(const Napi::CallbackInfo& info);
 
   // Poll lifecycle (handle.cc).
   static void OnPoll(uv_poll_t* poll, int status, int events);
@@ -122,6 +123,14 @@ class Handle : public Napi::ObjectWrap<Handle> {
   int failed_errno_ = 0;
   uv_poll_t* poll_ = nullptr;
   int poll_events_ = 0;
+  // Busy polling: after a batch, Node's loop polls without sleeping for busy_poll_ns_ (an idle
+  // handle makes libuv's poll timeout zero), so what comes next on any fd of the loop is read
+  // without a wakeup. Off (0) by default.
+  uv_idle_t* idle_ = nullptr;
+  uint64_t busy_poll_ns_ = 0;
+  uint64_t spin_until_ = 0;
+  void Spin();
+  static void OnIdle(uv_idle_t* idle);
   std::unique_ptr<Napi::AsyncContext> async_;
   Napi::FunctionReference on_read_;
   Napi::FunctionReference on_writable_;

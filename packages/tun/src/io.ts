@@ -204,6 +204,21 @@ export abstract class BatchIo {
     return this.handle?.stats();
   }
 
+  /**
+   * Busy polling: after each batch this reads, Node's event loop polls its fds without sleeping
+   * for `microseconds` (0, the default, turns it off; at most 10,000), so a packet that follows
+   * soon, on this fd or any other of the loop (the other side of a pump), is read without a
+   * wakeup. It trades CPU (spinning while nothing comes) for latency.
+   */
+  setBusyPoll(microseconds: number): void {
+    const h = this.live();
+    try {
+      h.setBusyPoll(microseconds);
+    } catch (err) {
+      throw toWeftError(err, `busy polling on ${this.describe()}`);
+    }
+  }
+
   /** Lets the process exit while this is open (like socket.unref()). */
   unref(): void {
     this.handle?.unref();

@@ -42,6 +42,8 @@ export interface NativeHandle {
   getOption(name: SocketOption): number;
   /** TUN_F_* offloads (TUN/TAP queues only). */
   setOffload(flags: number): void;
+  /** Poll without sleeping for this long after each batch read (0: off). */
+  setBusyPoll(microseconds: number): void;
 }
 
 export type SocketOption =

@@ -257,6 +257,42 @@ describe('UDP socket housekeeping', () => {
     }
   });
 
+  it('busy polling: after a batch the loop polls without sleeping for the window, not otherwise', async () => {
+    const { performance } = await import('node:perf_hooks');
+    const peer = createSocket('udp4');
+    // Event-loop utilization over the 8 ms after a batch: near 1 while spinning, near 0 asleep.
+    const busyAfterBatch = async (micros: number) => {
+      const sock = UdpSocket.open({ address: '127.0.0.1' });
+      sock.setBusyPoll(micros);
+      const batch = new Promise<ReturnType<typeof performance.eventLoopUtilization>>((resolve) =>
+        sock.startReading(new PacketRing({ slots: 4 }), () =>
+          resolve(performance.eventLoopUtilization()),
+        ),
+      );
+      try {
+        peer.send(Buffer.from('x'), sock.port, '127.0.0.1');
+        const start = await batch;
+        await new Promise((r) => setTimeout(r, 8));
+        return performance.eventLoopUtilization(start).utilization;
+      } finally {
+        sock.close();
+      }
+    };
+    try {
+      expect(await busyAfterBatch(10_000)).toBeGreaterThan(0.6);
+      expect(await busyAfterBatch(0)).toBeLessThan(0.4);
+    } finally {
+      peer.close();
+    }
+    const sock = UdpSocket.open({ address: '127.0.0.1' });
+    for (const bad of [-1, 10_001, 1.5, Number.NaN, '5'])
+      expect(() => sock.setBusyPoll(bad as number)).toThrow(
+        expect.objectContaining({ code: 'ERR_TUN_BAD_OPTION' }),
+      );
+    sock.close();
+    expect(() => sock.setBusyPoll(10)).toThrow(expect.objectContaining({ code: 'ERR_TUN_CLOSED' }));
+  });
+
   it('binds IPv6 and picks ports; close twice is safe; no fd leaks', () => {
     const before = openFdCount();
     for (let i = 0; i < 50; i++) {
