@@ -187,6 +187,12 @@ export function checkCommonOptions(o: CommonBackendOptions): void {
         `${name} ${JSON.stringify(o[name])} must be true or false`,
       );
   }
+  const spin = o.busyPollMicros;
+  if (spin !== undefined && (!Number.isInteger(spin) || spin < 0 || spin > 10_000))
+    throw new WeftError(
+      DataplaneErrorCode.badOption,
+      `busyPollMicros ${JSON.stringify(spin)} must be a whole number of microseconds, 0 to 10000`,
+    );
 }
 
 /**

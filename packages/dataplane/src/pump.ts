@@ -25,6 +25,8 @@ export interface PacketIo {
   pause(): void;
   /** Reads again after pause(). */
   resume(): void;
+  /** Busy polling after each batch (see @weft/tun's BatchIo.setBusyPoll); optional. */
+  setBusyPoll?(microseconds: number): void;
   /** Read, send and error counts; undefined once closed (or where there are none). */
   stats(): IoStats | undefined;
   /** Closes it; no callback runs after. */
@@ -71,6 +73,13 @@ export interface PumpOptions {
    * to the TUN): the device and socket must have been opened for them (vnet_hdr, UDP_GRO).
    */
   offload?: boolean;
+  /**
+   * After each batch, keep polling the device and socket without sleeping for this many
+   * microseconds (default 0: off): what follows soon (a reply, the next burst) is read without
+   * the wakeup that costs tens of microseconds on a VM, at the price of spinning that long after
+   * the last packet. See the benchmark README for what it bought.
+   */
+  busyPollMicros?: number;
 }
 
 /**
@@ -103,6 +112,7 @@ export abstract class Pump {
   /** Where reply descriptors start in toDevice (after the inbound batch's own). */
   readonly deviceReplyBase: number;
   readonly offload: boolean;
+  readonly busyPollMicros: number;
   /** Bytes of virtio_net_hdr in front of every packet read from or written to the device. */
   readonly deviceHeaderBytes: number;
   /** Offloads: outbound segments are built here (UdpSlab.staging), inbound super-packets here (DeviceSlab.staging). */
@@ -134,6 +144,7 @@ export abstract class Pump {
     gather = false,
   ) {
     this.batch = options.batch ?? 64;
+    this.busyPollMicros = options.busyPollMicros ?? 0;
     this.offload = options.offload ?? false;
     this.deviceHeaderBytes = this.offload ? VIRTIO_NET_HDR_BYTES : 0;
     const stride = this.offload ? OFFLOAD_STRIDE : (options.stride ?? 2048);
@@ -181,6 +192,10 @@ export abstract class Pump {
       this.device.attachSlab(DeviceSlab.staging, this.rxStaging);
     }
     this.device.setSendTable(this.toDevice);
+    if (this.busyPollMicros > 0) {
+      this.device.setBusyPoll?.(this.busyPollMicros);
+      this.socket.setBusyPoll?.(this.busyPollMicros);
+    }
     this.device.startReading(
       this.deviceRing,
       (count) => this.onDeviceBatch(count),
