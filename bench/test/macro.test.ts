@@ -48,6 +48,21 @@ describe.skipIf(!privileged('the macro benchmark harness'))('bench:macro', () =>
       const weft = report.cases[2];
       expect(weft.weftCpuSecondsPerGB).toBeGreaterThan(0);
       expect(weft.weftPeakRssBytes).toBeGreaterThan(10 * 2 ** 20);
+      expect(weft.tcp4BitsPerSecond).toBeGreaterThan(1e7);
+      expect(weft.tcpSmallBitsPerSecond).toBeGreaterThan(1e7);
+      // Interleaved: kernel, veth, kernel, weft-udp, kernel; each ratio to the kernel runs beside it.
+      const order = [...stdout.matchAll(/\] ([\w-]+) \(round 1\/1\): setting up/g)].map(
+        (m) => m[1],
+      );
+      expect(order).toEqual(['kernel-vxlan', 'veth', 'kernel-vxlan', 'weft-udp', 'kernel-vxlan']);
+      const kernel = report.cases[1].samples;
+      expect(kernel.length).toBe(3);
+      const mean = (a: number, b: number) => (a + b) / 2;
+      expect(weft.vsKernel.tcp.median).toBeCloseTo(
+        weft.tcpBitsPerSecond / mean(kernel[1].tcpBitsPerSecond, kernel[2].tcpBitsPerSecond),
+        6,
+      );
+      expect(weft.vsKernel.udp.values.length).toBe(1);
       const svg = readFileSync(`${out.path}/macro-latest.svg`, 'utf8');
       expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
       expect(svg).toContain('kernel-vxlan');

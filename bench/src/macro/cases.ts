@@ -39,6 +39,8 @@ const PROFILE_DIR = process.env.WEFT_BENCH_CPU_PROF;
 const NODE_ARGS = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
 /** WEFT_BENCH_OFFLOAD=0: weft runs without segmentation offloads, to see what they buy. */
 const OFFLOAD = process.env.WEFT_BENCH_OFFLOAD !== '0';
+/** WEFT_BENCH_BUSY_POLL=µs: weft polls that long without sleeping after each batch (default off). */
+const BUSY_POLL = Number(process.env.WEFT_BENCH_BUSY_POLL ?? 0);
 const MAC_B = '02:00:00:00:02:01';
 
 function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
@@ -70,6 +72,7 @@ function weftVxlan(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<Running
       type: 'vxlan',
       deviceName: 'flannel.1',
       offload: OFFLOAD,
+      busyPollMicros: BUSY_POLL,
       vtepAddress: `10.244.${me}.0`,
       vtepMac: side === 'a' ? MAC_A : MAC_B,
       network: '10.244.0.0/16',
@@ -95,6 +98,7 @@ function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNo
       type: 'udp',
       deviceName: 'flannel0',
       offload: OFFLOAD,
+      busyPollMicros: BUSY_POLL,
       nodeAddress: `10.244.${me}.0`,
       network: '10.244.0.0/16',
       publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
@@ -124,6 +128,7 @@ function weftWireguard(
       type: 'wireguard',
       deviceName: 'flannel-wg',
       offload: OFFLOAD,
+      busyPollMicros: BUSY_POLL,
       privateKey: key.privateKey,
       nodeAddress: `10.244.${me}.0`,
       network: '10.244.0.0/16',

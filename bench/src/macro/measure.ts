@@ -61,18 +61,31 @@ async function iperfServer(server: Netns, address: string, port: number): Promis
   return () => child.kill('SIGKILL');
 }
 
-/** One TCP stream for `seconds`, client in `client`, server in `server` at `address`. */
+/** How a TCP run differs from one stream of full-size segments. */
+export interface TcpShape {
+  /** Parallel streams (iperf3 -P), default 1. */
+  streams?: number;
+  /** The MSS the client asks for (iperf3 -M), default the path's. */
+  mss?: number;
+}
+
+/** TCP for `seconds`, client in `client`, server in `server` at `address`: bytes received in all. */
 export async function tcpRun(
   client: Netns,
   server: Netns,
   address: string,
   seconds: number,
+  shape: TcpShape = {},
   port = 5201,
 ): Promise<TcpRun> {
   const stop = await iperfServer(server, address, port);
   try {
+    const extra = [
+      ...(shape.streams && shape.streams > 1 ? ['-P', String(shape.streams)] : []),
+      ...(shape.mss ? ['-M', String(shape.mss)] : []),
+    ];
     const { stdout } = await client.exec(
-      ['iperf3', '-c', address, '-p', String(port), '-t', String(seconds), '-J'],
+      ['iperf3', '-c', address, '-p', String(port), '-t', String(seconds), ...extra, '-J'],
       { timeoutMs: (seconds + 20) * 1000 },
     );
     const result = JSON.parse(stdout) as {
