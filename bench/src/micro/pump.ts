@@ -1,7 +1,14 @@
 import { UdpBackend, VxlanBackend } from '@weft/dataplane';
-import { segmentTcp4, standInBackendIo, TcpCoalescer } from '@weft/dataplane/testing';
+import {
+  COUNTER_COUNT,
+  GatherCoalescer,
+  segmentTcp4,
+  standInBackendIo,
+  TcpCoalescer,
+  TcpSegmenter,
+} from '@weft/dataplane/testing';
 import { EtherType, IpProtocol, ipv4, ipv4FillChecksum, vxlanEncapInPlace } from '@weft/encap';
-import type { PacketRing } from '@weft/tun';
+import { allocSlab, type PacketRing, SendTable } from '@weft/tun';
 import type { MicroCase, MicroSuite } from './suite.js';
 
 /**
@@ -157,6 +164,42 @@ const cases: MicroCase[] = [];
       for (let k = 0; k < first.count; k++)
         coalescer.push(segments, k * 1438, segments.readUInt16BE(k * 1438 + 2));
       coalescer.flush();
+    },
+  });
+
+  // The same by gathering (what the udp and vxlan backends do): headers to staging, payload
+  // checksums summed by the addon, payloads left where they are.
+  const source = allocSlab(superPacket.length);
+  superPacket.copy(source);
+  const segmenter = new TcpSegmenter(allocSlab(64 * 160), 64);
+  cases.push({
+    name: 'offload, gathering: cut a 64 KiB super-packet (per segment)',
+    opsPerCall: first.count,
+    fn: () => {
+      segmenter.cut(source, 0, source.length, 1386, 0, 22, false);
+      segmenter.finish(source);
+    },
+  });
+  const received = allocSlab(segments.length);
+  segments.copy(received);
+  const table = new SendTable(2 * first.count + 2);
+  const gatherer = new GatherCoalescer(
+    allocSlab(130 * (first.count + 1)),
+    table,
+    table.capacity,
+    3,
+    1,
+    new Float64Array(COUNTER_COUNT),
+    first.count,
+  );
+  cases.push({
+    name: 'offload, gathering: coalesce segments into a super-packet (per segment)',
+    opsPerCall: first.count,
+    fn: () => {
+      gatherer.reset();
+      for (let k = 0; k < first.count; k++)
+        gatherer.add(true, received, k * 1438, received.readUInt16BE(k * 1438 + 2));
+      gatherer.finish(received);
     },
   });
 }

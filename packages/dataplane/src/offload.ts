@@ -408,27 +408,46 @@ export class TcpSegmenter {
     const flags = src[tcpOff + TcpField.flags];
     const payloadOff = ipOff + hdrBytes;
     const ops = this.ops;
+    // The first segment's headers, as the super-packet's with the fields that differ per segment
+    // zeroed: their sums, taken once, are what every segment's checksums start from.
+    const first = at + prefixBytes;
+    for (let b = 0; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
+    if (decrementTtl) out[first + Ipv4Field.ttl]--;
+    write16(out, first + Ipv4Field.totalLength, 0);
+    write16(out, first + Ipv4Field.identification, 0);
+    write16(out, first + Ipv4Field.checksum, 0);
+    const tcp0 = first + ihl;
+    write32(out, tcp0 + TcpField.seq, 0);
+    write16(out, tcp0 + TcpField.dataOffset, 0);
+    write16(out, tcp0 + TcpField.checksum, 0);
+    const ipBase = sum16(out, first, ihl);
+    // The TCP header's and pseudo-header's sum, but for length, sequence number and flags.
+    const tcpBase = sum16(out, tcp0, thl, tcpPseudoSum4(out, first, 0));
+    const doff = src[tcpOff + TcpField.dataOffset] << 8;
     for (let k = 0; k < count; k++) {
       const seg = at + k * stride + prefixBytes;
       const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
-      for (let b = 0; b < hdrBytes; b++) out[seg + b] = src[ipOff + b];
-      write16(out, seg + Ipv4Field.totalLength, hdrBytes + chunk);
-      write16(out, seg + Ipv4Field.identification, (id0 + k) & 0xffff);
-      if (decrementTtl) out[seg + Ipv4Field.ttl]--;
-      ipv4FillChecksum(out, seg);
+      // Every header starts as the first's (memmove within staging, no view made).
+      if (k > 0) out.copyWithin(seg, first, first + hdrBytes);
+      const length = hdrBytes + chunk;
+      const id = (id0 + k) & 0xffff;
+      write16(out, seg + Ipv4Field.totalLength, length);
+      write16(out, seg + Ipv4Field.identification, id);
+      write16(out, seg + Ipv4Field.checksum, finish(ipBase + length + id));
       const tcp = seg + ihl;
-      write32(out, tcp + TcpField.seq, (seq0 + k * mss) | 0);
+      const seq = (seq0 + k * mss) | 0;
+      write32(out, tcp + TcpField.seq, seq);
       // FIN and PSH belong to the last segment, CWR to the first.
       let f = flags;
       if (k < count - 1) f &= ~(TcpFlag.fin | TcpFlag.psh);
       if (k > 0) f &= ~TcpFlag.cwr;
+      out[tcp + TcpField.dataOffset] = doff >>> 8;
       out[tcp + TcpField.flags] = f;
-      write16(out, tcp + TcpField.checksum, 0);
       // The header's and pseudo-header's sum now; the payload's joins it in finish().
       write16(
         out,
         tcp + TcpField.checksum,
-        fold(sum16(out, tcp, thl, tcpPseudoSum4(out, seg, thl + chunk))),
+        fold(tcpBase + thl + chunk + (seq >>> 16) + (seq & 0xffff) + (doff | f)),
       );
       const op = this.pending++;
       ops[op * SumOp.words + SumOp.offset] = payloadOff + k * mss;
@@ -619,7 +638,14 @@ export class GatherCoalescer {
       const l4Bytes = len - ihl;
       const protocol = kind === Kind.tcp ? IpProtocol.tcp : IpProtocol.udp;
       // The pseudo-header (RFC 9293 3.1, RFC 768): addresses, protocol, transport length.
-      const pseudo = sum16(buf, off + Ipv4Field.src, 8, protocol + l4Bytes);
+      const a = off + Ipv4Field.src;
+      const pseudo =
+        read16(buf, a) +
+        read16(buf, a + 2) +
+        read16(buf, a + 4) +
+        read16(buf, a + 6) +
+        protocol +
+        l4Bytes;
       if (finish(this.ops[this.opOf[r] * SumOp.words + SumOp.result] + pseudo) !== 0) {
         c[Counter.dropBadChecksum]++;
         continue;
@@ -696,9 +722,9 @@ export class GatherCoalescer {
   private sameIp(buf: Buffer, off: number, ihl: number): boolean {
     if (this.head < 0 || this.closed || ihl !== this.ihl) return false;
     const g = this.headOff;
-    for (let b = Ipv4Field.src; b < Ipv4Field.src + 8; b++)
-      if (buf[off + b] !== buf[g + b]) return false;
     return (
+      readInt32(buf, off + Ipv4Field.src) === readInt32(buf, g + Ipv4Field.src) &&
+      readInt32(buf, off + Ipv4Field.dst) === readInt32(buf, g + Ipv4Field.dst) &&
       buf[off + Ipv4Field.dscpEcn] === buf[g + Ipv4Field.dscpEcn] &&
       buf[off + Ipv4Field.ttl] === buf[g + Ipv4Field.ttl]
     );
@@ -717,17 +743,17 @@ export class GatherCoalescer {
     const tcp = off + ihl;
     const gt = this.headOff + ihl;
     // Ports, then ACK, window, options; the next sequence number; flags but for PSH.
-    for (let b = 0; b < 4; b++) if (buf[tcp + b] !== buf[gt + b]) return false;
+    if (readInt32(buf, tcp) !== readInt32(buf, gt)) return false;
     if (readInt32(buf, tcp + TcpField.seq) !== this.next) return false;
-    for (let b = TcpField.ack; b < TcpField.ack + 4; b++)
-      if (buf[tcp + b] !== buf[gt + b]) return false;
+    if (readInt32(buf, tcp + TcpField.ack) !== readInt32(buf, gt + TcpField.ack)) return false;
     if (
       buf[tcp + TcpField.flags] !== (buf[gt + TcpField.flags] & ~TcpFlag.psh) &&
       buf[tcp + TcpField.flags] !== (buf[gt + TcpField.flags] | TcpFlag.psh)
     )
       return false;
     if (read16(buf, tcp + TcpField.window) !== read16(buf, gt + TcpField.window)) return false;
-    for (let b = 20; b < thl; b++) if (buf[tcp + b] !== buf[gt + b]) return false;
+    for (let b = 20; b < thl; b += 4)
+      if (readInt32(buf, tcp + b) !== readInt32(buf, gt + b)) return false;
     return true;
   }
 
@@ -741,8 +767,7 @@ export class GatherCoalescer {
     if (read16(buf, off + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment))
       return false;
     if (read16(buf, off + Ipv4Field.identification) !== this.next) return false;
-    for (let b = 0; b < 4; b++) if (buf[off + ihl + b] !== buf[g + ihl + b]) return false;
-    return true;
+    return readInt32(buf, off + ihl) === readInt32(buf, g + ihl);
   }
 
   /** Finishes the open group, if any: its headers, its two reserved descriptors. */

@@ -4,6 +4,7 @@
  * completion) to drive and measure on their own. Not part of the stable API.
  */
 
+export { COUNTER_COUNT } from './counters.js';
 export { FrameCoalescer, frameIpv4Offset, segmentFrameTcp4 } from './frame-offload.js';
 export { type HotPath, hotPaths, type NamedHotPath } from './hot-paths.js';
 export {
