@@ -133,7 +133,8 @@ Napi::Function Handle::Init(Napi::Env env) {
       {"ref", &Checked<&Handle::RefHandle>},             {"unref", &Checked<&Handle::UnrefHandle>},
       {"close", &Checked<&Handle::Close>},               {"setOption", &Checked<&Handle::SetOption>},
       {"getOption", &Checked<&Handle::GetOption>},       {"setOffload", &Checked<&Handle::SetOffload>},
-      {"setBusyPoll", &Checked<&Handle::SetBusyPoll>},
+      {"setBusyPoll", &Checked<&Handle::SetBusyPoll>},   {"release", &Checked<&Handle::Release>},
+      {"steerByFlowHash", &Checked<&Handle::SteerByFlowHash>},
   };
   for (const auto& m : methods) proto.Set(m.name, Napi::Function::New(env, m.fn, m.name));
   proto.DefineProperties({
@@ -457,6 +458,22 @@ Napi::Value Handle::UnrefHandle(const Napi::CallbackInfo& info) {
 Napi::Value Handle::Close(const Napi::CallbackInfo& info) {
   DoClose();
   return info.Env().Undefined();
+}
+
+// release(): gives the fd up without closing it, for a handle in another thread to take (new
+// Handle(fd, kind) there): this handle is closed as by close(), its poll removed from this
+// loop, and the fd belongs to no handle until then. Returns the fd.
+Napi::Value Handle::Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closed_ || fd_ < 0) return ThrowClosed(env);
+  int fd = fd_;
+  fd_ = -1;
+  {
+    std::lock_guard<std::mutex> lock(owned_mutex);
+    owned_fds.erase(fd);
+  }
+  DoClose();
+  return Napi::Number::New(env, fd);
 }
 
 // Starts or stops the poll to match what is wanted; false when libuv refused.

@@ -81,11 +81,13 @@ class Handle : public Napi::ObjectWrap<Handle> {
   Napi::Value RefHandle(const Napi::CallbackInfo& info);
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
   // options.cc
   Napi::Value SetOption(const Napi::CallbackInfo& info);
   Napi::Value GetOption(const Napi::CallbackInfo& info);
   Napi::Value SetOffload(const Napi::CallbackInfo& info);
   Napi::Value SetBusyPoll(const Napi::CallbackInfo& info);
+  Napi::Value SteerByFlowHash(const Napi::CallbackInfo& info);  // options.cc
 
   // Poll lifecycle (handle.cc).
   static void OnPoll(uv_poll_t* poll, int status, int events);

@@ -1,12 +1,18 @@
 // Socket options and TUN offloads, set on the handle's own fd (never on a number from JS), from
 // a fixed list per kind of handle.
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/udp.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstddef>
 
 #include <string>
 
@@ -93,6 +99,42 @@ Napi::Value Handle::GetOption(const Napi::CallbackInfo& info) {
   if (getsockopt(fd_, o->level, o->read_option, &value, &len) != 0)
     return ThrowErrno(env, errno, "getsockopt(" + name + ")");
   return Napi::Number::New(env, value);
+}
+
+// steerByFlowHash(): every packet the kernel hands a multi-queue TUN/TAP device goes to queue
+// (its flow hash % queues), by a two-instruction eBPF program (TUNSETSTEERINGEBPF), instead of
+// the default, which moves a flow to whichever queue last wrote one of its packets: with one
+// pump per queue, that pulls every flow into one pump. Needs CAP_BPF (or CAP_SYS_ADMIN).
+Napi::Value Handle::SteerByFlowHash(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (kind_ != Kind::kTun) {
+    ThrowType(env, "steerByFlowHash is for TUN/TAP queues");
+    return env.Undefined();
+  }
+  if (closed_) return ThrowErrno(env, EBADF, "ioctl(TUNSETSTEERINGEBPF)");
+  // r0 = skb->hash; return r0
+  struct bpf_insn prog[2];
+  memset(prog, 0, sizeof(prog));
+  prog[0].code = BPF_LDX | BPF_MEM | BPF_W;
+  prog[0].dst_reg = BPF_REG_0;
+  prog[0].src_reg = BPF_REG_1;
+  prog[0].off = offsetof(struct __sk_buff, hash);
+  prog[1].code = BPF_JMP | BPF_EXIT;
+  static const char kLicense[] = "GPL";
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+  attr.insns = reinterpret_cast<uint64_t>(prog);
+  attr.insn_cnt = 2;
+  attr.license = reinterpret_cast<uint64_t>(kLicense);
+  int prog_fd = static_cast<int>(syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof(attr)));
+  if (prog_fd < 0) return ThrowErrno(env, errno, "bpf(BPF_PROG_LOAD)");
+  // The device holds its own reference to the program.
+  int rc = ioctl(fd_, TUNSETSTEERINGEBPF, &prog_fd);
+  int err = errno;
+  close(prog_fd);
+  if (rc != 0) return ThrowErrno(env, err, "ioctl(TUNSETSTEERINGEBPF)");
+  return env.Undefined();
 }
 
 // setOffload(flags): the TUN_F_* offloads the kernel may hand this TUN/TAP queue.

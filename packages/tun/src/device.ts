@@ -53,12 +53,40 @@ export class TunQueue extends BatchIo {
     this.name = name;
   }
 
+  /**
+   * Takes over a queue's fd that another thread released (BatchIo.release), for a worker thread
+   * to run a pump on one queue of a multi-queue device. The fd must be an attached TUN/TAP queue.
+   */
+  static adopt(fd: number, name: string): TunQueue {
+    const n = native();
+    try {
+      return new TunQueue(new n.Handle(fd, HandleKind.tun), name);
+    } catch (err) {
+      throw toWeftError(err, `adopting fd ${fd} as a queue of ${name}`);
+    }
+  }
+
   protected describe(): string {
     return `TUN/TAP device ${this.name}`;
   }
 
   protected setRing(h: NativeHandle, ring: PacketRing, slabIndex: number): void {
     h.setReadRing(slabIndex, ring.slab, ring.stride, ring.headroom, ring.slots, ring.lengths);
+  }
+
+  /**
+   * Multi-queue: has the kernel hand each packet to the queue its flow hash picks (hash %
+   * queues), by a two-instruction eBPF steering program, instead of the queue that last wrote a
+   * packet of the flow (the default, which with one pump per queue pulls flows into one pump).
+   * Needs CAP_BPF or CAP_SYS_ADMIN. Set on one queue, it holds for the device.
+   */
+  steerByFlowHash(): void {
+    const h = this.live();
+    try {
+      h.steerByFlowHash();
+    } catch (err) {
+      throw toWeftError(err, `steering ${this.name}'s queues by flow hash`);
+    }
   }
 
   /** Sets the offloads (TUN_F_* flags, see TunOffload) the kernel may hand the device; needs vnetHdr. */

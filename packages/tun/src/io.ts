@@ -229,6 +229,20 @@ export abstract class BatchIo {
     this.handle?.ref();
   }
 
+  /**
+   * Hands the fd over, for a worker thread to adopt (TunQueue.adopt, UdpSocket.adopt): this object
+   * is closed as by close(), but the fd stays open and is returned. Whoever holds the number owns
+   * it: adopt it, or close it (fs.closeSync).
+   */
+  release(): number {
+    const h = this.live();
+    if (this.error) throw this.error;
+    this.handle = undefined;
+    this.ring = undefined;
+    this.ringSlabIndex = -1;
+    return h.release();
+  }
+
   /** Closes the fd. No callback runs after close; safe to call twice. */
   close(): void {
     const h = this.handle;

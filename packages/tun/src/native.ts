@@ -37,11 +37,15 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   close(): void;
+  /** Gives the fd up without closing it (for a handle in another thread) and returns it. */
+  release(): number;
   /** A socket option by name (see native/options.cc), on this handle's own fd. */
   setOption(name: SocketOption, value: number): void;
   getOption(name: SocketOption): number;
   /** TUN_F_* offloads (TUN/TAP queues only). */
   setOffload(flags: number): void;
+  /** Multi-queue TUN/TAP: each packet to queue (flow hash % queues), by eBPF steering. */
+  steerByFlowHash(): void;
   /** Poll without sleeping for this long after each batch read (0: off). */
   setBusyPoll(microseconds: number): void;
 }

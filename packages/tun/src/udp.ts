@@ -116,6 +116,24 @@ export class UdpSocket extends BatchIo {
     return socket;
   }
 
+  /**
+   * Takes over a socket's fd that another thread released (BatchIo.release), for a worker
+   * thread: its family, address and port as the releasing UdpSocket had them.
+   */
+  static adopt(fd: number, socket: { family: 4 | 6; address: string; port: number }): UdpSocket {
+    const n = native();
+    try {
+      return new UdpSocket(
+        new n.Handle(fd, socket.family === 4 ? HandleKind.udp4 : HandleKind.udp6),
+        socket.family,
+        socket.address,
+        socket.port,
+      );
+    } catch (err) {
+      throw toWeftError(err, `adopting fd ${fd} as UDP socket :${socket.port}`);
+    }
+  }
+
   protected describe(): string {
     return `UDP socket ${this.family === 6 ? `[${this.address}]` : this.address}:${this.port}`;
   }

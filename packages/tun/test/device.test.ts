@@ -14,7 +14,7 @@ import {
 } from '@weft/encap';
 import { createNetns, type Netns, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { allocSlab, PacketRing, SendTable, TunDevice } from '../src/index.js';
+import { allocSlab, PacketRing, SendTable, TunDevice, TunQueue, UdpSocket } from '../src/index.js';
 import { failure } from './failure.js';
 import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
@@ -150,6 +150,50 @@ describe.skipIf(!privileged('TUN/TAP device tests'))('TUN/TAP devices', () => {
       });
       expect(links).toMatch(/tun type tun/);
       expect(links).toMatch(/multi_queue/);
+    } finally {
+      dev.close();
+      ns.delete();
+    }
+  });
+
+  it('a queue released by one handle is adopted by another and carries packets; steering by flow hash', async () => {
+    const ns = createNetns(TAG);
+    const dev = TunDevice.open({ name: 'rq0', netns: ns.name, queues: 2 });
+    try {
+      dev.disableIpv6();
+      dev.addAddress('10.99.8.1/24');
+      dev.up();
+      dev.queues[0].steerByFlowHash();
+      const fds = openFdCount();
+      const fd = dev.queues[1].release();
+      expect(dev.queues[1].closed).toBe(true);
+      expect(() => dev.queues[1].release()).toThrow(
+        expect.objectContaining({ code: 'ERR_TUN_CLOSED' }),
+      );
+      expect(openFdCount()).toBe(fds);
+      const q = TunQueue.adopt(fd, dev.name);
+      expect(q.fd).toBe(fd);
+      // Another handle cannot take it while this one holds it.
+      expect(() => TunQueue.adopt(fd, dev.name)).toThrow(
+        expect.objectContaining({ code: 'ERR_TUN_BAD_OPTION' }),
+      );
+      // Either queue may get the kernel's packets: read both; pings go out as packets.
+      const seen: number[] = [];
+      for (const queue of [dev.queues[0], q]) {
+        const ring = new PacketRing({ slots: 8 });
+        queue.startReading(ring, (n) => {
+          for (let i = 0; i < n; i++) seen.push(ring.lengths[i]);
+        });
+      }
+      await ns.exec(['ping', '-c', '2', '-i', '0.2', '-W', '1', '10.99.8.2']).catch(() => {});
+      await waitFor(() => seen.length >= 2, 'the pings read from the queues');
+      q.close();
+      expect(openFdCount()).toBe(fds - 1);
+      const sock = UdpSocket.open({ address: '127.0.0.1' });
+      const sfd = sock.release();
+      const again = UdpSocket.adopt(sfd, sock);
+      expect(again.port).toBe(sock.port);
+      again.close();
     } finally {
       dev.close();
       ns.delete();
