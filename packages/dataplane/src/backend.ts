@@ -32,6 +32,7 @@ import {
   UdpSlab,
 } from './pump.js';
 import { SourceIndex, type SourceNode } from './sources.js';
+import { type SocketSpec, SplitUdpIo, WorkerPool, type WorkerSpec } from './workers.js';
 
 /** The device side of a backend: @weft/tun's TunDevice, or a stand-in with the same shape. */
 export interface DeviceIo {
@@ -58,6 +59,8 @@ export interface OpenIoOptions {
    * VXLAN); without it, the socket's default (set on plain datagrams, not on GSO segments).
    */
   df?: 'set' | 'clear';
+  /** Queues and socket pairs, one per worker (default 1: one queue, one socket). */
+  workers?: number;
 }
 
 /**
@@ -68,15 +71,24 @@ export interface OpenIoOptions {
 export function openBackendIo(
   o: OpenIoOptions,
   configure: (tun: TunDevice) => void,
-): { device: TunDevice; socket: UdpSocket; offload: boolean; coalesceUdp: boolean } {
+): {
+  device: TunDevice;
+  socket: UdpIo;
+  offload: boolean;
+  coalesceUdp: boolean;
+  /** With workers > 1: each other worker's queue and sockets, released for its thread. */
+  workers: { queueFd: number; receive: SocketSpec; send: SocketSpec }[];
+} {
+  const workers = o.workers ?? 1;
   const attempt = (offload: boolean) => {
     const device = TunDevice.open({
       name: o.deviceName,
       mode: o.mode,
       netns: o.netns,
       vnetHdr: offload,
+      queues: workers,
     });
-    let socket: UdpSocket | undefined;
+    const sockets: UdpSocket[] = [];
     let coalesceUdp = false;
     try {
       if (offload) {
@@ -92,21 +104,52 @@ export function openBackendIo(
         device.setOffload(tso);
       }
       configure(device);
-      socket = UdpSocket.open({
-        address: o.address,
-        port: o.port,
-        netns: o.netns,
-        receiveBufferBytes: o.socketBufferBytes,
-        sendBufferBytes: o.socketBufferBytes,
-        gro: offload,
-        // With offloads as without: the kernel's default would set DF on plain datagrams only.
-        dontFragment: o.df === 'set',
-        // IPv6 has no DF bit (and fragments only at the sender, which this leaves to the kernel).
-        clearDontFragment: o.df === 'clear' && !o.address.includes(':'),
+      const open = (port: number, reusePort: boolean) => {
+        const socket = UdpSocket.open({
+          address: o.address,
+          port,
+          reusePort,
+          netns: o.netns,
+          receiveBufferBytes: o.socketBufferBytes,
+          sendBufferBytes: o.socketBufferBytes,
+          gro: offload,
+          // With offloads as without: the kernel's default would set DF on plain datagrams only.
+          dontFragment: o.df === 'set',
+          // IPv6 has no DF bit (and fragments only at the sender, which this leaves to the kernel).
+          clearDontFragment: o.df === 'clear' && !o.address.includes(':'),
+        });
+        sockets.push(socket);
+        return socket;
+      };
+      if (workers === 1)
+        return { device, socket: open(o.port, false), offload, coalesceUdp, workers: [] };
+      // A flow stays on the queue (and pump) its hash picks, not the one that last wrote to it.
+      device.queues[0].steerByFlowHash();
+      // Per worker: a socket on the backend's port (SO_REUSEPORT) to read, one of its own to send.
+      const pairs = Array.from({ length: workers }, () => {
+        const receive = open(o.port, true);
+        return { receive, send: open(0, false) };
       });
-      return { device, socket, offload, coalesceUdp };
+      const spec = (s: UdpSocket): SocketSpec => ({
+        family: s.family,
+        address: s.address,
+        port: s.port,
+        fd: s.release(),
+      });
+      const others = pairs.slice(1).map((p, k) => ({
+        queueFd: device.queues[k + 1].release(),
+        receive: spec(p.receive),
+        send: spec(p.send),
+      }));
+      return {
+        device,
+        socket: new SplitUdpIo(pairs[0].receive, pairs[0].send),
+        offload,
+        coalesceUdp,
+        workers: others,
+      };
     } catch (err) {
-      socket?.close();
+      for (const s of sockets) s.close();
       device.close();
       throw err;
     }
@@ -171,6 +214,14 @@ export interface CommonBackendOptions extends PumpOptions {
    * kernel takes such writes; overIo() only when asked.
    */
   coalesceUdp?: boolean;
+  /**
+   * Pumps, each on a thread of its own (default 1: the main thread's only): the device is opened
+   * multi-queue with a queue per worker, each worker reads a UDP socket on the backend's port
+   * (SO_REUSEPORT) and sends from one of its own; the kernel spreads flows over them. For the
+   * udp and TUN-mode vxlan backends; counters add up the workers' (at most 250 ms old), and
+   * ARP senders a vxlan worker learns are learned by that worker.
+   */
+  workers?: number;
 }
 
 /** Checks the options every backend takes, before anything is opened. */
@@ -187,6 +238,12 @@ export function checkCommonOptions(o: CommonBackendOptions): void {
         `${name} ${JSON.stringify(o[name])} must be true or false`,
       );
   }
+  const w = o.workers;
+  if (w !== undefined && (!Number.isInteger(w) || w < 1 || w > 64))
+    throw new WeftError(
+      DataplaneErrorCode.badOption,
+      `workers ${JSON.stringify(w)} must be a whole number of pumps, 1 to 64`,
+    );
   const spin = o.busyPollMicros;
   if (spin !== undefined && (!Number.isInteger(spin) || spin < 0 || spin > 10_000))
     throw new WeftError(
@@ -226,6 +283,8 @@ export abstract class Backend extends Pump {
   protected txPos = 0;
   /** The GSO segment size of the device packet last checked by devicePacket(). */
   protected gsoSize = 0;
+  /** With workers > 1, the other workers' threads. */
+  private pool: WorkerPool | undefined;
 
   protected constructor(
     tun: DeviceIo,
@@ -435,6 +494,29 @@ export abstract class Backend extends Pump {
     this.install([...next.values()]);
     this.nodeMap = next;
     this.rebuildSources();
+    this.pool?.setNodes(nodes.map((n) => ({ ...n })));
+  }
+
+  /**
+   * Starts the other workers' pumps (open() with workers > 1): each runs this backend, with the
+   * same options and node set, on its own thread over the queue and sockets released for it.
+   */
+  protected startWorkers(
+    type: 'udp' | 'vxlan',
+    options: object,
+    workers: { queueFd: number; receive: SocketSpec; send: SocketSpec }[],
+  ): void {
+    if (workers.length === 0) return;
+    const specs: WorkerSpec[] = workers.map((w, k) => ({
+      type,
+      options: JSON.parse(JSON.stringify(options)),
+      device: { name: this.tun.name, mtu: this.tun.mtu, queueFd: w.queueFd },
+      receive: w.receive,
+      send: w.send,
+      nodes: this.nodes(),
+      index: k + 1,
+    }));
+    this.pool = new WorkerPool(specs, (err) => this.raiseFault(err));
   }
 
   /** Adds a node, or replaces the node with the same subnet (or public IP when it has none). */
@@ -515,7 +597,13 @@ export abstract class Backend extends Pump {
   counters(): CounterSnapshot {
     const snapshot = this.counterSnapshot();
     this.addTableCounters(snapshot);
+    this.pool?.addTo(snapshot);
     return snapshot;
+  }
+
+  /** Pumps running, the main thread's included. */
+  get workers(): number {
+    return 1 + (this.pool?.size ?? 0);
   }
 
   /** Adds what the backend's tables count (overflows) to a snapshot. */
@@ -536,6 +624,7 @@ export abstract class Backend extends Pump {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.pool?.close();
     this.stopPump();
     this.tun.close();
   }

@@ -70,7 +70,7 @@ try {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(
-    `ready ${JSON.stringify({ device: backend.deviceName, mtu: backend.mtu, port: backend.port, type: backend.type, offload: backend.offload })}\n`,
+    `ready ${JSON.stringify({ device: backend.deviceName, mtu: backend.mtu, port: backend.port, type: backend.type, offload: backend.offload, workers: backend.workers })}\n`,
   );
 } catch (err) {
   console.error(

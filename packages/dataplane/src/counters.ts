@@ -80,6 +80,8 @@ export interface CounterSnapshot {
   neighborsOverflow: number;
   /** Learned FDB entries evicted because the table was full (vxlan; 0 elsewhere). */
   fdbOverflow: number;
+  /** With workers > 1, what each pump moved (the main thread's first): how flows spread. */
+  workers?: { txPackets: number; rxPackets: number }[];
 }
 
 export function snapshotCounters(values: Float64Array): CounterSnapshot {

@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs';
 import { formatCidr, parseCidr, parseIpv4, WeftError } from '@weft/core';
 import {
   FLANNEL_UDP_PORT,
@@ -93,6 +94,7 @@ export class UdpBackend extends Backend {
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
         // flannel's proxy sends every datagram with DF set.
         df: 'set',
+        workers: options.workers,
       },
       (tun) => {
         tun.setMtu(mtu);
@@ -104,14 +106,19 @@ export class UdpBackend extends Backend {
       },
     );
     try {
-      return UdpBackend.overIo(io, {
+      const resolved = {
         ...options,
         offload: io.offload,
         coalesceUdp: io.coalesceUdp && (options.coalesceUdp ?? true),
-      });
+      };
+      const backend = UdpBackend.overIo(io, resolved);
+      backend.startWorkers('udp', resolved, io.workers);
+      return backend;
     } catch (err) {
       io.socket.close();
       io.device.close();
+      for (const w of io.workers)
+        for (const fd of [w.queueFd, w.receive.fd, w.send.fd]) closeSync(fd);
       throw err;
     }
   }

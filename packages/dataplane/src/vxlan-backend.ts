@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs';
 import {
   formatCidr,
   formatIp,
@@ -136,6 +137,10 @@ function checkOptions(o: VxlanBackendOptions): 'tun' | 'tap' {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < 1))
       throw badOption(`${name} ${v} must be a whole number of at least 1`);
   }
+  if (mode === 'tap' && (o.workers ?? 1) > 1)
+    throw badOption(
+      'a TAP-mode vxlan backend runs one pump (its FDB learns from every frame): use workers 1',
+    );
   if (mode === 'tun' && o.vtepAddress === undefined)
     throw badOption(
       "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet)",
@@ -219,6 +224,7 @@ export abstract class VxlanBackend extends Backend {
         socketBufferBytes: options.socketBufferBytes ?? 4 << 20,
         // The kernel's VXLAN leaves DF clear unless told otherwise (ip-link's `df`, default unset).
         df: 'clear',
+        workers: options.workers,
       },
       (tun) => {
         tun.setMtu(mtu);
@@ -238,15 +244,20 @@ export abstract class VxlanBackend extends Backend {
       },
     );
     try {
-      return VxlanBackend.overIo(io, {
+      const resolved = {
         ...options,
         vtepMac: formatMac(vtepMac),
         offload: io.offload,
         coalesceUdp: io.coalesceUdp && (options.coalesceUdp ?? true),
-      });
+      };
+      const backend = VxlanBackend.overIo(io, resolved);
+      backend.startWorkers('vxlan', resolved, io.workers);
+      return backend;
     } catch (err) {
       io.socket.close();
       io.device.close();
+      for (const w of io.workers)
+        for (const fd of [w.queueFd, w.receive.fd, w.send.fd]) closeSync(fd);
       throw err;
     }
   }

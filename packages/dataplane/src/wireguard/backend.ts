@@ -167,6 +167,8 @@ export class WireguardBackend extends Backend {
     if (options.nodeAddress6 !== undefined && parseIp(options.nodeAddress6).family !== 6)
       bad(`nodeAddress6 ${options.nodeAddress6} must be IPv6`);
     for (const n of [options.network, options.network6]) if (n !== undefined) parseCidr(n);
+    if ((options.workers ?? 1) > 1)
+      bad('the wireguard backend runs one pump (its sessions are shared state): use workers 1');
   }
 
   /** Opens the TUN device (named as asked, e.g. flannel-wg) and the UDP socket, and starts. */
