@@ -111,11 +111,12 @@ try {
   say(
     `  ${'subnet'.padEnd(16)} ${'public IP'.padEnd(13)} ${'backend'.padEnd(8)} ${'VTEP MAC'.padEnd(18)} expires`,
   );
-  for (const l of leases.sort((a, b) => a.attrs.publicIp.localeCompare(b.attrs.publicIp))) {
+  const ip = (l: (typeof leases)[number]) => l.attrs.publicIp ?? '-';
+  for (const l of leases.sort((a, b) => ip(a).localeCompare(ip(b)))) {
     const mac = vxlanLeaseData(l.attrs)?.vtepMac ?? '-';
     const expires = l.expiresAt ? new Date(l.expiresAt).toISOString().slice(0, 16) : 'never';
     say(
-      `  ${l.subnet.padEnd(16)} ${l.attrs.publicIp.padEnd(13)} ${l.attrs.backendType.padEnd(8)} ${mac.padEnd(18)} ${expires}`,
+      `  ${(l.subnet ?? '-').padEnd(16)} ${ip(l).padEnd(13)} ${l.attrs.backendType.padEnd(8)} ${mac.padEnd(18)} ${expires}`,
     );
   }
 

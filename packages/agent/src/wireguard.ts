@@ -7,8 +7,15 @@ import {
   RtScope,
 } from '@weft/netlink';
 import type { WireguardBackendConfig } from '@weft/subnet';
-import { type Dataplane, type DataplaneContext, userspace } from './dataplane.js';
-import type { RemoteNode } from './kernel.js';
+import {
+  type Dataplane,
+  type DataplaneContext,
+  dualStack,
+  type FamilyDataplane,
+  type FamilySetup,
+  userspace,
+} from './dataplane.js';
+import type { FamilyNode } from './kernel.js';
 
 /** flannel's device name and the bytes it takes off the MTU (pkg/backend/wireguard). */
 export const WIREGUARD_DEVICE = 'flannel-wg';
@@ -57,11 +64,26 @@ function backendConfig(ctx: DataplaneContext): WireguardBackendConfig {
   };
 }
 
+/** weftd's wireguard backend carries IPv4 (flannel's flannel-wg-v6 is not built yet). */
+export function wireguardIpv4Only(): WeftError {
+  return new WeftError(
+    'ERR_WEFTD_BACKEND',
+    'the wireguard backend of weftd carries IPv4 only (flannel-wg-v6 is not built): set "EnableIPv6": false in the network config, or use the vxlan or host-gw backend for IPv6',
+  );
+}
+
 /**
  * wireguard: the kernel's WireGuard when it has one (a `wireguard` link and generic netlink, as
  * flannel's wgctrl programs it), weft's userspace WireGuard otherwise (--wireguard-mode).
  */
 export async function wireguard(ctx: DataplaneContext): Promise<Dataplane> {
+  return dualStack(ctx, (f) => {
+    if (f.family !== 4) throw wireguardIpv4Only();
+    return wireguardIpv4(ctx, f);
+  });
+}
+
+async function wireguardIpv4(ctx: DataplaneContext, f: FamilySetup): Promise<FamilyDataplane> {
   const wg = ctx.wireguard;
   if (!wg) throw new WeftError('ERR_WEFTD_BACKEND', 'wireguard: no key pair was set up');
   const cfg = backendConfig(ctx);
@@ -92,7 +114,7 @@ export async function wireguard(ctx: DataplaneContext): Promise<Dataplane> {
         },
         "wireguard: programming the kernel's WireGuard",
       );
-      return kernelWireguard(ctx, cfg, probe.genl, probe.ifindex, underlayMtu - OVERHEAD);
+      return kernelWireguard(ctx, f, cfg, probe.genl, probe.ifindex, underlayMtu - OVERHEAD);
     }
     if (wg.mode === 'kernel')
       throw new WeftError(
@@ -106,9 +128,9 @@ export async function wireguard(ctx: DataplaneContext): Promise<Dataplane> {
     WireguardBackend.open({
       deviceName: WIREGUARD_DEVICE,
       privateKey: wg.privateKey,
-      nodeAddress: ctx.nodeAddress,
-      network: formatCidr(ctx.network),
-      publicIp: ctx.underlay.publicIp,
+      nodeAddress: f.nodeAddress,
+      network: formatCidr(f.network),
+      publicIp: f.publicIp,
       listenPort: cfg.listenPort,
       presharedKey: cfg.psk,
       persistentKeepaliveSeconds: cfg.persistentKeepaliveSeconds,
@@ -120,11 +142,12 @@ export async function wireguard(ctx: DataplaneContext): Promise<Dataplane> {
 /** The kernel's WireGuard, configured as flannel's wgDevice does (not testable on a kernel without it). */
 async function kernelWireguard(
   ctx: DataplaneContext,
+  f: FamilySetup,
   cfg: WireguardBackendConfig,
   genl: KernelWireguard,
   ifindex: number,
   mtu: number,
-): Promise<Dataplane> {
+): Promise<FamilyDataplane> {
   const { nl, log } = ctx;
   const psk = cfg.psk ? parseKey(cfg.psk, 'PSK') : undefined;
   try {
@@ -133,15 +156,15 @@ async function kernelWireguard(
       listenPort: cfg.listenPort,
       replacePeers: true,
     });
-    await nl.replaceAddress(ifindex, `${ctx.nodeAddress}/32`);
+    await nl.replaceAddress(ifindex, `${f.nodeAddress}/32`);
     await nl.setLink(ifindex, { up: true });
-    await nl.replaceRoute({ dst: formatCidr(ctx.network), oif: ifindex, scope: RtScope.link });
+    await nl.replaceRoute({ dst: formatCidr(f.network), oif: ifindex, scope: RtScope.link });
   } catch (err) {
     genl.close();
     await nl.deleteLink(ifindex).catch(() => undefined);
     throw err;
   }
-  let peers = new Map<string, RemoteNode>();
+  let peers = new Map<string, FamilyNode>();
   let closed = false;
   return {
     mode: 'kernel-wireguard',

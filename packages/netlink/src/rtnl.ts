@@ -13,6 +13,7 @@ import { NetlinkSocket } from '@weft/tun';
 import {
   AddressFamily,
   IfaAttr,
+  IfaFlag,
   Iff,
   IflaAttr,
   IflaInfo,
@@ -87,6 +88,10 @@ export interface Address {
   index: number;
   address: string;
   prefixLength: number;
+  /** IFA_F_* (IfaFlag): tentative while IPv6 duplicate address detection runs, deprecated, ... */
+  flags: number;
+  /** RT_SCOPE_*: universe (0) for a global address, link (253) for fe80::/10. */
+  scope: number;
 }
 
 /** A route (`ip route`): destination, gateway or output interface, table, type and flags. */
@@ -253,6 +258,9 @@ function parseAddress(msg: Message): Address {
     index: p.readUInt32LE(4),
     prefixLength: p[1],
     address: ipFrom(a.get(IfaAttr.local)) ?? ipFrom(a.get(IfaAttr.address)) ?? '',
+    // IFA_FLAGS carries all 32 bits when present; ifa_flags only the low 8.
+    flags: a.u32(IfaAttr.flags) ?? p[2],
+    scope: p[3],
   };
 }
 
@@ -529,17 +537,26 @@ export class Rtnl {
     return index === undefined ? all : all.filter((a) => a.index === index);
   }
 
-  /** Adds (or keeps) an address: `ip addr replace 10.244.1.0/32 dev INDEX`. */
-  async replaceAddress(index: number, cidr: string): Promise<void> {
+  /**
+   * Adds (or keeps) an address: `ip addr replace 10.244.1.0/32 dev INDEX`; `noDad` (IPv6) is
+   * iproute2's `nodad`: usable at once, without duplicate address detection's tentative second.
+   */
+  async replaceAddress(
+    index: number,
+    cidr: string,
+    options: { noDad?: boolean } = {},
+  ): Promise<void> {
     const c = parseCidr(cidr, { allowHostBits: true });
     const ip = ipBytes(
       c.family === 4 ? { family: 4, address: c.address } : { family: 6, address: c.address },
     );
     const attrs = [attr.bytes(IfaAttr.local, ip), attr.bytes(IfaAttr.address, ip)];
+    const header = ifaddrmsg(family(c), c.prefixLength, index);
+    if (options.noDad) header[2] = IfaFlag.nodad;
     await this.request(
       RtmType.newAddr,
       NlmFlag.create | NlmFlag.replace,
-      ifaddrmsg(family(c), c.prefixLength, index),
+      header,
       attrs,
       `${cidr} on index ${index}`,
     );

@@ -57,6 +57,13 @@ export {
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export {
+  FLANNEL_LEASE_FIXTURE,
+  type FlannelDecoded,
+  type FlannelEncodeRequest,
+  flannelDecodeLeases,
+  flannelEncodeLeases,
+} from './flannel.js';
+export {
   addContainer,
   bridgeLearned,
   type Container,
