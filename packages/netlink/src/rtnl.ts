@@ -389,7 +389,13 @@ export class Rtnl {
     }
   }
 
-  /** Sends one request; a change resolves on the ACK, a dump with every message up to DONE. */
+  /** The last dump sent: the kernel runs one dump per socket at a time (a second is EBUSY). */
+  private dumping: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Sends one request; a change resolves on the ACK, a dump with every message up to DONE.
+   * Dumps wait for the one before them to finish: callers may ask for several at once.
+   */
   request(
     type: number,
     flags: number,
@@ -397,10 +403,27 @@ export class Rtnl {
     attrs: Attr[],
     what: string,
   ): Promise<Message[]> {
-    this.seq = (this.seq + 1) & 0x7fffffff;
-    const seq = this.seq;
     // GET requests (RTM_GETLINK, GETADDR, GETROUTE, GETNEIGH are 2 mod 4) with NLM_F_DUMP end in DONE.
     const dump = (flags & NlmFlag.dump) === NlmFlag.dump && type % 4 === 2;
+    if (dump) {
+      const run = () => this.send(type, flags, header, attrs, what, true);
+      const next = this.dumping.then(run, run);
+      this.dumping = next.catch(() => undefined);
+      return next;
+    }
+    return this.send(type, flags, header, attrs, what, false);
+  }
+
+  private send(
+    type: number,
+    flags: number,
+    header: Uint8Array,
+    attrs: Attr[],
+    what: string,
+    dump: boolean,
+  ): Promise<Message[]> {
+    this.seq = (this.seq + 1) & 0x7fffffff;
+    const seq = this.seq;
     const message = buildMessage(
       type,
       flags | NlmFlag.request | (dump ? 0 : NlmFlag.ack),
