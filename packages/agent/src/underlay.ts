@@ -88,8 +88,9 @@ const same6 = (a: string, b: string) => {
  * name), then each --iface-regex (first over every interface's addresses, then over names), then
  * --iface-can-reach (`ip route get`); with none of them, the interface holding --public-ip (or,
  * IPv6-only, --public-ipv6) if given, else the default route's (::/0 when IPv6-only). A
- * candidate counts only with an address of each enabled family (IPv6: a global one, or
- * --public-ipv6 given); the first found wins; a lookup that fails is logged and the next tried.
+ * candidate counts only with an address of each enabled family (IPv6: a global one; flannel
+ * refuses too without one, --public-ipv6 or not); the first found wins; a lookup that fails is
+ * logged and the next tried. --public-ip and --public-ipv6 are what other nodes are told.
  */
 export async function findUnderlay(
   nl: Rtnl,
@@ -131,7 +132,8 @@ export async function findUnderlay(
       const v6 = given6 ? address : globalIpv6(addressesOf.get(iface.index)!)[0]?.address;
       const missing: string[] = [];
       if (families.ipv4 && v4 === undefined) missing.push('no IPv4 address');
-      if (families.ipv6 && v6 === undefined && o.publicIpv6 === undefined) {
+      // As flannel: the interface needs an IPv6 address of its own, --public-ipv6 or not.
+      if (families.ipv6 && v6 === undefined) {
         const linkLocal = addressesOf.get(iface.index)!.filter((a) => !isV4(a) && isLinkLocal6(a));
         missing.push(
           linkLocal.length > 0
@@ -225,7 +227,7 @@ export async function findUnderlay(
   if (!found) {
     const six =
       families.ipv6 && tried.some((t) => /IPv6/.test(t))
-        ? ': the network config enables IPv6 (EnableIPv6), so the underlay interface needs a global IPv6 address: add one, or pass --public-ipv6'
+        ? ': the network config enables IPv6 (EnableIPv6), so the underlay interface needs a global IPv6 address: add one, or pick an interface that has one (--iface)'
         : '';
     if (!explicit)
       throw new WeftError(UnderlayErrorCode, `${tried.join('; ')}${six || ': pass --iface'}`);
@@ -253,8 +255,13 @@ export async function findUnderlay(
     underlay.publicIp = o.publicIp ?? address;
   }
   if (families.ipv6) {
-    underlay.ifaceAddress6 = address6;
-    underlay.publicIpv6 = o.publicIpv6 ?? address6;
+    // Canonical text (RFC 5952), as leases and the kernel's dumps spell addresses.
+    const canonical = (ip: string | undefined) => {
+      const b = ip === undefined ? undefined : tryParseIpv6(ip);
+      return b ? formatIpv6(b) : ip;
+    };
+    underlay.ifaceAddress6 = canonical(address6);
+    underlay.publicIpv6 = canonical(o.publicIpv6 ?? address6);
   }
   log.info(
     {
