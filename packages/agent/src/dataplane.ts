@@ -249,6 +249,7 @@ export async function userspace(
   ctx: DataplaneContext,
   mode: 'userspace-vxlan' | 'userspace-udp' | 'userspace-wireguard',
   open: () => Backend,
+  family: 4 | 6 = 4,
 ): Promise<FamilyDataplane> {
   const { log } = ctx;
   let backend = open();
@@ -268,7 +269,8 @@ export async function userspace(
   );
   const toBackend = (list: FamilyNode[]) =>
     list.map((n) => ({
-      subnet: n.subnet,
+      // An IPv6 VTEP (flannel-v6.<VNI>) takes its nodes' IPv6 subnets as subnet6.
+      ...(family === 6 ? { subnet6: n.subnet } : { subnet: n.subnet }),
       publicIp: n.publicIp,
       vtepMac: n.vtepMac,
       name: n.key,
@@ -508,18 +510,22 @@ async function vxlan(ctx: DataplaneContext): Promise<Dataplane> {
       );
       await nl.deleteLink(leftover.index);
     }
-    const dp = await userspace(ctx, 'userspace-vxlan', () =>
-      VxlanBackend.open({
-        deviceName: d.name,
-        vni: ctx.vni,
-        port: vx?.port || 8472,
-        vtepMac: f.vtepMac,
-        ...(f.family === 4
-          ? { vtepAddress: f.nodeAddress, network: formatCidr(f.network) }
-          : { vtepAddress6: f.nodeAddress, network6: formatCidr(f.network) }),
-        publicIp: f.publicIp,
-        underlayMtu,
-      }),
+    const dp = await userspace(
+      ctx,
+      'userspace-vxlan',
+      () =>
+        VxlanBackend.open({
+          deviceName: d.name,
+          vni: ctx.vni,
+          port: vx?.port || 8472,
+          vtepMac: f.vtepMac,
+          ...(f.family === 4
+            ? { vtepAddress: f.nodeAddress, network: formatCidr(f.network) }
+            : { vtepAddress6: f.nodeAddress, network6: formatCidr(f.network) }),
+          publicIp: f.publicIp,
+          underlayMtu,
+        }),
+      f.family,
     );
     return vx?.directRouting ? withDirectRoutes(ctx, f, dp) : dp;
   });
