@@ -659,6 +659,9 @@ describe.skipIf(
       expect(await run(DUAL_CONFIG, ['--iface', 'eth0', '--backend-type', 'udp'])).toMatch(
         /ERR_WEFTD_BACKEND: the udp backend carries IPv4 only/,
       );
+      expect(await run(DUAL_CONFIG, ['--iface', 'eth0', '--backend-type', 'wireguard'])).toMatch(
+        /ERR_WEFTD_BACKEND: the wireguard backend of weftd carries IPv4 only \(flannel-wg-v6 is not built\)/,
+      );
     } finally {
       cluster.delete();
       dir.remove();
@@ -741,6 +744,61 @@ describe.skipIf(
         await d.stop();
       }
     } finally {
+      cluster.delete();
+      dir.remove();
+    }
+  }, 60_000);
+
+  it('vxlan DirectRouting, dual-stack: nodes on the same link get IPv4 and IPv6 routes via their public addresses, no tunnel entries (kernel), and reach each other', async () => {
+    const cluster = new Cluster(TAG, { underlay: 'dual' });
+    const dir = tempDir('weft-dualdr-');
+    const daemons: RunningWeftd[] = [];
+    try {
+      const store = join(dir.path, 'subnets.json');
+      await new EmbeddedStore(store).putConfig(
+        DUAL_CONFIG.replace('"Type": "vxlan"', '"Type": "vxlan", "DirectRouting": true'),
+      );
+      const nodes = [cluster.addNode(), cluster.addNode()];
+      for (const [i, n] of nodes.entries()) {
+        const d = startWeftd(n.ns, [
+          '--store-path',
+          store,
+          '--subnet-file',
+          join(dir.path, `${n.name}.env`),
+          '--iface',
+          'eth0',
+          '--vxlan-mode',
+          i === 0 ? 'kernel' : 'userspace',
+        ]);
+        daemons.push(d);
+        await d.waitForLog('ready');
+        cluster.addPods(n, join(dir.path, `${n.name}.env`), 1);
+      }
+      const [n1, n2] = nodes;
+      const sub6 = (n: ClusterNode) =>
+        env(join(dir.path, `${n.name}.env`)).FLANNEL_IPV6_SUBNET.replace('::1/64', '::/64');
+      for (const [from, to] of [
+        [n1, n2],
+        [n2, n1],
+      ])
+        await waitFor(
+          async () =>
+            (await ipJson(from, ['ip', '-j', '-6', 'route', 'show', sub6(to)])).some(
+              (r) => r.gateway === to.ip6 && r.dev === 'eth0',
+            ),
+          `the direct IPv6 route on ${from.name}`,
+        );
+      expect(
+        (await ipJson(n1, ['ip', '-j', '-6', 'route', 'show', 'dev', 'flannel-v6.1'])).filter(
+          (r) => r.gateway,
+        ),
+      ).toEqual([]);
+      expect(await ipJson(n1, ['ip', '-j', '-6', 'neigh', 'show', 'dev', 'flannel-v6.1'])).toEqual(
+        [],
+      );
+      await pingMatrix(cluster, cluster.pods, [4, 6]);
+    } finally {
+      for (const d of daemons) await d.stop().catch(() => undefined);
       cluster.delete();
       dir.remove();
     }
