@@ -26,7 +26,7 @@ import { type RemoteNode, vtepAddress } from './kernel.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type TrafficRules, trafficRules } from './traffic.js';
 import { findUnderlay, waitForIpv6 } from './underlay.js';
-import { type WireguardContext, wireguardIpv4Only, wireguardLeaseData } from './wireguard.js';
+import { type WireguardContext, wireguardLeaseData, wireguardOneDevice } from './wireguard.js';
 
 /** The `code` of each WeftError weftd's start fails with (besides its packages' own). */
 export const DaemonErrorCode = {
@@ -79,6 +79,7 @@ export class Daemon {
   /** wireguard: this node's key pair (kept in the key file) and ports. */
   private wireguard: WireguardContext | undefined;
   private wireguardPort = 51820;
+  private wireguardPort6 = 51821;
   private vni = 1;
   private servers: Server[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -165,7 +166,10 @@ export class Daemon {
     this.backendType = o.backendType ?? config.backend.type;
     // Before anything is leased or created: a udp node cannot carry IPv6 (flannel's neither).
     if (this.backendType === 'udp' && config.enableIpv6) throw udpIpv4Only();
-    if (this.backendType === 'wireguard' && config.enableIpv6) throw wireguardIpv4Only();
+    // flannel's Mode auto/ipv4/ipv6 carry both families in one device; weftd builds separate ones.
+    const wgMode = config.backend.type === 'wireguard' ? config.backend.mode : 'separate';
+    if (this.backendType === 'wireguard' && config.enableIpv6 && wgMode !== 'separate')
+      throw wireguardOneDevice(wgMode);
     const families = { ipv4: config.enableIpv4, ipv6: config.enableIpv6 };
     this.dataplaneFamilies = families;
     const underlay = await findUnderlay(this.nl, o, this.log, families);
@@ -220,6 +224,8 @@ export class Daemon {
         mode: o.wireguardMode,
       };
       this.wireguardPort = config.backend.type === 'wireguard' ? config.backend.listenPort : 51820;
+      this.wireguardPort6 =
+        config.backend.type === 'wireguard' ? config.backend.listenPortV6 : 51821;
     }
     const vxlan = this.backendType === 'vxlan';
     // flannel's newSubnetAttrs: per family its public address and, for vxlan, its device's VNI and MAC.
@@ -234,6 +240,9 @@ export class Daemon {
     if (families.ipv6) {
       attrs.publicIpv6 = underlay.publicIpv6;
       if (vxlan) attrs.backendV6Data = { VNI: this.vni, VtepMAC: vtepMac6 };
+      // flannel-wg-v6 has the same key; peers reach it on ListenPortV6.
+      if (this.wireguard)
+        attrs.backendV6Data = { PublicKey: this.wireguard.publicKey, Port: this.wireguardPort6 };
     }
     const previous = previousSubnets(readSubnetEnv(o.subnetFile));
     this.keeper = new LeaseKeeper(this.manager, this.log);
@@ -424,24 +433,33 @@ export class Daemon {
         continue;
       }
       if (this.backendType === 'wireguard') {
+        // flannel's handleSubnetEvents, Mode separate: each family with its own BackendData.
+        const node: RemoteNode = { key: l.key };
         const wg = wireguardLeaseData(l.attrs.backendData);
-        if (!wg || !l.subnet || !l.attrs.publicIp) {
+        const wg6 = wireguardLeaseData(l.attrs.backendV6Data);
+        // flannel: a lease without a Port (an older flannel) is reached on our own port.
+        if (config.ipv4 && l.subnet && l.attrs.publicIp && wg)
+          Object.assign(node, {
+            subnet: l.subnet,
+            publicIp: l.attrs.publicIp,
+            publicKey: wg.publicKey,
+            port: wg.port || this.wireguardPort,
+          });
+        if (config.ipv6 && l.subnet6 && l.attrs.publicIpv6 && wg6)
+          Object.assign(node, {
+            subnet6: l.subnet6,
+            publicIpv6: l.attrs.publicIpv6,
+            publicKey6: wg6.publicKey,
+            port6: wg6.port || this.wireguardPort6,
+          });
+        if (node.subnet || node.subnet6) nodes.push(node);
+        else
           this.skip(
             l.key,
             'warn',
             where,
-            'skipping a wireguard lease without a PublicKey in its BackendData, or without IPv4',
+            'skipping a wireguard lease without a PublicKey in its BackendData (BackendV6Data for IPv6) for a family this node has',
           );
-          continue;
-        }
-        // flannel: a lease without a Port (an older flannel) is reached on our own port.
-        nodes.push({
-          key: l.key,
-          subnet: l.subnet,
-          publicIp: l.attrs.publicIp,
-          publicKey: wg.publicKey,
-          port: wg.port || this.wireguardPort,
-        });
         continue;
       }
       const node: RemoteNode = { key: l.key };

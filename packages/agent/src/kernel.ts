@@ -29,9 +29,14 @@ export interface RemoteNode {
   publicIpv6?: string;
   /** Its IPv6 VTEP's MAC (vxlan: BackendV6Data.VtepMAC). */
   vtepMac6?: string;
-  /** wireguard (IPv4): the node's public key and port, from its lease's BackendData. */
+  /** wireguard: the node's public key, from its lease's BackendData. */
   publicKey?: string;
+  /** wireguard: the port its lease's BackendData names (flannel-wg's ListenPort). */
   port?: number;
+  /** wireguard: the public key in its BackendV6Data (flannel-wg-v6's). */
+  publicKey6?: string;
+  /** wireguard: the port in its BackendV6Data (ListenPortV6). */
+  port6?: number;
 }
 
 /** A remote node in one address family: what one device (flannel.1, flannel-v6.1, a route table) needs. */
@@ -58,8 +63,10 @@ export function familyNodes(nodes: readonly RemoteNode[], family: 4 | 6): Family
     const node: FamilyNode = { key: n.key, subnet, publicIp: formatIp(ip) };
     const vtepMac = family === 4 ? n.vtepMac : n.vtepMac6;
     if (vtepMac) node.vtepMac = vtepMac;
-    if (family === 4 && n.publicKey) node.publicKey = n.publicKey;
-    if (family === 4 && n.port) node.port = n.port;
+    const publicKey = family === 4 ? n.publicKey : n.publicKey6;
+    const port = family === 4 ? n.port : n.port6;
+    if (publicKey) node.publicKey = publicKey;
+    if (port) node.port = port;
     out.push(node);
   }
   return out;

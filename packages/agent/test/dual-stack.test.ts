@@ -15,10 +15,13 @@ import {
   type RunningWeftd,
   startEtcd,
   startWeftd,
+  startWireguardGo,
   sweepNetns,
   tcpTransfer,
   tempDir,
+  type WireguardGo,
   waitFor,
+  wgKeyPair,
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -659,8 +662,13 @@ describe.skipIf(
       expect(await run(DUAL_CONFIG, ['--iface', 'eth0', '--backend-type', 'udp'])).toMatch(
         /ERR_WEFTD_BACKEND: the udp backend carries IPv4 only/,
       );
-      expect(await run(DUAL_CONFIG, ['--iface', 'eth0', '--backend-type', 'wireguard'])).toMatch(
-        /ERR_WEFTD_BACKEND: the wireguard backend of weftd carries IPv4 only \(flannel-wg-v6 is not built\)/,
+      expect(
+        await run(DUAL_CONFIG.replace('"Type": "vxlan"', '"Type": "wireguard", "Mode": "auto"'), [
+          '--iface',
+          'eth0',
+        ]),
+      ).toMatch(
+        /ERR_WEFTD_BACKEND: Backend\.Mode auto puts both families in one flannel-wg device, which weftd does not build: with IPv6 enabled use "Mode": "separate"/,
       );
     } finally {
       cluster.delete();
@@ -803,4 +811,120 @@ describe.skipIf(
       dir.remove();
     }
   }, 60_000);
+
+  it.skipIf(!haveTools('the dual-stack wireguard cluster', 'wireguard-go', 'wg', 'nsenter'))(
+    "wireguard, dual-stack (flannel's Mode separate): flannel-wg and flannel-wg-v6 on two weftd nodes and on a flanneld-made peer (wireguard-go, its lease from flannel's Go types); pods reach each other in both families",
+    async () => {
+      const cluster = new Cluster(TAG, { underlay: 'dual' });
+      const dir = tempDir('weft-dualwg-');
+      const daemons: RunningWeftd[] = [];
+      const wgos: WireguardGo[] = [];
+      try {
+        const store = join(dir.path, 'subnets.json');
+        const embedded = new EmbeddedStore(store);
+        await embedded.putConfig(DUAL_CONFIG.replace('"Type": "vxlan"', '"Type": "wireguard"'));
+        const [n1, n2, f] = [cluster.addNode(), cluster.addNode(), cluster.addNode('flanneld')];
+        // The flanneld peer: its lease as flannel's wireguard newSubnetAttrs writes it (one key, two ports).
+        const fKey = await wgKeyPair();
+        const [written] = await flannelEncodeLeases([
+          {
+            subnet: '10.244.200.0/24',
+            subnet6: 'fd00:10:244:c8::/64',
+            publicIP: f.ip,
+            publicIPv6: f.ip6,
+            backendType: 'wireguard',
+            publicKey: fKey.publicKey,
+            port: 51820,
+            port6: 51821,
+          },
+        ]);
+        await embedded.createSubnet(written.key, written.value, 3600);
+        for (const [name, port, address, network] of [
+          ['flannel-wg', 51820, '10.244.200.0', '10.244.0.0/16'],
+          ['flannel-wg-v6', 51821, 'fd00:10:244:c8::', 'fd00:10:244::/48'],
+        ] as const)
+          wgos.push(
+            await startWireguardGo(f.ns, {
+              name,
+              privateKey: fKey.privateKey,
+              listenPort: port,
+              address,
+              network,
+            }),
+          );
+        const members: ClusterNode[] = [n1, n2];
+        for (const n of members) {
+          const d = startWeftd(
+            n.ns,
+            [
+              '--store-path',
+              store,
+              '--subnet-file',
+              join(dir.path, `${n.name}.env`),
+              '--iface',
+              'eth0',
+            ],
+            { env: { WIREGUARD_KEY_FILE: join(dir.path, `${n.name}.wgkey`) } },
+          );
+          daemons.push(d);
+          await d.waitForLog('ready');
+          expect(env(join(dir.path, `${n.name}.env`)).FLANNEL_MTU).toBe('1420');
+          for (const dev of ['flannel-wg', 'flannel-wg-v6'])
+            expect((await ipJson(n, ['ip', '-j', 'link', 'show', dev]))[0].mtu).toBe(1420);
+        }
+        // Each weftd lease as flannel reads it: one key, BackendData on 51820, BackendV6Data on 51821.
+        const { values } = await embedded.listSubnets();
+        const mine = values.filter((v) => v.key !== written.key);
+        const decoded = await flannelDecodeLeases(mine);
+        for (const [i, d] of decoded.entries()) {
+          expect(d.ok, d.error).toBe(true);
+          expect(d.wireguardError).toBeUndefined();
+          expect(d.wireguard6Error).toBeUndefined();
+          expect(d.wireguard!.Port).toBe(51820);
+          expect(d.wireguard6).toEqual({ PublicKey: d.wireguard!.PublicKey, Port: 51821 });
+          expect(d.value).toBe(mine[i].value);
+          // flannel's addPeer on the flanneld node, per family, from this lease.
+          const sn = d.subnet!;
+          const sn6 = d.subnet6!;
+          await wgos[0].wg([
+            'set',
+            'flannel-wg',
+            'peer',
+            d.wireguard!.PublicKey,
+            'endpoint',
+            `${d.publicIP}:51820`,
+            'allowed-ips',
+            sn,
+          ]);
+          await wgos[1].wg([
+            'set',
+            'flannel-wg-v6',
+            'peer',
+            d.wireguard6!.PublicKey,
+            'endpoint',
+            `[${d.publicIPv6}]:51821`,
+            'allowed-ips',
+            sn6,
+          ]);
+        }
+        const fEnv = join(dir.path, 'flanneld.env');
+        await f.ns.sh(
+          `printf 'FLANNEL_NETWORK=10.244.0.0/16\\nFLANNEL_SUBNET=10.244.200.1/24\\nFLANNEL_IPV6_NETWORK=fd00:10:244::/48\\nFLANNEL_IPV6_SUBNET=fd00:10:244:c8::1/64\\nFLANNEL_MTU=1420\\nFLANNEL_IPMASQ=false\\n' > ${fEnv}`,
+        );
+        for (const n of members) cluster.addPods(n, join(dir.path, `${n.name}.env`), 1);
+        cluster.addPods(f, fEnv, 1);
+        await pingMatrix(cluster, cluster.pods, [4, 6]);
+        // The IPv6 peers were reached over the IPv6 underlay, on flannel-wg-v6's port.
+        const peers6 = (await wgos[1].dump()).slice(1);
+        expect(peers6.map((r) => r[2]).sort()).toEqual([`[${n1.ip6}]:51821`, `[${n2.ip6}]:51821`]);
+        expect(peers6.every((r) => Number(r[4]) > 0)).toBe(true);
+      } finally {
+        for (const d of daemons) await d.stop().catch(() => undefined);
+        for (const w of wgos) await w.stop().catch(() => undefined);
+        cluster.delete();
+        dir.remove();
+      }
+    },
+    90_000,
+  );
 });

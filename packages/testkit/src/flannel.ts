@@ -26,6 +26,11 @@ export interface FlannelDecoded {
   vxlanError?: string;
   vxlan6?: { vni: number; vtepMac: string };
   vxlan6Error?: string;
+  /** wireguard: BackendData and BackendV6Data as its wireguardLeaseAttrs. */
+  wireguard?: { PublicKey: string; Port: number };
+  wireguardError?: string;
+  wireguard6?: { PublicKey: string; Port: number };
+  wireguard6Error?: string;
   /** What flanneld writes back for it: json.Marshal(attrs) and MakeSubnetKey. */
   value?: string;
   key?: string;
@@ -41,6 +46,10 @@ export interface FlannelEncodeRequest {
   vni?: number;
   mac?: string;
   mac6?: string;
+  /** wireguard: the node's key, and ListenPort / ListenPortV6. */
+  publicKey?: string;
+  port?: number;
+  port6?: number;
 }
 
 let built: Promise<string> | undefined;
