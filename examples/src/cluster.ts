@@ -11,7 +11,10 @@ import { installPlugin } from '@weft/cni';
  * (`weftd` from @weft/agent, `weft-cni` from @weft/cni) and Debian's reference CNI plugins: an
  * underlay namespace holding a bridge (198.18.0.1/24), node namespaces plugged into it as `eth0`
  * (198.18.0.11, .12, ...), and pods made by the CNI plugin as a container runtime makes them.
- * Every namespace is named `weft-<tag>-<pid>-<n>` and removed on exit, Ctrl-C included.
+ * Every namespace is named `weft-<tag>-<pid>-<n>` and removed on exit, Ctrl-C included. With
+ * `{ underlay: 'dual' }` the switch and the nodes have IPv6 addresses too (2001:2::1/64,
+ * 2001:2::11, ...: RFC 5180's benchmarking space) and forward IPv6; pods get an address of each
+ * family when subnet.env has both.
  */
 
 const execFileAsync = promisify(execFile);
@@ -91,6 +94,8 @@ export interface ClusterNode {
   ns: Netns;
   /** Underlay address. */
   ip: string;
+  /** Underlay IPv6 address, on a dual-stack underlay. */
+  ip6?: string;
   pods: Pod[];
 }
 
@@ -98,6 +103,8 @@ export interface Pod {
   name: string;
   ns: Netns;
   ip: string;
+  /** Its IPv6 address, when the network has IPv6. */
+  ip6?: string;
   node: ClusterNode;
 }
 
@@ -107,13 +114,22 @@ export class Cluster {
   /** The CNI bin directory (weft-cni installed as `flannel`) and the plugins' state. */
   readonly cniDir = mkdtempSync(join(tmpdir(), 'weft-demo-cni-'));
 
-  constructor(readonly tag: string) {
+  constructor(
+    readonly tag: string,
+    readonly options: { underlay?: 'ipv4' | 'dual' } = {},
+  ) {
     this.underlay = new Netns(tag);
     const u = this.underlay.name;
     execFileSync('ip', ['-n', u, 'link', 'add', 'br0', 'type', 'bridge']);
     execFileSync('ip', ['-n', u, 'addr', 'add', '198.18.0.1/24', 'dev', 'br0']);
+    if (this.dual)
+      execFileSync('ip', ['-n', u, 'addr', 'add', '2001:2::1/64', 'dev', 'br0', 'nodad']);
     execFileSync('ip', ['-n', u, 'link', 'set', 'br0', 'up']);
     installPlugin(join(this.cniDir, 'bin'), { name: 'flannel' });
+  }
+
+  private get dual(): boolean {
+    return this.options.underlay === 'dual';
   }
 
   /** A node namespace on the underlay switch, forwarding IP. */
@@ -134,6 +150,13 @@ export class Cluster {
     });
     execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     const node: ClusterNode = { name: `n${i + 1}`, ns, ip, pods: [] };
+    if (this.dual) {
+      node.ip6 = `2001:2::${11 + i}`;
+      execFileSync('ip', ['-n', ns.name, 'addr', 'add', `${node.ip6}/64`, 'dev', 'eth0', 'nodad']);
+      execFileSync('ip', [
+        ...['netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1'],
+      ]);
+    }
     this.nodes.push(node);
     return node;
   }
@@ -172,12 +195,14 @@ export class Cluster {
       }
       const ips = (prevResult as { ips?: { address: string }[] }).ips;
       if (!ips?.[0]) throw new Error(`CNI ADD gave no address: ${JSON.stringify(prevResult)}`);
-      const pod = {
+      const pod: Pod = {
         name: `${node.name}-pod${node.pods.length + 1}`,
         ns,
         ip: ips[0].address.split('/')[0],
         node,
       };
+      const ip6 = ips.map((a) => a.address.split('/')[0]).find((a) => a.includes(':'));
+      if (ip6) pod.ip6 = ip6;
       node.pods.push(pod);
       added.push(pod);
     }
@@ -214,10 +239,12 @@ export class Cluster {
     return [join(this.cniDir, 'bin'), REFERENCE_CNI_DIR];
   }
 
-  /** Whether `from` reaches `to` (one ping, one second). */
-  async reaches(from: Pod, to: Pod): Promise<boolean> {
+  /** Whether `from` reaches `to` (one ping, `timeoutSeconds`), at its IPv4 or (`family` 6) IPv6 address. */
+  async reaches(from: Pod, to: Pod, timeoutSeconds = 1, family: 4 | 6 = 4): Promise<boolean> {
+    const ip = family === 6 ? to.ip6 : to.ip;
+    if (!ip) return false;
     try {
-      await from.ns.exec(['ping', '-c', '1', '-W', '1', to.ip]);
+      await from.ns.exec(['ping', '-c', '1', '-W', String(timeoutSeconds), ip]);
       return true;
     } catch {
       return false;

@@ -73,6 +73,55 @@ describe.skipIf(!privileged('the three-node demo'))('pnpm demo', () => {
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/weft-demo-/);
   }, 150_000);
 
+  it('--ipv6: a dual-stack cluster (kernel and userspace VXLAN), both matrices complete', () => {
+    const out = execFileSync(process.execPath, [demo, '--ipv6', '--json'], {
+      encoding: 'utf8',
+      timeout: 150_000,
+      env: { ...process.env, WEFT_DEMO_IPERF_SECONDS: '1' },
+    });
+    const summary = JSON.parse(
+      out
+        .split('\n')
+        .find((l) => l.startsWith('summary '))!
+        .slice(8),
+    ) as {
+      leases: number;
+      matrix: Record<string, Record<string, boolean>>;
+      matrix6: Record<string, Record<string, boolean>>;
+      expected: Record<string, boolean>;
+      failures: number;
+      throughput: Record<string, number>;
+      doctor: Record<string, { status: number; ok: number; warn: number; fail: number }>;
+    };
+    expect(summary.leases).toBe(3);
+    // weftd doctor (its IPv4 checks) finds nothing wrong on a dual-stack node either.
+    for (const d of Object.values(summary.doctor)) expect(d).toMatchObject({ status: 0, fail: 0 });
+    // Every vxlan pod reaches every other, in each family: 30 ordered pairs twice.
+    expect(Object.values(summary.expected).filter(Boolean).length).toBe(30);
+    for (const m of [summary.matrix, summary.matrix6])
+      for (const pair of Object.keys(summary.expected)) {
+        const [a, b] = pair.split('>');
+        expect(m[a][b], pair).toBe(true);
+      }
+    expect(summary.failures).toBe(0);
+    expect(Object.keys(summary.throughput).length).toBe(4);
+    expect(Object.values(summary.throughput).every((bps) => bps > 1e6)).toBe(true);
+    expect(out).toMatch(/pod-to-pod reachability over IPv4/);
+    expect(out).toMatch(/pod-to-pod reachability over IPv6/);
+    // Each node's lease has both subnets, both public addresses and a VTEP MAC per family.
+    expect(out).toMatch(
+      /^ {2}10\.244\.\d+\.0\/24 +fd00:10:244:[0-9a-f]+::\/64 +198\.18\.0\.11 +2001:2::11 +vxlan +([0-9a-f]{2}:){5}[0-9a-f]{2} +([0-9a-f]{2}:){5}[0-9a-f]{2} /m,
+    );
+    const podLines = out.match(/^ {4}pods .*: CNI ADD through weft-cni/gm) ?? [];
+    expect(podLines.length).toBe(3);
+    for (const line of podLines)
+      expect(line).toMatch(
+        /pods 10\.244\.\d+\.2 fd00:10:244:[0-9a-f]+::2, 10\.244\.\d+\.3 fd00:10:244:[0-9a-f]+::3:/,
+      );
+    expect(out).toMatch(/tearing down\n$/);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/weft-demo-/);
+  }, 180_000);
+
   it('tears everything down on Ctrl-C (SIGINT to its process group, as a terminal sends it)', async () => {
     const tempDirsBefore = leftovers(0).tempDirs;
     const child = spawn(process.execPath, [demo], {

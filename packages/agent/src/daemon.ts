@@ -1,11 +1,13 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { type Cidr4, formatCidr, formatMac, randomMac, WeftError } from '@weft/core';
+import { formatCidr, formatMac, randomMac, WeftError } from '@weft/core';
 import { loadOrCreateKeyFile } from '@weft/dataplane';
 import { Rtnl, RtnType } from '@weft/netlink';
 import {
   EmbeddedStore,
   EtcdStore,
+  type Lease,
+  type LeaseAttrs,
   type NetworkConfig,
   previousSubnets,
   readSubnetEnv,
@@ -13,17 +15,18 @@ import {
   type SubnetStore,
   subnetEnvText,
   vxlanLeaseData,
+  vxlanLeaseDataV6,
   writeSubnetEnv,
 } from '@weft/subnet';
 import type { Logger as PinoLogger } from 'pino';
-import { BRING_UP, type Dataplane } from './dataplane.js';
+import { BRING_UP, type Dataplane, type FamilySetup, udpIpv4Only } from './dataplane.js';
 import type { Options } from './flags.js';
 import { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
 import { type RemoteNode, vtepAddress } from './kernel.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type TrafficRules, trafficRules } from './traffic.js';
-import { findUnderlay } from './underlay.js';
-import { type WireguardContext, wireguardLeaseData } from './wireguard.js';
+import { findUnderlay, waitForIpv6 } from './underlay.js';
+import { type WireguardContext, wireguardLeaseData, wireguardOneDevice } from './wireguard.js';
 
 /** The `code` of each WeftError weftd's start fails with (besides its packages' own). */
 export const DaemonErrorCode = {
@@ -76,6 +79,7 @@ export class Daemon {
   /** wireguard: this node's key pair (kept in the key file) and ports. */
   private wireguard: WireguardContext | undefined;
   private wireguardPort = 51820;
+  private wireguardPort6 = 51821;
   private vni = 1;
   private servers: Server[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -88,6 +92,8 @@ export class Daemon {
   private dirty = false;
   private stopped = false;
   private readonly skippedKeys = new Set<string>();
+  /** The families the network config enables (what the dataplane forwards). */
+  private dataplaneFamilies = { ipv4: true, ipv6: false };
 
   constructor(
     readonly options: Options,
@@ -157,23 +163,28 @@ export class Daemon {
       this.servers.push(await startMetricsServer(o.healthzIp, o.metricsPort, this.status));
     this.nl = Rtnl.open();
     const config = await this.networkConfig();
-    if (!config.network)
-      throw new WeftError(
-        DaemonErrorCode.backend,
-        'the network config has no IPv4 Network; weftd needs one',
-      );
-    const network = config.network;
-    const underlay = await findUnderlay(this.nl, o, this.log);
     this.backendType = o.backendType ?? config.backend.type;
+    // Before anything is leased or created: a udp node cannot carry IPv6 (flannel's neither).
+    if (this.backendType === 'udp' && config.enableIpv6) throw udpIpv4Only();
+    // flannel's Mode auto/ipv4/ipv6 carry both families in one device; weftd builds separate ones.
+    const wgMode = config.backend.type === 'wireguard' ? config.backend.mode : 'separate';
+    if (this.backendType === 'wireguard' && config.enableIpv6 && wgMode !== 'separate')
+      throw wireguardOneDevice(wgMode);
+    const families = { ipv4: config.enableIpv4, ipv6: config.enableIpv6 };
+    this.dataplaneFamilies = families;
+    const underlay = await findUnderlay(this.nl, o, this.log, families);
+    if (families.ipv6) await waitForIpv6(this.nl, underlay, this.log);
     const vx = config.backend.type === 'vxlan' ? config.backend : undefined;
     this.vni = vx?.vni ?? 1;
     this.log.info(
       {
         store: this.store.description,
-        network: formatCidr(network),
+        network: config.network ? formatCidr(config.network) : undefined,
+        ipv6Network: config.ipv6Network ? formatCidr(config.ipv6Network) : undefined,
         backend: this.backendType,
         iface: underlay.iface.name,
         publicIp: underlay.publicIp,
+        publicIpv6: underlay.publicIpv6,
         rules: config.enableNftables ? 'nftables' : 'iptables',
       },
       'starting',
@@ -183,10 +194,17 @@ export class Daemon {
         { publicIpv6: o.publicIpv6 },
         '--public-ipv6 is not used: the network config does not enable IPv6',
       );
+    if (o.publicIp && !config.enableIpv4)
+      this.log.info(
+        { publicIp: o.publicIp },
+        '--public-ip is not used: the network config is IPv6-only (EnableIPv4 false)',
+      );
 
-    // The VTEP MAC survives restarts: it is read back from this node's lease when there is one.
-    const existing = await this.manager.leaseFor(underlay.publicIp);
+    // The VTEP MACs survive restarts: they are read back from this node's lease when there is one.
+    const existing = await this.manager.leaseFor(underlay.publicIp, underlay.publicIpv6);
     const vtepMac = (existing && vxlanLeaseData(existing.attrs)?.vtepMac) ?? formatMac(randomMac());
+    const vtepMac6 =
+      (existing && vxlanLeaseDataV6(existing.attrs)?.vtepMac) ?? formatMac(randomMac());
     if (this.backendType === 'wireguard') {
       // flannel keeps the key in /run/flannel/wgkey ($WIREGUARD_KEY_FILE): made once, read back after.
       const keyFile = process.env.WIREGUARD_KEY_FILE || '/run/flannel/wgkey';
@@ -206,47 +224,70 @@ export class Daemon {
         mode: o.wireguardMode,
       };
       this.wireguardPort = config.backend.type === 'wireguard' ? config.backend.listenPort : 51820;
+      this.wireguardPort6 =
+        config.backend.type === 'wireguard' ? config.backend.listenPortV6 : 51821;
     }
-    const attrs =
-      this.backendType === 'vxlan'
-        ? {
-            publicIp: underlay.publicIp,
-            backendType: 'vxlan',
-            backendData: { VNI: this.vni, VtepMAC: vtepMac },
-          }
-        : this.backendType === 'wireguard'
-          ? {
-              publicIp: underlay.publicIp,
-              backendType: 'wireguard',
-              // flannel's wireguardLeaseAttrs: the key peers need, and the port to reach us on.
-              backendData: { PublicKey: this.wireguard!.publicKey, Port: this.wireguardPort },
-            }
-          : { publicIp: underlay.publicIp, backendType: this.backendType };
+    const vxlan = this.backendType === 'vxlan';
+    // flannel's newSubnetAttrs: per family its public address and, for vxlan, its device's VNI and MAC.
+    const attrs: LeaseAttrs = { backendType: this.backendType };
+    if (families.ipv4) {
+      attrs.publicIp = underlay.publicIp;
+      if (vxlan) attrs.backendData = { VNI: this.vni, VtepMAC: vtepMac };
+      // flannel's wireguardLeaseAttrs: the key peers need, and the port to reach us on.
+      if (this.wireguard)
+        attrs.backendData = { PublicKey: this.wireguard.publicKey, Port: this.wireguardPort };
+    }
+    if (families.ipv6) {
+      attrs.publicIpv6 = underlay.publicIpv6;
+      if (vxlan) attrs.backendV6Data = { VNI: this.vni, VtepMAC: vtepMac6 };
+      // flannel-wg-v6 has the same key; peers reach it on ListenPortV6.
+      if (this.wireguard)
+        attrs.backendV6Data = { PublicKey: this.wireguard.publicKey, Port: this.wireguardPort6 };
+    }
     const previous = previousSubnets(readSubnetEnv(o.subnetFile));
     this.keeper = new LeaseKeeper(this.manager, this.log);
-    const lease = await this.keeper.acquire(attrs, previous.subnet, existing !== undefined);
+    const lease = await this.keeper.acquire(attrs, previous, existing !== undefined);
     this.log.info(
       {
         subnet: lease.subnet,
+        subnet6: lease.subnet6,
         expiresAt: lease.expiresAt,
-        vtepMac: this.backendType === 'vxlan' ? vtepMac : undefined,
+        vtepMac: vxlan && families.ipv4 ? vtepMac : undefined,
+        vtepMac6: vxlan && families.ipv6 ? vtepMac6 : undefined,
       },
       'lease acquired',
     );
 
+    const setups: FamilySetup[] = [];
+    if (families.ipv4)
+      setups.push({
+        family: 4,
+        network: config.network!,
+        publicIp: underlay.publicIp!,
+        connected: underlay.connected,
+        nodeAddress: vtepAddress(leaseSubnet(lease, 4)),
+        vtepMac,
+      });
+    if (families.ipv6)
+      setups.push({
+        family: 6,
+        network: config.ipv6Network!,
+        publicIp: underlay.publicIpv6!,
+        connected: underlay.connected6,
+        nodeAddress: vtepAddress(leaseSubnet(lease, 6)),
+        vtepMac: vtepMac6,
+      });
     this.dataplane = await BRING_UP[this.backendType]({
       nl: this.nl,
       log: this.log,
       config,
-      network,
       underlay,
-      nodeAddress: vtepAddress(lease.subnet),
-      vtepMac,
+      families: setups,
       vni: this.vni,
       vxlanMode: o.vxlanMode,
       wireguard: this.wireguard,
     });
-    await this.setUpTrafficRules(config, network, lease.subnet);
+    await this.setUpTrafficRules(config, lease);
 
     this.subnetFileBefore = readOrNull(o.subnetFile);
     const mtu = this.dataplane.mtu;
@@ -278,34 +319,45 @@ export class Daemon {
     this.timers.push(t);
   }
 
-  /** --ip-masq, the FORWARD accepts and --ip-blackhole-route, kept in place every --iptables-resync. */
-  private async setUpTrafficRules(
-    config: NetworkConfig,
-    network: Cidr4,
-    subnet: string,
-  ): Promise<void> {
+  /** --ip-masq, the FORWARD accepts and --ip-blackhole-route, per family, kept in place every --iptables-resync. */
+  private async setUpTrafficRules(config: NetworkConfig, lease: Lease): Promise<void> {
     const o = this.options;
     const kind = config.enableNftables ? 'nftables' : 'iptables';
-    const masq = o.ipMasq
-      ? { network: formatCidr(network), subnet, fullyRandom: !o.ipMasqFullyRandomDisable }
-      : undefined;
-    const forward = o.iptablesForwardRules ? formatCidr(network) : undefined;
-    if (masq || forward) {
-      this.traffic = trafficRules(kind, masq, forward);
+    const masqFor = (network: string | undefined, subnet: string | undefined) =>
+      o.ipMasq && network && subnet
+        ? { network, subnet, fullyRandom: !o.ipMasqFullyRandomDisable }
+        : undefined;
+    const network4 = config.network ? formatCidr(config.network) : undefined;
+    const network6 = config.ipv6Network ? formatCidr(config.ipv6Network) : undefined;
+    const masq = masqFor(network4, lease.subnet);
+    const masq6 = masqFor(network6, lease.subnet6);
+    const forward = o.iptablesForwardRules ? network4 : undefined;
+    const forward6 = o.iptablesForwardRules ? network6 : undefined;
+    const subnets = [lease.subnet, lease.subnet6].filter((x): x is string => x !== undefined);
+    if (masq || masq6 || forward || forward6) {
+      this.traffic = trafficRules(kind, masq, forward, { masq: masq6, forward: forward6 });
       await this.traffic.cleanUpOther().catch(() => undefined);
+      const what = [(masq || masq6) && 'masquerade', (forward || forward6) && 'forward'].filter(
+        Boolean,
+      );
       try {
         await this.traffic.ensure();
         this.log.info(
-          { rules: kind, masquerade: masq !== undefined, forward: forward !== undefined },
-          `${kind}: ${[masq && 'masquerade', forward && 'forward'].filter(Boolean).join(' and ')} rules in place`,
+          {
+            rules: kind,
+            masquerade: masq !== undefined || masq6 !== undefined,
+            forward: forward !== undefined || forward6 !== undefined,
+            families: [network4 && 'IPv4', network6 && 'IPv6'].filter(Boolean),
+          },
+          `${kind}: ${what.join(' and ')} rules in place`,
         );
       } catch (err) {
         // flannel: masquerading that cannot be set up is fatal, forward rules are logged.
-        if (masq) throw err;
+        if (masq || masq6) throw err;
         const message = (err as Error).message;
         this.log.error({ err: message }, 'the forward rules could not be set up');
         // Without the tool there is nothing to check every few seconds: said once is enough.
-        if (/needs (iptables|nft): install it/.test(message)) return this.blackhole(subnet);
+        if (/needs (ip6?tables|nft): install it/.test(message)) return this.blackhole(subnets);
       }
       this.every(o.iptablesResyncSeconds, () => {
         void this.traffic?.ensure().then(
@@ -318,92 +370,153 @@ export class Daemon {
         );
       });
     }
-    await this.blackhole(subnet);
+    await this.blackhole(subnets);
   }
 
-  /** --ip-blackhole-route, checked every --iptables-resync seconds as flannel does. */
-  private async blackhole(subnet: string): Promise<void> {
+  /** --ip-blackhole-route for each of our subnets, checked every --iptables-resync seconds as flannel does. */
+  private async blackhole(subnets: string[]): Promise<void> {
     const o = this.options;
-    if (o.ipBlackholeRoute) {
-      const nl = this.nl!;
-      // flannel's AddBlackholeV4Route: added when missing, never replacing a route for the subnet
-      // another owner has (a bridge's): that one fails, and is said so.
-      const ensure = async () => {
-        const have = (await nl.routes({ family: 4 })).some(
-          (r) => r.type === RtnType.blackhole && r.dst === subnet,
-        );
-        if (!have) await nl.addRoute({ dst: subnet, type: RtnType.blackhole });
-        return !have;
-      };
-      await ensure().then(
+    if (!o.ipBlackholeRoute) return;
+    const nl = this.nl!;
+    // flannel's AddBlackholeV4Route / AddBlackholeV6Route: added when missing, never replacing a
+    // route for the subnet another owner has (a bridge's): that one fails, and is said so.
+    const ensure = async (subnet: string) => {
+      const family = subnet.includes(':') ? 6 : 4;
+      const have = (await nl.routes({ family })).some(
+        (r) => r.type === RtnType.blackhole && r.dst === subnet,
+      );
+      if (!have) await nl.addRoute({ dst: subnet, type: RtnType.blackhole });
+      return !have;
+    };
+    for (const subnet of subnets) {
+      await ensure(subnet).then(
         () => this.log.info({ subnet }, 'blackhole route for this subnet in place'),
         (err: Error) =>
-          this.log.error({ err: err.message }, 'the blackhole route could not be added'),
+          this.log.error({ subnet, err: err.message }, 'the blackhole route could not be added'),
       );
-      this.every(o.iptablesResyncSeconds, () => {
-        void ensure().then(
+    }
+    this.every(o.iptablesResyncSeconds, () => {
+      for (const subnet of subnets)
+        void ensure(subnet).then(
           (added) =>
             added && this.log.warn({ subnet }, 'the blackhole route was missing; put back'),
           (err: Error) =>
-            this.log.error({ err: err.message }, 'checking the blackhole route failed'),
+            this.log.error({ subnet, err: err.message }, 'checking the blackhole route failed'),
         );
-      });
-    }
+    });
   }
 
-  /** The remote nodes this node forwards to: leases of its own backend type (and VNI). */
+  /** Says once per lease why it is skipped (in whole or in one family). */
+  private skip(key: string, level: 'info' | 'warn', obj: object, msg: string): void {
+    const id = `${key} ${msg}`;
+    if (this.skippedKeys.has(id)) return;
+    this.skippedKeys.add(id);
+    this.log[level](obj, msg);
+  }
+
+  /**
+   * The remote nodes this node forwards to: leases of its own backend type (and VNI), each with
+   * the families both it and this node have (vxlan: with that family's VtepMAC).
+   */
   private remoteNodes(): RemoteNode[] {
     const nodes: RemoteNode[] = [];
+    const config = this.dataplaneFamilies;
     for (const l of this.keeper?.leases() ?? []) {
+      const where = { subnet: l.subnet, subnet6: l.subnet6 };
       if (l.attrs.backendType !== this.backendType) {
-        if (!this.skippedKeys.has(l.key)) {
-          this.skippedKeys.add(l.key);
-          this.log.info(
-            { subnet: l.subnet, backend: l.attrs.backendType },
-            `not forwarding to a ${l.attrs.backendType} node: a ${this.backendType} node reaches only ${this.backendType} nodes`,
-          );
-        }
+        this.skip(
+          l.key,
+          'info',
+          { ...where, backend: l.attrs.backendType },
+          `not forwarding to a ${l.attrs.backendType} node: a ${this.backendType} node reaches only ${this.backendType} nodes`,
+        );
         continue;
       }
       if (this.backendType === 'wireguard') {
+        // flannel's handleSubnetEvents, Mode separate: each family with its own BackendData.
+        const node: RemoteNode = { key: l.key };
         const wg = wireguardLeaseData(l.attrs.backendData);
-        if (!wg) {
-          if (!this.skippedKeys.has(l.key)) {
-            this.skippedKeys.add(l.key);
-            this.log.warn(
-              { subnet: l.subnet },
-              'skipping a wireguard lease without a PublicKey in its BackendData',
-            );
-          }
-          continue;
-        }
+        const wg6 = wireguardLeaseData(l.attrs.backendV6Data);
         // flannel: a lease without a Port (an older flannel) is reached on our own port.
-        nodes.push({
-          key: l.key,
-          subnet: l.subnet,
-          publicIp: l.attrs.publicIp,
-          publicKey: wg.publicKey,
-          port: wg.port || this.wireguardPort,
-        });
-        continue;
-      }
-      const data = vxlanLeaseData(l.attrs);
-      if (this.backendType === 'vxlan' && (!data || data.vni !== this.vni)) {
-        if (!this.skippedKeys.has(l.key)) {
-          this.skippedKeys.add(l.key);
-          this.log.warn(
-            { subnet: l.subnet },
-            `skipping a vxlan lease without VtepMAC or with another VNI than ${this.vni}`,
+        if (config.ipv4 && l.subnet && l.attrs.publicIp && wg)
+          Object.assign(node, {
+            subnet: l.subnet,
+            publicIp: l.attrs.publicIp,
+            publicKey: wg.publicKey,
+            port: wg.port || this.wireguardPort,
+          });
+        if (config.ipv6 && l.subnet6 && l.attrs.publicIpv6 && wg6)
+          Object.assign(node, {
+            subnet6: l.subnet6,
+            publicIpv6: l.attrs.publicIpv6,
+            publicKey6: wg6.publicKey,
+            port6: wg6.port || this.wireguardPort6,
+          });
+        if (node.subnet || node.subnet6) nodes.push(node);
+        else
+          this.skip(
+            l.key,
+            'warn',
+            where,
+            'skipping a wireguard lease without a PublicKey in its BackendData (BackendV6Data for IPv6) for a family this node has',
           );
-        }
         continue;
       }
-      nodes.push({
-        key: l.key,
-        subnet: l.subnet,
-        publicIp: l.attrs.publicIp,
-        vtepMac: data?.vtepMac,
-      });
+      const node: RemoteNode = { key: l.key };
+      const vxlan = this.backendType === 'vxlan';
+      if (config.ipv4 && l.subnet && l.attrs.publicIp) {
+        const data = vxlanLeaseData(l.attrs);
+        if (vxlan && (!data || data.vni !== this.vni))
+          this.skip(
+            l.key,
+            'warn',
+            where,
+            `not forwarding IPv4 to a vxlan lease without BackendData.VtepMAC or with another VNI than ${this.vni}`,
+          );
+        else
+          Object.assign(node, {
+            subnet: l.subnet,
+            publicIp: l.attrs.publicIp,
+            vtepMac: data?.vtepMac,
+          });
+      }
+      if (config.ipv6 && l.subnet6 && l.attrs.publicIpv6) {
+        const data = vxlanLeaseDataV6(l.attrs);
+        if (vxlan && (!data || data.vni !== this.vni))
+          this.skip(
+            l.key,
+            'warn',
+            where,
+            `not forwarding IPv6 to a vxlan lease without BackendV6Data.VtepMAC or with another VNI than ${this.vni}`,
+          );
+        else
+          Object.assign(node, {
+            subnet6: l.subnet6,
+            publicIpv6: l.attrs.publicIpv6,
+            vtepMac6: data?.vtepMac,
+          });
+      } else if (config.ipv6 && config.ipv4 && node.subnet)
+        this.skip(
+          l.key,
+          'info',
+          where,
+          'reaching this node over IPv4 only: its lease has no IPv6 subnet or PublicIPv6',
+        );
+      if (config.ipv4 && config.ipv6 && node.subnet6 && !node.subnet)
+        this.skip(
+          l.key,
+          'info',
+          where,
+          'reaching this node over IPv6 only: its lease has no IPv4 subnet or PublicIP',
+        );
+      if (node.subnet || node.subnet6) nodes.push(node);
+      else if (!l.subnet && config.ipv4 && !config.ipv6)
+        this.skip(
+          l.key,
+          'info',
+          where,
+          'not forwarding to an IPv6-only node: this node is IPv4-only',
+        );
     }
     return nodes;
   }
@@ -446,6 +559,7 @@ export class Daemon {
       this.log.info(
         {
           subnet: this.keeper?.lease?.subnet,
+          subnet6: this.keeper?.lease?.subnet6,
           mode: this.dataplane!.mode,
           remoteNodes: nodes.length,
         },
@@ -486,4 +600,15 @@ export class Daemon {
     this.nl?.close();
     await this.store?.close();
   }
+}
+
+/** The lease's subnet of one family (the manager leases one of each family the config enables). */
+function leaseSubnet(lease: Lease, family: 4 | 6): string {
+  const subnet = family === 4 ? lease.subnet : lease.subnet6;
+  if (!subnet)
+    throw new WeftError(
+      DaemonErrorCode.backend,
+      `the lease ${lease.key} has no IPv${family} subnet though the network config enables IPv${family}`,
+    );
+  return subnet;
 }

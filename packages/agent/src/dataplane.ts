@@ -1,4 +1,4 @@
-import { type Cidr4, formatCidr, WeftError } from '@weft/core';
+import { type Cidr, formatCidr, WeftError } from '@weft/core';
 import { type Backend, type CounterSnapshot, UdpBackend, VxlanBackend } from '@weft/dataplane';
 import { AddressFamily, type Rtnl, type RtnlEvent, RtnlMonitor } from '@weft/netlink';
 import type { NetworkConfig } from '@weft/subnet';
@@ -6,6 +6,8 @@ import type { Logger as PinoLogger } from 'pino';
 import {
   chooseVxlanMode,
   DirectRoutes,
+  type FamilyNode,
+  familyNodes,
   KernelVxlan,
   onSameLink,
   type RemoteNode,
@@ -33,9 +35,9 @@ export type Health = { ok: true } | { ok: false; reason: string };
  */
 export interface Dataplane {
   readonly mode: Mode;
-  /** The MTU pods get (FLANNEL_MTU). */
+  /** The MTU pods get (FLANNEL_MTU): the smallest of the devices' (IPv6's outer header is larger). */
   readonly mtu: number;
-  /** Forwards to exactly these nodes; sets nothing that is already right. */
+  /** Forwards to exactly these nodes, in every family they and we have; sets nothing that is already right. */
   sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }>;
   /** Whether traffic can flow now, and if not, why (what /readyz says). */
   health(): Health;
@@ -47,16 +49,34 @@ export interface Dataplane {
   close(options?: { undo?: boolean }): Promise<void>;
 }
 
+/** One address family's dataplane (flannel.1, flannel-v6.1, IPv4 or IPv6 routes): a Dataplane over that family's nodes. */
+export interface FamilyDataplane extends Omit<Dataplane, 'sync'> {
+  sync(nodes: FamilyNode[]): Promise<{ added: number; removed: number }>;
+}
+
+/** One address family of this node, as a mode's bring-up needs it. */
+export interface FamilySetup {
+  family: 4 | 6;
+  /** The cluster network of the family (Network, IPv6Network). */
+  network: Cidr;
+  /** This node's underlay address in the family (PublicIP, PublicIPv6). */
+  publicIp: string;
+  /** The underlay's own networks in the family (DirectRouting's "same link"). */
+  connected: Cidr[];
+  /** Our VTEP (or node) address: our subnet's first address in the family. */
+  nodeAddress: string;
+  /** vxlan: the VTEP MAC of this family's device (flannel.<VNI>, flannel-v6.<VNI>). */
+  vtepMac: string;
+}
+
 /** What a mode's bring-up gets from the daemon. */
 export interface DataplaneContext {
   nl: Rtnl;
   log: PinoLogger;
   config: NetworkConfig;
-  network: Cidr4;
   underlay: Underlay;
-  /** Our VTEP (or node) address: our subnet's first address. */
-  nodeAddress: string;
-  vtepMac: string;
+  /** The families the network enables, IPv4 first. */
+  families: FamilySetup[];
   vni: number;
   vxlanMode: 'kernel' | 'userspace' | 'auto';
   /** wireguard: this node's key pair and --wireguard-mode. */
@@ -122,12 +142,12 @@ function watchKernel(
 }
 
 /** The kernel's VXLAN, programmed as flannel programs it, recreated when deleted. */
-async function kernelVxlan(ctx: DataplaneContext, kernel: KernelVxlan): Promise<Dataplane> {
+async function kernelVxlan(ctx: DataplaneContext, kernel: KernelVxlan): Promise<FamilyDataplane> {
   const { log } = ctx;
   const name = kernel.options.name;
   const serial = new Serial();
   const repairs = { device: 0, entries: 0 };
-  let nodes: RemoteNode[] = [];
+  let nodes: FamilyNode[] = [];
   let lost: string | undefined;
   let closed = false;
 
@@ -229,12 +249,13 @@ export async function userspace(
   ctx: DataplaneContext,
   mode: 'userspace-vxlan' | 'userspace-udp' | 'userspace-wireguard',
   open: () => Backend,
-): Promise<Dataplane> {
+  family: 4 | 6 = 4,
+): Promise<FamilyDataplane> {
   const { log } = ctx;
   let backend = open();
   const indexOf = async () => (await ctx.nl.link(backend.deviceName))?.index;
   let deviceIndex = await indexOf();
-  let nodes: RemoteNode[] = [];
+  let nodes: FamilyNode[] = [];
   let lost: string | undefined;
   let closed = false;
   const repairs = { device: 0, entries: 0 };
@@ -246,9 +267,10 @@ export async function userspace(
       ? 'userspace dataplane up, with segmentation and coalescing offloads'
       : 'userspace dataplane up, without offloads',
   );
-  const toBackend = (list: RemoteNode[]) =>
+  const toBackend = (list: FamilyNode[]) =>
     list.map((n) => ({
-      subnet: n.subnet,
+      // An IPv6 VTEP (flannel-v6.<VNI>) takes its nodes' IPv6 subnets as subnet6.
+      ...(family === 6 ? { subnet6: n.subnet } : { subnet: n.subnet }),
       publicIp: n.publicIp,
       vtepMac: n.vtepMac,
       name: n.key,
@@ -336,13 +358,13 @@ export async function userspace(
   };
 }
 
-/** host-gw: a route per node over the underlay; routes removed by hand are put back. */
-async function hostGw(ctx: DataplaneContext): Promise<Dataplane> {
+/** host-gw, one family: a route per node via its public IP (IPv6) over the underlay; routes removed by hand are put back. */
+async function hostGwFamily(ctx: DataplaneContext, f: FamilySetup): Promise<FamilyDataplane> {
   const { log, underlay } = ctx;
-  const direct = new DirectRoutes(ctx.nl, { network: ctx.network, iface: underlay.iface }, log);
+  const direct = new DirectRoutes(ctx.nl, { network: f.network, iface: underlay.iface }, log);
   const serial = new Serial();
   const repairs = { device: 0, entries: 0 };
-  let nodes: RemoteNode[] = [];
+  let nodes: FamilyNode[] = [];
   let lost: string | undefined;
   const apply = () => serial.run(() => direct.sync(nodes));
   const monitor = watchKernel(
@@ -382,6 +404,11 @@ async function hostGw(ctx: DataplaneContext): Promise<Dataplane> {
   };
 }
 
+/** host-gw in every family the network enables. */
+async function hostGw(ctx: DataplaneContext): Promise<Dataplane> {
+  return dualStack(ctx, (f) => hostGwFamily(ctx, f));
+}
+
 /** alloc: a subnet and nothing else (flannel's alloc backend); the MTU is the underlay's. */
 async function alloc(ctx: DataplaneContext): Promise<Dataplane> {
   return {
@@ -395,44 +422,72 @@ async function alloc(ctx: DataplaneContext): Promise<Dataplane> {
   };
 }
 
-/** vxlan: the kernel's VXLAN or weft's userspace VTEP (--vxlan-mode), flannel's MTU rule. */
+/** The VXLAN header overhead per underlay family: outer IPv4 (20) or IPv6 (40), UDP 8, VXLAN 8, inner Ethernet 14. */
+const VXLAN_OVERHEAD = { 4: 50, 6: 70 } as const;
+
+/**
+ * vxlan: the kernel's VXLAN or weft's userspace VTEP (--vxlan-mode), one device per family as
+ * flannel has them: `flannel.<VNI>` over the IPv4 underlay carrying IPv4, `flannel-v6.<VNI>` over
+ * the IPv6 underlay carrying IPv6, each with its own VTEP MAC. Each device's MTU is the underlay's
+ * (Backend.MTU, else the interface's) less its encapsulation: 50 bytes over IPv4, 70 over IPv6.
+ */
 async function vxlan(ctx: DataplaneContext): Promise<Dataplane> {
   const { log, underlay, nl } = ctx;
   const vx = ctx.config.backend.type === 'vxlan' ? ctx.config.backend : undefined;
-  // flannel's Backend.MTU is the underlay MTU; the device gets 50 less (pkg/backend/vxlan).
   const underlayMtu = vx?.mtu || underlay.iface.mtu || 1500;
-  const name = `flannel.${ctx.vni}`;
-  const kernel =
+  const devices = ctx.families.map((f) => ({
+    f,
+    name: f.family === 4 ? `flannel.${ctx.vni}` : `flannel-v6.${ctx.vni}`,
+    mtu: underlayMtu - VXLAN_OVERHEAD[f.family],
+  }));
+  const kernels =
     ctx.vxlanMode === 'userspace'
       ? undefined
-      : new KernelVxlan(
-          nl,
-          {
-            name,
-            vni: ctx.vni,
-            port: vx?.port ?? 0,
-            publicIp: underlay.publicIp,
-            iface: underlay.iface,
-            mtu: underlayMtu - 50,
-            vtepMac: ctx.vtepMac,
-            vtepAddress: ctx.nodeAddress,
-            network: ctx.network,
-            gbp: vx?.gbp ?? false,
-            learning: vx?.learning ?? false,
-          },
-          log,
+      : devices.map(
+          (d) =>
+            new KernelVxlan(
+              nl,
+              {
+                name: d.name,
+                vni: ctx.vni,
+                port: vx?.port ?? 0,
+                publicIp: d.f.publicIp,
+                iface: underlay.iface,
+                mtu: d.mtu,
+                vtepMac: d.f.vtepMac,
+                vtepAddress: d.f.nodeAddress,
+                network: d.f.network,
+                gbp: vx?.gbp ?? false,
+                learning: vx?.learning ?? false,
+              },
+              log,
+            ),
         );
-  const choice = await chooseVxlanMode(ctx.vxlanMode, async () => kernel?.setup());
-  if (choice.kernel && kernel) {
-    log.info({ device: name, reason: choice.reason }, "vxlan: programming the kernel's VXLAN");
+  const undo = async () => {
+    for (const k of kernels ?? []) if (k.created) await k.remove().catch(() => undefined);
+  };
+  const choice = await chooseVxlanMode(ctx.vxlanMode, async () => {
+    for (const k of kernels ?? []) await k.setup();
+  }).catch(async (err) => {
+    await undo();
+    throw err;
+  });
+  if (choice.kernel && kernels) {
+    log.info(
+      { devices: devices.map((d) => d.name), reason: choice.reason },
+      "vxlan: programming the kernel's VXLAN",
+    );
     try {
-      const dp = await kernelVxlan(ctx, kernel);
-      return vx?.directRouting ? withDirectRoutes(ctx, dp) : dp;
+      return await dualStack(ctx, async (f) => {
+        const dp = await kernelVxlan(ctx, kernels[ctx.families.indexOf(f)]);
+        return vx?.directRouting ? withDirectRoutes(ctx, f, dp) : dp;
+      });
     } catch (err) {
-      if (kernel.created) await kernel.remove().catch(() => undefined);
+      await undo();
       throw err;
     }
   }
+  await undo();
   log.info({ reason: choice.reason }, "vxlan: running weft's userspace VTEP");
   if (vx?.gbp)
     throw new WeftError(
@@ -440,39 +495,54 @@ async function vxlan(ctx: DataplaneContext): Promise<Dataplane> {
       'Backend.GBP is not supported by the userspace VTEP: use --vxlan-mode kernel',
     );
   if (vx?.directRouting)
-    log.warn(
+    log.info(
       {},
-      'Backend.DirectRouting is not applied by the userspace VTEP: every node is reached over VXLAN',
+      "Backend.DirectRouting with the userspace VTEP: nodes on the underlay's own networks get a direct route (more specific than the device's), the VTEP still knows every node",
     );
-  // A kernel-mode run before this one leaves its device behind (as flannel does): it has our name.
-  const leftover = await nl.link(name);
-  if (leftover?.kind === 'vxlan') {
-    log.info({ device: leftover.name }, 'removing the kernel VXLAN device a kernel-mode run left');
-    await nl.deleteLink(leftover.index);
-  }
-  const dp = await userspace(ctx, 'userspace-vxlan', () =>
-    VxlanBackend.open({
-      deviceName: name,
-      vni: ctx.vni,
-      port: vx?.port || 8472,
-      vtepMac: ctx.vtepMac,
-      vtepAddress: ctx.nodeAddress,
-      network: formatCidr(ctx.network),
-      publicIp: underlay.publicIp,
-      underlayMtu,
-    }),
-  );
-  return vx?.directRouting ? withDirectRoutes(ctx, dp) : dp;
+  return dualStack(ctx, async (f) => {
+    const d = devices[ctx.families.indexOf(f)];
+    // A kernel-mode run before this one leaves its device behind (as flannel does): it has our name.
+    const leftover = await nl.link(d.name);
+    if (leftover?.kind === 'vxlan') {
+      log.info(
+        { device: leftover.name },
+        'removing the kernel VXLAN device a kernel-mode run left',
+      );
+      await nl.deleteLink(leftover.index);
+    }
+    const dp = await userspace(
+      ctx,
+      'userspace-vxlan',
+      () =>
+        VxlanBackend.open({
+          deviceName: d.name,
+          vni: ctx.vni,
+          port: vx?.port || 8472,
+          vtepMac: f.vtepMac,
+          ...(f.family === 4
+            ? { vtepAddress: f.nodeAddress, network: formatCidr(f.network) }
+            : { vtepAddress6: f.nodeAddress, network6: formatCidr(f.network) }),
+          publicIp: f.publicIp,
+          underlayMtu,
+        }),
+      f.family,
+    );
+    return vx?.directRouting ? withDirectRoutes(ctx, f, dp) : dp;
+  });
 }
 
 /**
- * vxlan's DirectRouting: nodes on the underlay's own networks are reached by a route via their
- * public IP instead of the tunnel (the kernel's VXLAN then holds no entries for them).
+ * vxlan's DirectRouting, one family: nodes on the underlay's own networks are reached by a route
+ * via their public IP (IPv6) instead of the tunnel (the kernel's VXLAN then holds no entries for them).
  */
-function withDirectRoutes(ctx: DataplaneContext, inner: Dataplane): Dataplane {
+function withDirectRoutes(
+  ctx: DataplaneContext,
+  f: FamilySetup,
+  inner: FamilyDataplane,
+): FamilyDataplane {
   const direct = new DirectRoutes(
     ctx.nl,
-    { network: ctx.network, iface: ctx.underlay.iface },
+    { network: f.network, iface: ctx.underlay.iface },
     ctx.log,
   );
   return {
@@ -487,7 +557,7 @@ function withDirectRoutes(ctx: DataplaneContext, inner: Dataplane): Dataplane {
     counters: () => inner.counters(),
     close: (o) => inner.close(o),
     async sync(nodes) {
-      const onLink = nodes.filter((n) => onSameLink(n.publicIp, ctx.underlay.connected));
+      const onLink = nodes.filter((n) => onSameLink(n.publicIp, f.connected));
       const keys = new Set(onLink.map((n) => n.key));
       const r = await inner.sync(
         inner.mode === 'kernel-vxlan' ? nodes.filter((n) => !keys.has(n.key)) : nodes,
@@ -498,6 +568,94 @@ function withDirectRoutes(ctx: DataplaneContext, inner: Dataplane): Dataplane {
   };
 }
 
+/** Sums counter snapshots: their numbers, and records of numbers (drops by reason) key by key. */
+function addCounters<T extends object>(a: T, b: T): T {
+  const out: Record<string, unknown> = { ...(a as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(b)) {
+    const mine = out[k];
+    if (typeof v === 'number' && typeof mine === 'number') out[k] = mine + v;
+    else if (v && typeof v === 'object' && mine && typeof mine === 'object')
+      out[k] = addCounters(mine as object, v as object);
+    else if (mine === undefined) out[k] = v;
+  }
+  return out as T;
+}
+
+/**
+ * A dataplane per enabled family, driven as one: each gets the nodes that have its family (an
+ * IPv4-only peer reaches a dual-stack node over IPv4 alone), heals itself, and is one /readyz
+ * reason when it cannot carry traffic. Brought up IPv4 first; a failure closes what is up.
+ */
+export async function dualStack(
+  ctx: DataplaneContext,
+  bringUp: (f: FamilySetup) => Promise<FamilyDataplane>,
+): Promise<Dataplane> {
+  const parts: { f: FamilySetup; dp: FamilyDataplane }[] = [];
+  try {
+    for (const f of ctx.families) parts.push({ f, dp: await bringUp(f) });
+  } catch (err) {
+    for (const p of parts) await p.dp.close({ undo: true }).catch(() => undefined);
+    throw err;
+  }
+  if (parts.length === 0)
+    throw new WeftError(
+      'ERR_WEFTD_BACKEND',
+      'neither IPv4 nor IPv6 is enabled: nothing to forward',
+    );
+  const many = parts.length > 1;
+  return {
+    get mode() {
+      return parts[0].dp.mode;
+    },
+    get mtu() {
+      return Math.min(...parts.map((p) => p.dp.mtu));
+    },
+    get repairs() {
+      return {
+        device: parts.reduce((n, p) => n + p.dp.repairs.device, 0),
+        entries: parts.reduce((n, p) => n + p.dp.repairs.entries, 0),
+      };
+    },
+    async sync(nodes) {
+      let added = 0;
+      let removed = 0;
+      // Each family on its own: one that fails does not keep the other from being programmed.
+      const results = await Promise.allSettled(
+        parts.map((p) => p.dp.sync(familyNodes(nodes, p.f.family))),
+      );
+      for (const r of results) {
+        if (r.status === 'rejected') throw r.reason;
+        added += r.value.added;
+        removed += r.value.removed;
+      }
+      return { added, removed };
+    },
+    health() {
+      for (const p of parts) {
+        const h = p.dp.health();
+        if (!h.ok) return many ? { ok: false, reason: `IPv${p.f.family}: ${h.reason}` } : h;
+      }
+      return { ok: true };
+    },
+    counters() {
+      const all = parts.map((p) => p.dp.counters());
+      if (all.some((c) => c === undefined)) return undefined;
+      return (all as CounterSnapshot[]).reduce((a, b) => addCounters(a, b));
+    },
+    async close(options) {
+      for (const p of parts) await p.dp.close(options);
+    },
+  };
+}
+
+/** flannel's udp backend carries IPv4 only; so does weft's, on the wire it shares with flanneld's. */
+export function udpIpv4Only(): WeftError {
+  return new WeftError(
+    'ERR_WEFTD_BACKEND',
+    'the udp backend carries IPv4 only, as flannel\'s does: set "EnableIPv6": false in the network config, or use the vxlan or host-gw backend for IPv6',
+  );
+}
+
 /** Each backend type's bring-up; a new mode is one more entry. */
 export const BRING_UP: Record<
   'vxlan' | 'udp' | 'wireguard' | 'host-gw' | 'alloc',
@@ -505,17 +663,20 @@ export const BRING_UP: Record<
 > = {
   vxlan,
   udp: (ctx) =>
-    userspace(ctx, 'userspace-udp', () =>
-      UdpBackend.open({
-        deviceName: 'flannel0',
-        nodeAddress: ctx.nodeAddress,
-        network: formatCidr(ctx.network),
-        publicIp: ctx.underlay.publicIp,
-        port: ctx.config.backend.type === 'udp' ? ctx.config.backend.port : 8285,
-        // flannel's udp backend ignores Backend.MTU: the device is the underlay's less 28.
-        underlayMtu: ctx.underlay.iface.mtu ?? 1500,
-      }),
-    ),
+    dualStack(ctx, (f) => {
+      if (f.family !== 4) throw udpIpv4Only();
+      return userspace(ctx, 'userspace-udp', () =>
+        UdpBackend.open({
+          deviceName: 'flannel0',
+          nodeAddress: f.nodeAddress,
+          network: formatCidr(f.network),
+          publicIp: f.publicIp,
+          port: ctx.config.backend.type === 'udp' ? ctx.config.backend.port : 8285,
+          // flannel's udp backend ignores Backend.MTU: the device is the underlay's less 28.
+          underlayMtu: ctx.underlay.iface.mtu ?? 1500,
+        }),
+      );
+    }),
   wireguard,
   'host-gw': hostGw,
   alloc,

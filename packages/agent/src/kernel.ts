@@ -1,16 +1,46 @@
+import { writeFileSync } from 'node:fs';
 import {
-  type Cidr4,
+  type Cidr,
   cidrNetwork,
   formatCidr,
-  ipv4InCidr,
+  formatIp,
   parseCidr,
-  parseIpv4,
+  tryParseIp,
   WeftError,
 } from '@weft/core';
 import type { Link, Rtnl } from '@weft/netlink';
 
-/** A remote node as the kernel programming needs it, from its lease. */
+/**
+ * A remote node as the daemon knows it from its lease: what it has of each family (a dual-stack
+ * node both, an IPv6-only node only the IPv6 fields).
+ */
 export interface RemoteNode {
+  /** Its lease's key in the store. */
+  key: string;
+  /** Its IPv4 subnet, e.g. 10.244.2.0/24. */
+  subnet?: string;
+  /** Its IPv4 underlay address (the lease's PublicIP). */
+  publicIp?: string;
+  /** Its IPv4 VTEP's MAC (vxlan: BackendData.VtepMAC). */
+  vtepMac?: string;
+  /** Its IPv6 subnet, e.g. fd00:10:244:2::/64. */
+  subnet6?: string;
+  /** Its IPv6 underlay address (the lease's PublicIPv6). */
+  publicIpv6?: string;
+  /** Its IPv6 VTEP's MAC (vxlan: BackendV6Data.VtepMAC). */
+  vtepMac6?: string;
+  /** wireguard: the node's public key, from its lease's BackendData. */
+  publicKey?: string;
+  /** wireguard: the port its lease's BackendData names (flannel-wg's ListenPort). */
+  port?: number;
+  /** wireguard: the public key in its BackendV6Data (flannel-wg-v6's). */
+  publicKey6?: string;
+  /** wireguard: the port in its BackendV6Data (ListenPortV6). */
+  port6?: number;
+}
+
+/** A remote node in one address family: what one device (flannel.1, flannel-v6.1, a route table) needs. */
+export interface FamilyNode {
   key: string;
   subnet: string;
   publicIp: string;
@@ -20,15 +50,47 @@ export interface RemoteNode {
   port?: number;
 }
 
-/** The address of a node's VTEP: its subnet's first address (flannel's convention). */
+/** The remote nodes that have this family, as that family's devices need them. */
+export function familyNodes(nodes: readonly RemoteNode[], family: 4 | 6): FamilyNode[] {
+  const out: FamilyNode[] = [];
+  for (const n of nodes) {
+    const subnet = family === 4 ? n.subnet : n.subnet6;
+    const publicIp = family === 4 ? n.publicIp : n.publicIpv6;
+    if (subnet === undefined || publicIp === undefined) continue;
+    const ip = tryParseIp(publicIp);
+    if (!ip || ip.family !== family) continue;
+    // Canonical text, as the kernel's dumps spell it: entries compare by string.
+    const node: FamilyNode = { key: n.key, subnet, publicIp: formatIp(ip) };
+    const vtepMac = family === 4 ? n.vtepMac : n.vtepMac6;
+    if (vtepMac) node.vtepMac = vtepMac;
+    const publicKey = family === 4 ? n.publicKey : n.publicKey6;
+    const port = family === 4 ? n.port : n.port6;
+    if (publicKey) node.publicKey = publicKey;
+    if (port) node.port = port;
+    out.push(node);
+  }
+  return out;
+}
+
+/** The address of a node's VTEP: its subnet's first address (flannel's convention, both families). */
 export function vtepAddress(subnet: string): string {
   return formatCidr(cidrNetwork(parseCidr(subnet))).split('/')[0];
 }
 
+/** Whether an address is inside a network (either family; false across families). */
+export function inCidr(ip: string, cidr: Cidr): boolean {
+  const a = tryParseIp(ip);
+  if (!a || a.family !== cidr.family) return false;
+  const host: Cidr =
+    a.family === 4
+      ? { family: 4, address: a.address, prefixLength: cidr.prefixLength }
+      : { family: 6, address: a.address, prefixLength: cidr.prefixLength };
+  return formatCidr(cidrNetwork(host)) === formatCidr(cidrNetwork(cidr));
+}
+
 /** True when `ip` is inside one of the networks directly connected to the underlay interface. */
-export function onSameLink(ip: string, connected: Cidr4[]): boolean {
-  const n = parseIpv4(ip);
-  return connected.some((c) => ipv4InCidr(n, c));
+export function onSameLink(ip: string, connected: readonly Cidr[]): boolean {
+  return connected.some((c) => inCidr(ip, c));
 }
 
 /** Where the kernel programming says, at debug level, each entry it adds or removes. */
@@ -39,15 +101,15 @@ export interface DebugLog {
 const quiet: DebugLog = { debug() {} };
 
 export interface KernelRoutesOptions {
-  /** The cluster network: routes into it on our devices are ours to manage. */
-  network: Cidr4;
+  /** The cluster network (IPv4 or IPv6, the family these routes are): routes into it on the interface are ours to manage. */
+  network: Cidr;
   /** The underlay interface. */
   iface: Link;
 }
 
 /**
- * Routes straight to remote nodes over the underlay (host-gw, and vxlan's DirectRouting):
- * `ip route replace SUBNET via PUBLIC_IP dev IFACE`. sync() makes the kernel hold exactly the
+ * Routes straight to remote nodes over the underlay (host-gw, and vxlan's DirectRouting), one
+ * family per instance: `ip route replace SUBNET via PUBLIC_IP dev IFACE` (IPv6: via PublicIPv6). sync() makes the kernel hold exactly the
  * desired set: what is missing is added, what a previous run or a gone node left is removed.
  */
 export class DirectRoutes {
@@ -57,14 +119,14 @@ export class DirectRoutes {
     private readonly log: DebugLog = quiet,
   ) {}
 
-  /** Makes the kernel hold a route to exactly these nodes; counts the routes added and removed. */
-  async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
+  /** Makes the kernel hold a route to exactly these nodes (one family); counts the routes added and removed. */
+  async sync(nodes: FamilyNode[]): Promise<{ added: number; removed: number }> {
     const { iface, network } = this.options;
     const want = new Map(
       nodes.map((n) => [formatCidr(cidrNetwork(parseCidr(n.subnet))), n.publicIp]),
     );
-    const have = (await this.nl.routes({ family: 4, oif: iface.index })).filter(
-      (r) => r.gateway && ipv4InCidr(parseCidr(r.dst).address as number, network),
+    const have = (await this.nl.routes({ family: network.family, oif: iface.index })).filter(
+      (r) => r.gateway && inCidr(r.dst.split('/')[0], network),
     );
     let removed = 0;
     for (const r of have) {
@@ -95,9 +157,10 @@ export interface KernelVxlanOptions {
   iface: Link;
   mtu: number;
   vtepMac: string;
-  /** Our VTEP address (our subnet's first address), a /32 on the device. */
+  /** Our VTEP address (our subnet's first address), a /32 (IPv6: /128) on the device. */
   vtepAddress: string;
-  network: Cidr4;
+  /** The cluster network of the family this device carries (flannel.1: IPv4, flannel-v6.1: IPv6). */
+  network: Cidr;
   gbp: boolean;
   learning: boolean;
 }
@@ -106,7 +169,9 @@ export interface KernelVxlanOptions {
  * The kernel's VXLAN, programmed exactly as flannel programs it: a `flannel.<VNI>` device (no
  * learning, our VTEP MAC kept across restarts), our VTEP address as a /32, and per remote node a
  * route via its VTEP address (onlink), a permanent neighbor for that address, and an FDB entry
- * sending its VTEP MAC to its public IP. sync() reconciles with what the kernel holds.
+ * sending its VTEP MAC to its public IP. For IPv6 the same on `flannel-v6.<VNI>` over the IPv6
+ * underlay (pkg/backend/vxlan): its own VTEP MAC, a /128, IPv6 routes and neighbors, FDB entries
+ * to each node's PublicIPv6. sync() reconciles with what the kernel holds.
  */
 export class KernelVxlan {
   link: Link | undefined;
@@ -146,24 +211,36 @@ export class KernelVxlan {
         this.log.debug({ device: o.name, ...change }, 'device MTU or MAC corrected');
       }
     }
+    const six = this.family === 6;
+    // flannel sets accept_ra 0 on its devices: no router advertisement configures this one.
+    if (six) disableRouterAdvertisements(o.name);
     if (!link.up) await this.nl.setLink(link.index, { up: true });
-    // Only our /32: drop any other IPv4 address a previous run with another lease left.
+    // Only our /32 (/128): drop any other address of the family a previous run with another
+    // lease left; IPv6 link-local ones stay (flannel's EnsureV6AddressOnLink).
+    const bits = six ? 128 : 32;
     let haveOurs = false;
     for (const a of await this.nl.addresses(link.index)) {
-      if (!a.address.includes('.')) continue;
-      if (a.address === o.vtepAddress && a.prefixLength === 32) haveOurs = true;
+      if (a.address.includes(':') !== six || (six && a.scope === 253)) continue;
+      if (a.address === o.vtepAddress && a.prefixLength === bits) haveOurs = true;
       else await this.nl.deleteAddress(link.index, `${a.address}/${a.prefixLength}`);
     }
-    if (!haveOurs) await this.nl.replaceAddress(link.index, `${o.vtepAddress}/32`);
+    // nodad: our own /128 is ours alone, and usable at once (no tentative second).
+    if (!haveOurs)
+      await this.nl.replaceAddress(link.index, `${o.vtepAddress}/${bits}`, { noDad: six });
     this.link = link;
     return link;
+  }
+
+  /** The address family the device carries (its network's). */
+  get family(): 4 | 6 {
+    return this.options.network.family;
   }
 
   /**
    * Makes the device hold exactly these nodes' routes, neighbors and FDB entries (nodes without a
    * VTEP MAC are skipped); counts the entries added and removed. Needs setup() first.
    */
-  async sync(nodes: RemoteNode[]): Promise<{ added: number; removed: number }> {
+  async sync(nodes: FamilyNode[]): Promise<{ added: number; removed: number }> {
     const link = this.link;
     if (!link) throw new Error('KernelVxlan.sync before setup');
     const idx = link.index;
@@ -176,7 +253,8 @@ export class KernelVxlan {
     let added = 0;
     let removed = 0;
 
-    const routes = (await this.nl.routes({ family: 4, oif: idx })).filter((r) => r.gateway);
+    const family = this.family;
+    const routes = (await this.nl.routes({ family, oif: idx })).filter((r) => r.gateway);
     for (const r of routes) {
       if (wantRoutes.get(r.dst) !== r.gateway || !r.onlink) {
         await this.nl.deleteRoute({ dst: r.dst, gateway: r.gateway, oif: idx, onlink: r.onlink });
@@ -184,7 +262,7 @@ export class KernelVxlan {
         removed++;
       }
     }
-    const neighbors = await this.nl.neighbors({ family: 4, ifindex: idx });
+    const neighbors = await this.nl.neighbors({ family, ifindex: idx });
     for (const n of neighbors) {
       if (wantNeigh.get(n.ip) !== n.mac) {
         await this.nl.deleteNeighbor(idx, n.ip);
@@ -256,6 +334,9 @@ export async function chooseVxlanMode(
   };
 }
 
-export function describeNode(n: RemoteNode): string {
-  return `${n.subnet} at ${n.publicIp}${n.vtepMac ? ` (VTEP ${n.vtepMac})` : ''}`;
+/** /proc/sys/net/ipv6/conf/DEV/accept_ra = 0, as flannel writes it (best effort, as flannel). */
+function disableRouterAdvertisements(device: string): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv6/conf/${device}/accept_ra`, '0');
+  } catch {}
 }

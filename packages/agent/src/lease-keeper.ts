@@ -1,5 +1,6 @@
 import { type Cidr, parseCidr } from '@weft/core';
 import {
+  describeLease,
   type Lease,
   type LeaseAttrs,
   type LeaseEvent,
@@ -58,12 +59,13 @@ export class LeaseKeeper {
    */
   async acquire(
     attrs: LeaseAttrs,
-    previousSubnet: Cidr | undefined,
+    previous: { subnet?: Cidr; subnet6?: Cidr },
     existed: boolean,
   ): Promise<Lease> {
     this.current = await this.manager.acquireLease({
       attrs,
-      previousSubnet,
+      previousSubnet: previous.subnet,
+      previousSubnet6: previous.subnet6,
       signal: this.abort.signal,
     });
     this.createdThisRun = !existed;
@@ -83,7 +85,9 @@ export class LeaseKeeper {
               {
                 event: e.type,
                 subnet: e.lease.subnet,
+                subnet6: e.lease.subnet6,
                 publicIp: e.lease.attrs.publicIp,
+                publicIpv6: e.lease.attrs.publicIpv6,
                 backend: e.lease.attrs.backendType,
               },
               initial ? 'lease known' : 'lease changed',
@@ -92,7 +96,8 @@ export class LeaseKeeper {
             this.log.info(
               {
                 changes: events.map(
-                  (e) => `${e.type} ${e.lease.subnet} (${e.lease.attrs.publicIp})`,
+                  (e) =>
+                    `${e.type} ${describeLease(e.lease)} (${[e.lease.attrs.publicIp, e.lease.attrs.publicIpv6].filter(Boolean).join(' ')})`,
                 ),
               },
               'leases changed',
@@ -103,7 +108,11 @@ export class LeaseKeeper {
         onError: (err) =>
           this.log.warn({ err: err.message }, 'lease watch: the store is not answering; retrying'),
       },
-      { ownKey: lease.key, ownPublicIp: lease.attrs.publicIp },
+      {
+        ownKey: lease.key,
+        ownPublicIp: lease.attrs.publicIp,
+        ownPublicIpv6: lease.attrs.publicIpv6,
+      },
     ).start();
   }
 
@@ -111,7 +120,7 @@ export class LeaseKeeper {
     this.renewal = this.manager.keepRenewed(lease, {
       onRenewed: (l) => {
         this.current = l;
-        this.log.debug({ subnet: l.subnet, expiresAt: l.expiresAt }, 'lease renewed');
+        this.log.debug({ subnet: describeLease(l), expiresAt: l.expiresAt }, 'lease renewed');
       },
     });
   }
@@ -122,7 +131,7 @@ export class LeaseKeeper {
     if (!lost || this.lostSince !== undefined || this.abort.signal.aborted) return;
     this.lostSince = Date.now();
     this.log.error(
-      { subnet: lost.subnet },
+      { subnet: describeLease(lost) },
       "this node's lease disappeared from the store; acquiring it again",
     );
     this.renewal?.stop();
@@ -132,18 +141,19 @@ export class LeaseKeeper {
       try {
         const again = await this.manager.acquireLease({
           attrs: lost.attrs,
-          previousSubnet: parseCidr(lost.subnet),
+          previousSubnet: lost.subnet ? parseCidr(lost.subnet) : undefined,
+          previousSubnet6: lost.subnet6 ? parseCidr(lost.subnet6) : undefined,
           signal: this.abort.signal,
         });
-        if (again.subnet !== lost.subnet) {
+        if (again.subnet !== lost.subnet || again.subnet6 !== lost.subnet6) {
           await this.manager.releaseLease(again).catch(() => undefined);
-          handlers.onSubnetTaken(lost.subnet, again.subnet);
+          handlers.onSubnetTaken(describeLease(lost), describeLease(again));
           return;
         }
         this.current = again;
         this.renew(again);
         this.lostSince = undefined;
-        this.log.info({ subnet: again.subnet }, 'lease acquired again');
+        this.log.info({ subnet: describeLease(again) }, 'lease acquired again');
         return;
       } catch (err) {
         if (this.abort.signal.aborted) return;

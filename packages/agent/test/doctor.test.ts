@@ -538,7 +538,7 @@ describe.skipIf(
     }).listLeases();
     const lease = leases.find((l) => l.attrs.publicIp === n2.node.ip)!;
     const mac = vxlanLeaseData(lease.attrs)!.vtepMac;
-    const vtep = lease.subnet.replace(/\/\d+$/, '');
+    const vtep = lease.subnet!.replace(/\/\d+$/, '');
     const set = (m: string) =>
       n1.node.ns.exec([
         'ip',

@@ -1,18 +1,21 @@
-import { parseIpv4, parseMac } from '@weft/core';
+import { parseIpv4, parseIpv6, parseMac } from '@weft/core';
 import { EtherType, VIRTIO_NET_HDR_BYTES, writeEthernetHeader } from '@weft/encap';
 import type { Backend } from './backend.js';
 import { type StandInIo, standInBackendIo } from './stand-in-io.js';
 import {
   putDatagram,
+  putDatagram6,
   putGroDatagrams,
   putPacket,
   putSuperFrame,
   putSuperPacket,
   resetTtl,
   setSource,
+  setSource6,
   type Wrap,
   wrapBytes,
   writeTcp4,
+  writeUdp6,
 } from './traffic.js';
 import { UdpBackend } from './udp-backend.js';
 import { VxlanBackend } from './vxlan-backend.js';
@@ -241,6 +244,68 @@ function tapPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
   };
 }
 
+/**
+ * An IPv6 VTEP (flannel-v6.<VNI>): IPv6 packets over an IPv6 underlay. With offloads the TUN
+ * hands over plain packets behind a virtio header (no TSO for IPv6), and UDP GRO datagrams are
+ * passed through one by one.
+ */
+function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
+  const local = parseIpv6('fd00:10:244:1::5');
+  const make = () => {
+    const { queue, socket, io } = standInBackendIo({ port: 8472, family: 6 });
+    const backend = VxlanBackend.overIo(io, {
+      vtepAddress6: 'fd00:10:244:1::',
+      network6: 'fd00:10:244::/48',
+      vtepMac: MAC_LOCAL,
+      offload,
+    });
+    backend.setNodes([{ subnet6: 'fd00:10:244:2::/64', publicIp: 'fd00::2', vtepMac: MAC_REMOTE }]);
+    return { backend, queue, socket };
+  };
+  const remote = (i: number) => parseIpv6(`fd00:10:244:2::${(1 + (i % 200)).toString(16)}`);
+  return {
+    outbound: () => {
+      const { backend, queue } = make();
+      const ring = queue.ring;
+      const h = offload ? VIRTIO_NET_HDR_BYTES : 0;
+      for (let i = 0; i < BATCH; i++) {
+        const at = ring.slotOffset(i);
+        ring.lengths[i] = h + writeUdp6(ring.slab, at + h, 160, local, remote(i));
+      }
+      return {
+        backend,
+        perStep: BATCH,
+        counter: 'txPackets',
+        step: () => {
+          // The encapsulation is written in place over the headroom the virtio header sits in:
+          // an empty header again each batch, as each read from the TUN brings one.
+          if (offload)
+            for (let i = 0; i < BATCH; i++)
+              ring.slab.fill(0, ring.slotOffset(i), ring.slotOffset(i) + h);
+          queue.onBatch(BATCH);
+        },
+      };
+    },
+    inbound: () => {
+      const { backend, socket } = make();
+      const ring = socket.ring;
+      const w: Wrap = {
+        kind: 'vxlan',
+        vni: 1,
+        dstMac: parseMac(MAC_LOCAL),
+        srcMac: parseMac(MAC_REMOTE),
+        ipv6: true,
+      };
+      const from = parseIpv6('fd00::2');
+      for (let i = 0; i < BATCH; i++) {
+        putDatagram6(ring, i, 160, w, remote(i), local);
+        setSource6(ring, i, from, 8472);
+      }
+      return { backend, perStep: BATCH, counter: 'rxPackets', step: () => socket.onBatch(BATCH) };
+    },
+  };
+}
+
 export interface NamedHotPath {
   name: string;
   make: () => HotPath;
@@ -265,5 +330,11 @@ export function hotPaths(): NamedHotPath[] {
             name: `${backendName} ${direction}, offloads ${offload ? 'on' : 'off'}, addresses ${planName}`,
             make,
           });
+  for (const offload of [false, true])
+    for (const [direction, make] of Object.entries(vxlan6Paths(offload)))
+      out.push({
+        name: `vxlan IPv6 over IPv6 ${direction}, offloads ${offload ? 'on' : 'off'}`,
+        make,
+      });
   return out;
 }

@@ -9,7 +9,6 @@ import type { PacketIo, UdpIo } from './pump.js';
  * they point into in `slabs`. Keeps numbers only, so a measured loop allocates nothing here.
  */
 export class StandInIo implements UdpIo {
-  readonly family = 4 as const;
   ring!: PacketRing;
   table!: SendTable;
   onBatch!: (count: number) => void;
@@ -19,7 +18,11 @@ export class StandInIo implements UdpIo {
   /** Descriptors sent since creation. */
   sent = 0;
 
-  constructor(readonly port = 8472) {}
+  /** `family`: the underlay a socket stand-in speaks (an IPv6 VTEP's is 6). */
+  constructor(
+    readonly port = 8472,
+    readonly family: 4 | 6 = 4,
+  ) {}
 
   attachSlab(index: number, slab: Buffer): void {
     this.slabs.set(index, slab);
@@ -74,13 +77,13 @@ export class StandInIo implements UdpIo {
 }
 
 /** A device queue and a UDP socket of stand-in I/O, shaped for a backend's `overIo`. */
-export function standInBackendIo(options: { mtu?: number; port?: number } = {}): {
+export function standInBackendIo(options: { mtu?: number; port?: number; family?: 4 | 6 } = {}): {
   queue: StandInIo;
   socket: StandInIo;
   io: BackendIo;
 } {
   const queue = new StandInIo(options.port);
-  const socket = new StandInIo(options.port);
+  const socket = new StandInIo(options.port, options.family);
   const device = {
     name: 'stand-in0',
     mtu: options.mtu ?? 1450,

@@ -19,14 +19,17 @@ export {
 export { StandInIo, standInBackendIo } from './stand-in-io.js';
 export {
   putDatagram,
+  putDatagram6,
   putGroDatagrams,
   putPacket,
   putSuperFrame,
   putSuperPacket,
   resetTtl,
   setSource,
+  setSource6,
   type TcpOptions,
   type Wrap,
   wrapBytes,
   writeTcp4,
+  writeUdp6,
 } from './traffic.js';

@@ -3,6 +3,7 @@ import {
   IpProtocol,
   ipv4,
   ipv4FillChecksum,
+  ipv6,
   TcpField,
   TcpFlag,
   tcpChecksum4,
@@ -150,7 +151,8 @@ export function putPacket(
 /** How a peer wraps an inner packet: flannel UDP (nothing) or VXLAN (8 + 14 bytes). */
 export type Wrap =
   | { kind: 'flannel' }
-  | { kind: 'vxlan'; vni: number; dstMac: number; srcMac: number };
+  /** `ipv6`: the inner packet is IPv6 (EtherType 0x86dd). */
+  | { kind: 'vxlan'; vni: number; dstMac: number; srcMac: number; ipv6?: boolean };
 
 export function wrapBytes(w: Wrap): number {
   return w.kind === 'flannel' ? 0 : 22;
@@ -158,7 +160,67 @@ export function wrapBytes(w: Wrap): number {
 
 function wrap(buf: Buffer, innerOff: number, w: Wrap): void {
   if (w.kind === 'vxlan')
-    vxlanEncapInPlace(buf, innerOff, w.vni, w.dstMac, w.srcMac, EtherType.ipv4);
+    vxlanEncapInPlace(
+      buf,
+      innerOff,
+      w.vni,
+      w.dstMac,
+      w.srcMac,
+      w.ipv6 ? EtherType.ipv6 : EtherType.ipv4,
+    );
+}
+
+/** Writes an IPv6/UDP packet with `payloadBytes` of payload (UDP checksum left 0); returns its length. */
+export function writeUdp6(
+  buf: Buffer,
+  off: number,
+  payloadBytes: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): number {
+  const udpBytes = 8 + payloadBytes;
+  ipv6.emit(
+    { src, dst, nextHeader: IpProtocol.udp, hopLimit: 64, payloadLength: udpBytes },
+    buf,
+    off,
+  );
+  const u = off + 40;
+  write16(buf, u, 40000);
+  write16(buf, u + 2, 9);
+  write16(buf, u + 4, udpBytes);
+  write16(buf, u + 6, 0);
+  buf.fill(0x5a, u + 8, u + udpBytes);
+  return 40 + udpBytes;
+}
+
+/** A UDP slot holding one datagram: the wrapped IPv6/UDP packet with `payloadBytes` of payload. */
+export function putDatagram6(
+  ring: PacketRing,
+  i: number,
+  payloadBytes: number,
+  w: Wrap,
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  const len = writeUdp6(ring.slab, at + pre, payloadBytes, src, dst);
+  wrap(ring.slab, at + pre, w);
+  ring.lengths[i] = pre + len;
+  ring.gso[i] = 0;
+}
+
+/** Marks UDP ring slot i as received from the IPv6 address `from6`. */
+export function setSource6(ring: PacketRing, i: number, from6: Uint8Array, port: number): void {
+  ring.families[i] = 6;
+  for (let w = 0; w < 4; w++)
+    ring.addrs[i * 4 + w] =
+      ((from6[w * 4] << 24) |
+        (from6[w * 4 + 1] << 16) |
+        (from6[w * 4 + 2] << 8) |
+        from6[w * 4 + 3]) >>>
+      0;
+  ring.ports[i] = port;
 }
 
 /** Marks UDP ring slot i as received from `from4` (host order). */

@@ -80,7 +80,11 @@ export interface VxlanBackendOptions extends CommonBackendOptions {
   vtepAddress?: string;
   /** TUN mode: the cluster network routed into the device, e.g. 10.244.0.0/16. */
   network?: string;
-  /** TUN mode, dual-stack: our IPv6 VTEP address and the IPv6 cluster network. */
+  /**
+   * TUN mode: our IPv6 VTEP address (a /128; flannel-v6.<VNI>'s: the IPv6 subnet's first
+   * address) and the IPv6 cluster network. With these alone (no vtepAddress) the backend is an
+   * IPv6 VTEP, as flannel-v6.<VNI> over an IPv6 underlay (publicIp IPv6): its nodes need subnet6.
+   */
   vtepAddress6?: string;
   /** TUN mode, dual-stack: the IPv6 cluster network routed into the device. */
   network6?: string;
@@ -141,10 +145,17 @@ function checkOptions(o: VxlanBackendOptions): 'tun' | 'tap' {
     throw badOption(
       'a TAP-mode vxlan backend runs one pump (its FDB learns from every frame): use workers 1',
     );
-  if (mode === 'tun' && o.vtepAddress === undefined)
+  if (mode === 'tun' && o.vtepAddress === undefined && o.vtepAddress6 === undefined)
     throw badOption(
-      "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet)",
+      "a TUN-mode vxlan backend needs vtepAddress (flannel: the first address of this node's subnet), or vtepAddress6 for an IPv6 VTEP",
     );
+  for (const [name, value, family] of [
+    ['vtepAddress', o.vtepAddress, 4],
+    ['vtepAddress6', o.vtepAddress6, 6],
+  ] as const) {
+    if (value !== undefined && parseIp(value).family !== family)
+      throw badOption(`${name} ${value} must be an IPv${family} address`);
+  }
   return mode;
 }
 
@@ -235,7 +246,7 @@ export abstract class VxlanBackend extends Backend {
         } else {
           // Without an IPv6 overlay, no IPv6 link-local chatter (router solicitations, MLD) into the pump.
           if (!options.vtepAddress6) tun.disableIpv6();
-          tun.addAddress(`${options.vtepAddress}/32`);
+          if (options.vtepAddress) tun.addAddress(`${options.vtepAddress}/32`);
           if (options.vtepAddress6) tun.addAddress(`${options.vtepAddress6}/128`);
           tun.up();
           if (options.network) tun.addRoute(formatCidr(parseCidr(options.network)));
@@ -345,7 +356,9 @@ export abstract class VxlanBackend extends Backend {
  */
 export class VxlanVtep extends VxlanBackend {
   readonly mode = 'tun' as const;
-  protected readonly needs = { subnet: true, vtepMac: true };
+  protected readonly needs: { subnet: boolean; vtepMac: boolean };
+  /** Whether this VTEP has an IPv4 address (an IPv6 VTEP, flannel-v6.<VNI>, has none). */
+  private readonly carries4: boolean;
   private readonly icmpSource4: number;
   private readonly ownAddresses: NeighborInput[];
   /** The inner destination MAC (as words) of the super-packet being segmented. */
@@ -356,6 +369,9 @@ export class VxlanVtep extends VxlanBackend {
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
     super(tun, socket, options, vtepMac, options.batch ?? 64, true);
+    // An IPv6 VTEP's nodes have subnet6 only (tablesFor checks each has a subnet it can use).
+    this.needs = { subnet: options.vtepAddress6 === undefined, vtepMac: true };
+    this.carries4 = options.vtepAddress !== undefined;
     const network = options.network === undefined ? undefined : parseCidr(options.network);
     const source = options.icmpSource === undefined ? undefined : parseIp(options.icmpSource);
     this.icmpSource4 =
@@ -376,11 +392,22 @@ export class VxlanVtep extends VxlanBackend {
     for (const n of nodes) {
       const port = n.port ?? this.peerPort;
       const underlay = n.input.publicIp;
-      routes.push({ dst: n.subnet!, via: n.vtepAddress, underlay, port, tag: n.input.name });
-      if (n.subnet6 && n.vtepAddress6)
-        routes.push({ dst: n.subnet6, via: n.vtepAddress6, underlay, port, tag: n.input.name });
-      neighbors.push({ ip: n.vtepAddress!, mac: n.vtepMac! });
-      if (n.vtepAddress6) neighbors.push({ ip: n.vtepAddress6, mac: n.vtepMac! });
+      // IPv4 entries where this VTEP has an IPv4 address; IPv6 ones for every node with subnet6.
+      const v4 = this.carries4 && n.subnet !== undefined && n.vtepAddress !== undefined;
+      const v6 = n.subnet6 !== undefined && n.vtepAddress6 !== undefined;
+      if (!v4 && !v6)
+        throw new WeftError(
+          DataplaneErrorCode.badNode,
+          `remote node ${n.input.name ?? n.key}: ${this.carries4 ? 'subnet' : 'subnet6'} is required: this VTEP carries IPv${this.carries4 ? 4 : 6}`,
+        );
+      if (v4) {
+        routes.push({ dst: n.subnet!, via: n.vtepAddress, underlay, port, tag: n.input.name });
+        neighbors.push({ ip: n.vtepAddress!, mac: n.vtepMac! });
+      }
+      if (v6) {
+        routes.push({ dst: n.subnet6!, via: n.vtepAddress6, underlay, port, tag: n.input.name });
+        neighbors.push({ ip: n.vtepAddress6!, mac: n.vtepMac! });
+      }
       fdb.push({ mac: n.vtepMac!, dst: underlay, port, vni: this.vni });
     }
     return { routes, neighbors, fdb };

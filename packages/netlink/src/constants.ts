@@ -99,7 +99,18 @@ export const Iff = {
 } as const;
 
 /** Address attributes (IFA_*, linux/if_addr.h). */
-export const IfaAttr = { address: 1, local: 2, label: 3, broadcast: 4 } as const;
+export const IfaAttr = { address: 1, local: 2, label: 3, broadcast: 4, flags: 8 } as const;
+/** IFA_F_* (linux/if_addr.h): an address's state, in ifa_flags (low byte) and IFA_FLAGS. */
+export const IfaFlag = {
+  secondary: 0x01,
+  nodad: 0x02,
+  optimistic: 0x04,
+  dadfailed: 0x08,
+  homeaddress: 0x10,
+  deprecated: 0x20,
+  tentative: 0x40,
+  permanent: 0x80,
+} as const;
 
 /** Route attributes (RTA_*, linux/rtnetlink.h). */
 export const RtaAttr = {

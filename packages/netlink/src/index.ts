@@ -1,6 +1,7 @@
 export * as constants from './constants.js';
 export {
   AddressFamily,
+  IfaFlag,
   Iff,
   NlmFlag,
   Ntf,

@@ -13,6 +13,7 @@ import { NetlinkSocket } from '@weft/tun';
 import {
   AddressFamily,
   IfaAttr,
+  IfaFlag,
   Iff,
   IflaAttr,
   IflaInfo,
@@ -87,6 +88,10 @@ export interface Address {
   index: number;
   address: string;
   prefixLength: number;
+  /** IFA_F_* (IfaFlag): tentative while IPv6 duplicate address detection runs, deprecated, ... */
+  flags: number;
+  /** RT_SCOPE_*: universe (0) for a global address, link (253) for fe80::/10. */
+  scope: number;
 }
 
 /** A route (`ip route`): destination, gateway or output interface, table, type and flags. */
@@ -253,6 +258,9 @@ function parseAddress(msg: Message): Address {
     index: p.readUInt32LE(4),
     prefixLength: p[1],
     address: ipFrom(a.get(IfaAttr.local)) ?? ipFrom(a.get(IfaAttr.address)) ?? '',
+    // IFA_FLAGS carries all 32 bits when present; ifa_flags only the low 8.
+    flags: a.u32(IfaAttr.flags) ?? p[2],
+    scope: p[3],
   };
 }
 
@@ -381,7 +389,13 @@ export class Rtnl {
     }
   }
 
-  /** Sends one request; a change resolves on the ACK, a dump with every message up to DONE. */
+  /** The last dump sent: the kernel runs one dump per socket at a time (a second is EBUSY). */
+  private dumping: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Sends one request; a change resolves on the ACK, a dump with every message up to DONE.
+   * Dumps wait for the one before them to finish: callers may ask for several at once.
+   */
   request(
     type: number,
     flags: number,
@@ -389,10 +403,27 @@ export class Rtnl {
     attrs: Attr[],
     what: string,
   ): Promise<Message[]> {
-    this.seq = (this.seq + 1) & 0x7fffffff;
-    const seq = this.seq;
     // GET requests (RTM_GETLINK, GETADDR, GETROUTE, GETNEIGH are 2 mod 4) with NLM_F_DUMP end in DONE.
     const dump = (flags & NlmFlag.dump) === NlmFlag.dump && type % 4 === 2;
+    if (dump) {
+      const run = () => this.send(type, flags, header, attrs, what, true);
+      const next = this.dumping.then(run, run);
+      this.dumping = next.catch(() => undefined);
+      return next;
+    }
+    return this.send(type, flags, header, attrs, what, false);
+  }
+
+  private send(
+    type: number,
+    flags: number,
+    header: Uint8Array,
+    attrs: Attr[],
+    what: string,
+    dump: boolean,
+  ): Promise<Message[]> {
+    this.seq = (this.seq + 1) & 0x7fffffff;
+    const seq = this.seq;
     const message = buildMessage(
       type,
       flags | NlmFlag.request | (dump ? 0 : NlmFlag.ack),
@@ -529,17 +560,26 @@ export class Rtnl {
     return index === undefined ? all : all.filter((a) => a.index === index);
   }
 
-  /** Adds (or keeps) an address: `ip addr replace 10.244.1.0/32 dev INDEX`. */
-  async replaceAddress(index: number, cidr: string): Promise<void> {
+  /**
+   * Adds (or keeps) an address: `ip addr replace 10.244.1.0/32 dev INDEX`; `noDad` (IPv6) is
+   * iproute2's `nodad`: usable at once, without duplicate address detection's tentative second.
+   */
+  async replaceAddress(
+    index: number,
+    cidr: string,
+    options: { noDad?: boolean } = {},
+  ): Promise<void> {
     const c = parseCidr(cidr, { allowHostBits: true });
     const ip = ipBytes(
       c.family === 4 ? { family: 4, address: c.address } : { family: 6, address: c.address },
     );
     const attrs = [attr.bytes(IfaAttr.local, ip), attr.bytes(IfaAttr.address, ip)];
+    const header = ifaddrmsg(family(c), c.prefixLength, index);
+    if (options.noDad) header[2] = IfaFlag.nodad;
     await this.request(
       RtmType.newAddr,
       NlmFlag.create | NlmFlag.replace,
-      ifaddrmsg(family(c), c.prefixLength, index),
+      header,
       attrs,
       `${cidr} on index ${index}`,
     );

@@ -258,5 +258,126 @@ describe.skipIf(!haveStrace || !privileged('golden netlink requests from iproute
         expect(shape(sent[0], 12)).toEqual(shape(theirs, 12));
       }
     });
+
+    it('the IPv6 set (flannel-v6.1): vxlan local IPv6, addr /128 nodad, route via onlink, neigh, fdb dst', async () => {
+      await nodes.a.sh(
+        'ip addr add 2001:2::1/64 dev veth0 nodad && ip link add flannel-v6.1 type vxlan id 1 local 2001:2::1 dstport 8472 nolearning dev veth0 && ip link set flannel-v6.1 up',
+      );
+      const nl = Rtnl.open({ netns: nodes.a.name });
+      const v6Index = (await nl.link('flannel-v6.1'))!.index;
+      nl.close();
+      const cases: {
+        argv: string[];
+        type: number;
+        header: number;
+        nested?: string[];
+        ignore?: number[];
+        ours: (r: Rtnl) => Promise<unknown>;
+      }[] = [
+        {
+          argv: [
+            'ip',
+            'link',
+            'add',
+            'vxg6',
+            'type',
+            'vxlan',
+            'id',
+            '2',
+            'local',
+            '2001:2::1',
+            'dstport',
+            '8472',
+            'nolearning',
+            'dev',
+            'veth0',
+          ],
+          type: RtmType.newLink,
+          header: 16,
+          nested: ['18', '18.2'],
+          ours: (r) =>
+            r.createVxlan({
+              name: 'vxg6',
+              vni: 2,
+              local: '2001:2::1',
+              port: 8472,
+              learning: false,
+              parentIndex: vethIndex,
+            }),
+        },
+        {
+          argv: ['ip', 'addr', 'replace', 'fd00:10:244:1::/128', 'dev', 'flannel-v6.1', 'nodad'],
+          type: RtmType.newAddr,
+          header: 8,
+          ours: (r) => r.replaceAddress(v6Index, 'fd00:10:244:1::/128', { noDad: true }),
+        },
+        {
+          argv: [
+            'ip',
+            'route',
+            'replace',
+            'fd00:10:244:2::/64',
+            'via',
+            'fd00:10:244:2::',
+            'dev',
+            'flannel-v6.1',
+            'onlink',
+          ],
+          type: RtmType.newRoute,
+          header: 12,
+          ours: (r) =>
+            r.replaceRoute({
+              dst: 'fd00:10:244:2::/64',
+              gateway: 'fd00:10:244:2::',
+              oif: v6Index,
+              onlink: true,
+            }),
+        },
+        {
+          argv: [
+            'ip',
+            'neigh',
+            'replace',
+            'fd00:10:244:2::',
+            'lladdr',
+            '02:00:00:00:02:06',
+            'dev',
+            'flannel-v6.1',
+            'nud',
+            'permanent',
+          ],
+          type: RtmType.newNeigh,
+          header: 12,
+          ignore: [11],
+          ours: (r) => r.replaceNeighbor(v6Index, 'fd00:10:244:2::', '02:00:00:00:02:06'),
+        },
+        {
+          argv: [
+            'bridge',
+            'fdb',
+            'replace',
+            '02:00:00:00:02:06',
+            'dev',
+            'flannel-v6.1',
+            'dst',
+            '2001:2::2',
+            'self',
+            'permanent',
+          ],
+          type: RtmType.newNeigh,
+          header: 12,
+          ours: (r) => r.replaceFdb(v6Index, '02:00:00:00:02:06', '2001:2::2'),
+        },
+      ];
+      for (const c of cases) {
+        const theirs = pick(await iproute2Requests(nodes.a, c.argv), c.type);
+        const { sent, rtnl } = recorder();
+        await c.ours(rtnl).catch(() => undefined);
+        const ours = pick(sent, c.type);
+        expect(shape(ours, c.header, c.nested, c.ignore), c.argv.join(' ')).toEqual(
+          shape(theirs, c.header, c.nested, c.ignore),
+        );
+      }
+    });
   },
 );

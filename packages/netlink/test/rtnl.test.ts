@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createNetns, createTwoNodes, privileged, sweepNetns } from '@weft/testkit';
+import { createNetns, createTwoNodes, privileged, sweepNetns, waitFor } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attr, constants, NlmFlag, RtmType, Rtnl } from '../src/index.js';
+import { attr, constants, IfaFlag, NlmFlag, RtmType, Rtnl } from '../src/index.js';
 
 const TAG = 'nl';
 
@@ -219,6 +219,122 @@ describe.skipIf(!privileged('rtnetlink tests'))('rtnetlink against the kernel', 
       expect(other.link.vxlan?.vni).toBe(7);
     } finally {
       for (const c of clients) c.close();
+      nodes.delete();
+    }
+  });
+
+  it('builds flannel-v6.1: a kernel VXLAN over an IPv6 underlay carrying IPv6, through this API alone', async () => {
+    const nodes = createTwoNodes(TAG);
+    const sides = [
+      { ns: nodes.a, me: 1, peer: 2 },
+      { ns: nodes.b, me: 2, peer: 1 },
+    ];
+    const clients = sides.map((s) => Rtnl.open({ netns: s.ns.name }));
+    try {
+      for (const [i, s] of sides.entries()) {
+        const nl = clients[i];
+        const parent = await nl.link('veth0');
+        // The underlay's IPv6 address: tentative while duplicate address detection runs, unless nodad.
+        await nl.replaceAddress(parent!.index, `2001:2::${s.me}/64`, { noDad: s.me === 2 });
+        const addr = (await nl.addresses(parent!.index)).find(
+          (a) => a.address === `2001:2::${s.me}`,
+        );
+        expect(addr?.scope).toBe(0);
+        expect(addr!.flags & IfaFlag.nodad).toBe(s.me === 2 ? IfaFlag.nodad : 0);
+        if (s.me === 1) expect(addr!.flags & IfaFlag.tentative).toBe(IfaFlag.tentative);
+        const { link } = await nl.ensureVxlan({
+          name: 'flannel-v6.1',
+          vni: 1,
+          local: `2001:2::${s.me}`,
+          parentIndex: parent!.index,
+          mtu: 1430,
+          mac: `02:00:00:00:0${s.me}:06`,
+        });
+        expect(link.vxlan?.local).toBe(`2001:2::${s.me}`);
+        await nl.setLink(link.index, { up: true });
+        await nl.replaceAddress(link.index, `fd00:10:244:${s.me}::/128`, { noDad: true });
+        await nl.replaceNeighbor(
+          link.index,
+          `fd00:10:244:${s.peer}::`,
+          `02:00:00:00:0${s.peer}:06`,
+        );
+        await nl.replaceFdb(link.index, `02:00:00:00:0${s.peer}:06`, `2001:2::${s.peer}`);
+        await nl.replaceRoute({
+          dst: `fd00:10:244:${s.peer}::/64`,
+          gateway: `fd00:10:244:${s.peer}::`,
+          oif: link.index,
+          onlink: true,
+        });
+        const linkLocal = (await nl.addresses(link.index)).filter((a) => a.scope === 253);
+        expect(linkLocal.every((a) => a.address.startsWith('fe80:'))).toBe(true);
+        expect(await nl.routes({ family: 6, oif: link.index })).toContainEqual(
+          expect.objectContaining({
+            dst: `fd00:10:244:${s.peer}::/64`,
+            gateway: `fd00:10:244:${s.peer}::`,
+            onlink: true,
+          }),
+        );
+        expect(await nl.neighbors({ family: 6, ifindex: link.index })).toEqual([
+          expect.objectContaining({
+            ip: `fd00:10:244:${s.peer}::`,
+            mac: `02:00:00:00:0${s.peer}:06`,
+            state: 0x80,
+          }),
+        ]);
+        expect(await nl.fdb(link.index)).toContainEqual(
+          expect.objectContaining({ mac: `02:00:00:00:0${s.peer}:06`, dst: `2001:2::${s.peer}` }),
+        );
+      }
+      await waitFor(
+        async () =>
+          !(
+            (await clients[0].addresses()).find((a) => a.address === '2001:2::1')!.flags &
+            IfaFlag.tentative
+          ),
+        'duplicate address detection on 2001:2::1',
+      );
+      const { stdout } = await nodes.a.exec([
+        'ping',
+        '-6',
+        '-c',
+        '3',
+        '-i',
+        '0.2',
+        '-W',
+        '2',
+        'fd00:10:244:2::',
+      ]);
+      expect(stdout).toMatch(/3 packets transmitted, 3 received/);
+      // ensureVxlan with the same IPv6 local reuses the device.
+      const parent = await clients[0].link('veth0');
+      const again = await clients[0].ensureVxlan({
+        name: 'flannel-v6.1',
+        vni: 1,
+        local: '2001:2:0::1',
+        parentIndex: parent!.index,
+      });
+      expect(again.created).toBe(false);
+    } finally {
+      for (const c of clients) c.close();
+      nodes.delete();
+    }
+  });
+
+  it('runs dumps asked for at once one after another: the kernel takes one per socket (else EBUSY)', async () => {
+    const nodes = createTwoNodes(TAG);
+    const nl = Rtnl.open({ netns: nodes.a.name });
+    try {
+      await nodes.a.sh(
+        'for i in $(seq 1 200); do echo "route add 10.9.$((i / 250)).$((i % 250))/32 dev veth0"; done | ip -batch -',
+      );
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          i % 3 === 0 ? nl.routes({ family: 4 }) : i % 3 === 1 ? nl.neighbors() : nl.addresses(),
+        ),
+      );
+      expect(results.filter((_, i) => i % 3 === 0).every((r) => r.length >= 200)).toBe(true);
+    } finally {
+      nl.close();
       nodes.delete();
     }
   });

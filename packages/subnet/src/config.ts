@@ -405,6 +405,7 @@ export function fromBig(n: bigint): Uint8Array {
 /** The network config back as flannel's JSON (for `etcdctl put`-style seeding and tests). */
 export function networkConfigJson(config: NetworkConfig): string {
   const out: Record<string, unknown> = {};
+  if (!config.enableIpv4) out.EnableIPv4 = false;
   if (config.network) {
     out.Network = formatCidr(config.network);
     out.SubnetLen = config.subnetLen;
@@ -415,6 +416,8 @@ export function networkConfigJson(config: NetworkConfig): string {
     out.EnableIPv6 = true;
     out.IPv6Network = formatCidr(config.ipv6Network);
     out.IPv6SubnetLen = config.ipv6SubnetLen;
+    if (config.ipv6SubnetMin) out.IPv6SubnetMin = formatIpv6(config.ipv6SubnetMin);
+    if (config.ipv6SubnetMax) out.IPv6SubnetMax = formatIpv6(config.ipv6SubnetMax);
   }
   if (config.enableNftables) out.EnableNFTables = true;
   out.Backend = config.backendRaw;

@@ -14,6 +14,7 @@ export { EmbeddedStore, type EmbeddedStoreOptions } from './embedded-store.js';
 export { configError, SubnetErrorCode } from './errors.js';
 export { DEFAULT_ETCD_PREFIX, EtcdStore, type EtcdStoreOptions } from './etcd-store.js';
 export {
+  describeLease,
   type Lease,
   type LeaseAttrs,
   leaseAttrsJson,
@@ -22,6 +23,7 @@ export {
   subnetKey,
   type VxlanLeaseData,
   vxlanLeaseData,
+  vxlanLeaseDataV6,
 } from './lease.js';
 export { LeaseWatcher, type LeaseWatcherOptions } from './lease-watcher.js';
 export { consoleLogger, type Logger, silentLogger } from './logger.js';
@@ -37,6 +39,7 @@ export {
   type RenewalHandle,
   SubnetManager,
   type SubnetManagerOptions,
+  sameNode,
 } from './manager.js';
 export type { StoredValue, StoreEvent, StoreWatch, SubnetStore, WatchHandlers } from './store.js';
 export {

@@ -1,3 +1,4 @@
+import { formatIpv6, tryParseIpv6 } from '@weft/core';
 import { type Lease, leaseAttrsJson } from './lease.js';
 import type { LeaseEvent, LeaseWatch, LeaseWatchHandlers, SubnetManager } from './manager.js';
 import type { StoreEvent, StoreWatch } from './store.js';
@@ -8,6 +9,8 @@ export interface LeaseWatcherOptions {
   ownKey?: string;
   /** This node's public IP: another lease claiming it is warned about (naming both). */
   ownPublicIp?: string;
+  /** This node's public IPv6 address, likewise. */
+  ownPublicIpv6?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -165,15 +168,24 @@ export class LeaseWatcher implements LeaseWatch {
     this.handlers.onEvents(events, false);
   }
 
-  /** Two nodes claiming one public IP send each other's traffic astray: say so, naming both. */
+  /** Two nodes claiming one public IP (or IPv6) send each other's traffic astray: say so, naming both. */
   private checkDuplicates(): void {
     const byIp = new Map<string, string[]>();
-    const own = this.options.ownPublicIp;
-    if (own && this.options.ownKey) byIp.set(own, [`${this.options.ownKey} (this node)`]);
+    const claim = (ip: string | undefined, key: string) => {
+      if (ip === undefined) return;
+      const v6 = tryParseIpv6(ip);
+      const id = v6 ? formatIpv6(v6) : ip;
+      const list = byIp.get(id);
+      if (list) list.push(key);
+      else byIp.set(id, [key]);
+    };
+    if (this.options.ownKey) {
+      claim(this.options.ownPublicIp, `${this.options.ownKey} (this node)`);
+      claim(this.options.ownPublicIpv6, `${this.options.ownKey} (this node)`);
+    }
     for (const l of this.state.values()) {
-      const list = byIp.get(l.attrs.publicIp);
-      if (list) list.push(l.key);
-      else byIp.set(l.attrs.publicIp, [l.key]);
+      claim(l.attrs.publicIp, l.key);
+      claim(l.attrs.publicIpv6, l.key);
     }
     for (const [ip, keys] of byIp) {
       if (keys.length < 2) continue;
@@ -182,7 +194,7 @@ export class LeaseWatcher implements LeaseWatch {
       this.warnedDuplicates.add(id);
       this.manager.log.warn(
         { publicIp: ip, leases: keys },
-        `two nodes claim the public IP ${ip}: ${keys.join(' and ')}; traffic for one goes to the other (check --public-ip and --iface on both)`,
+        `two nodes claim the public IP ${ip}: ${keys.join(' and ')}; traffic for one goes to the other (check --public-ip, --public-ipv6 and --iface on both)`,
       );
     }
   }

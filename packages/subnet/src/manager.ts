@@ -5,12 +5,15 @@ import {
   cidrNetwork,
   formatCidr,
   formatIpv4,
+  formatIpv6,
+  tryParseIpv6,
   WeftError,
 } from '@weft/core';
 import { fromBig, type NetworkConfig, parseNetworkConfig, toBig } from './config.js';
 import { SubnetErrorCode } from './errors.js';
 import { EtcdStore } from './etcd-store.js';
 import {
+  describeLease,
   type Lease,
   type LeaseAttrs,
   leaseAttrsJson,
@@ -55,7 +58,7 @@ export interface SubnetManagerOptions {
 /** What {@link SubnetManager.acquireLease} needs: what this node publishes, and hints. */
 export interface AcquireRequest {
   attrs: LeaseAttrs;
-  /** The subnet recorded in this node's subnet.env: asked for again if it is free. */
+  /** The subnets recorded in this node's subnet.env: each asked for again if it is free. */
   previousSubnet?: Cidr;
   previousSubnet6?: Cidr;
   /** Stops the retrying (acquireLease then rejects with the signal's reason). */
@@ -114,6 +117,29 @@ function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** The subnets of a key already in the store (a malformed lease still occupies its subnets). */
+type Taken = { subnet?: Cidr4; subnet6?: Cidr6 };
+
+/**
+ * Whether two lease attributes name one node: by public IP (flannel's findLeaseByIP), or by
+ * public IPv6 when neither has an IPv4 one (an IPv6-only node, where flannel's "0.0.0.0" would
+ * match every node).
+ */
+export function sameNode(
+  a: { publicIp?: string; publicIpv6?: string },
+  b: { publicIp?: string; publicIpv6?: string },
+): boolean {
+  if (a.publicIp !== undefined || b.publicIp !== undefined) return a.publicIp === b.publicIp;
+  return a.publicIpv6 !== undefined && sameIpv6(a.publicIpv6, b.publicIpv6);
+}
+
+function sameIpv6(a: string, b: string | undefined): boolean {
+  if (b === undefined) return false;
+  const x = tryParseIpv6(a);
+  const y = tryParseIpv6(b);
+  return x !== undefined && y !== undefined && formatIpv6(x) === formatIpv6(y);
 }
 
 function overlaps(a: Cidr, b: Cidr): boolean {
@@ -185,12 +211,8 @@ export class SubnetManager {
     }
     try {
       const attrs = parseLeaseAttrs(v.value ?? '', v.key);
-      const lease: Lease = {
-        key: v.key,
-        subnet: formatCidr(subnets.subnet),
-        attrs,
-        revision: v.modRevision ?? v.revision ?? 0,
-      };
+      const lease: Lease = { key: v.key, attrs, revision: v.modRevision ?? v.revision ?? 0 };
+      if (subnets.subnet) lease.subnet = formatCidr(subnets.subnet);
       if (subnets.subnet6) lease.subnet6 = formatCidr(subnets.subnet6);
       if (v.ttlSeconds !== undefined) lease.expiresAt = this.now() + v.ttlSeconds * 1000;
       return lease;
@@ -209,7 +231,7 @@ export class SubnetManager {
   private async listing(): Promise<{
     leases: Lease[];
     revision: number;
-    taken: { subnet: Cidr4; subnet6?: Cidr6 }[];
+    taken: Taken[];
   }> {
     const { values, revision } = await this.store.listSubnets();
     return {
@@ -219,73 +241,114 @@ export class SubnetManager {
     };
   }
 
-  /** The lease held by the node with this public IP, if any. */
-  async leaseFor(publicIp: string): Promise<Lease | undefined> {
-    return (await this.listLeases()).leases.find((l) => l.attrs.publicIp === publicIp);
+  /**
+   * The lease held by the node with this public IP (an IPv6-only node, with no IPv4 one: by its
+   * public IPv6), if any.
+   */
+  async leaseFor(publicIp: string | undefined, publicIpv6?: string): Promise<Lease | undefined> {
+    const { leases } = await this.listLeases();
+    return leases.find((l) => sameNode(l.attrs, { publicIp, publicIpv6 }));
   }
 
-  private compatible(config: NetworkConfig, lease: Lease): boolean {
-    const keys = parseSubnetKey(lease.key);
-    if (!keys) return false;
-    const { subnet, subnet6 } = keys;
-    if (config.enableIpv4) {
-      if (
-        subnet.prefixLength !== config.subnetLen ||
-        subnet.address < config.subnetMin ||
-        subnet.address > config.subnetMax
-      )
-        return false;
-    }
+  private fits4(config: NetworkConfig, subnet: Cidr4 | undefined): boolean {
+    if (!config.enableIpv4) return subnet === undefined;
+    return (
+      subnet !== undefined &&
+      subnet.prefixLength === config.subnetLen &&
+      subnet.address >= config.subnetMin &&
+      subnet.address <= config.subnetMax
+    );
+  }
+
+  private fits6(config: NetworkConfig, subnet6: Cidr6 | undefined): boolean {
     if (!config.enableIpv6) return subnet6 === undefined;
     if (!subnet6 || subnet6.prefixLength !== config.ipv6SubnetLen) return false;
     const n = toBig(subnet6.address);
     return n >= toBig(config.ipv6SubnetMin!) && n <= toBig(config.ipv6SubnetMax!);
   }
 
-  /** Up to 100 free subnets from SubnetMin on, as flannel looks; one is picked at random. */
-  private pickFree(
-    config: NetworkConfig,
-    taken: { subnet: Cidr4; subnet6?: Cidr6 }[],
-  ): { subnet: Cidr4; subnet6?: Cidr6 } {
+  /** flannel's isSubnetConfigCompat and isIPv6SubnetConfigCompat, each family on its own. */
+  private compatible(config: NetworkConfig, lease: Lease): boolean {
+    const keys = parseSubnetKey(lease.key);
+    return !!keys && this.fits4(config, keys.subnet) && this.fits6(config, keys.subnet6);
+  }
+
+  /** Up to 100 free subnets from SubnetMin on, per family, as flannel looks; one is picked at random. */
+  private pickFree4(config: NetworkConfig, taken: Taken[]): Cidr4 {
     const free4: number[] = [];
     const size = 2 ** (32 - config.subnetLen);
     for (let ip = config.subnetMin; ip <= config.subnetMax && free4.length < 100; ip += size) {
       const c: Cidr4 = { family: 4, address: ip, prefixLength: config.subnetLen };
-      if (!taken.some((t) => overlaps(t.subnet, c))) free4.push(ip);
+      if (!taken.some((t) => t.subnet && overlaps(t.subnet, c))) free4.push(ip);
     }
-    const free6: bigint[] = [];
-    if (config.enableIpv6) {
-      const step = 1n << BigInt(128 - config.ipv6SubnetLen);
-      for (
-        let n = toBig(config.ipv6SubnetMin!);
-        n <= toBig(config.ipv6SubnetMax!) && free6.length < 100;
-        n += step
-      ) {
-        const c: Cidr6 = { family: 6, address: fromBig(n), prefixLength: config.ipv6SubnetLen };
-        if (!taken.some((t) => t.subnet6 && overlaps(t.subnet6, c))) free6.push(n);
-      }
-    }
-    if (free4.length === 0 || (config.enableIpv6 && free6.length === 0)) {
+    if (free4.length === 0) {
       const range = `${formatIpv4(config.subnetMin)}/${config.subnetLen} .. ${formatIpv4(config.subnetMax)}/${config.subnetLen}`;
       throw new WeftError(
         SubnetErrorCode.noFreeSubnet,
         `no free subnet in ${config.network ? formatCidr(config.network) : 'the network'} (${range}): all ${taken.length} are leased; widen the network, or release a lease`,
       );
     }
-    const subnet: Cidr4 = {
+    return {
       family: 4,
       address: free4[Math.floor(this.random() * free4.length)],
       prefixLength: config.subnetLen,
     };
-    if (!config.enableIpv6) return { subnet };
+  }
+
+  private pickFree6(config: NetworkConfig, taken: Taken[]): Cidr6 {
+    const free6: bigint[] = [];
+    const step = 1n << BigInt(128 - config.ipv6SubnetLen);
+    for (
+      let n = toBig(config.ipv6SubnetMin!);
+      n <= toBig(config.ipv6SubnetMax!) && free6.length < 100;
+      n += step
+    ) {
+      const c: Cidr6 = { family: 6, address: fromBig(n), prefixLength: config.ipv6SubnetLen };
+      if (!taken.some((t) => t.subnet6 && overlaps(t.subnet6, c))) free6.push(n);
+    }
+    if (free6.length === 0) {
+      const len = config.ipv6SubnetLen;
+      throw new WeftError(
+        SubnetErrorCode.noFreeSubnet,
+        `no free IPv6 subnet in ${formatCidr(config.ipv6Network!)} (${formatIpv6(config.ipv6SubnetMin!)}/${len} .. ${formatIpv6(config.ipv6SubnetMax!)}/${len}): all ${taken.length} are leased; widen the IPv6Network, or release a lease`,
+      );
+    }
     return {
-      subnet,
-      subnet6: {
-        family: 6,
-        address: fromBig(free6[Math.floor(this.random() * free6.length)]),
-        prefixLength: config.ipv6SubnetLen,
-      },
+      family: 6,
+      address: fromBig(free6[Math.floor(this.random() * free6.length)]),
+      prefixLength: config.ipv6SubnetLen,
     };
+  }
+
+  /**
+   * The subnet of one family this node asks for: the one in its subnet.env when it fits the
+   * config and no other lease holds it, else a random free one.
+   */
+  private pick<C extends Cidr4 | Cidr6>(
+    config: NetworkConfig,
+    taken: Taken[],
+    previous: Cidr | undefined,
+    family: 4 | 6,
+  ): C {
+    const fits = family === 4 ? this.fits4.bind(this) : this.fits6.bind(this);
+    if (previous?.family === family) {
+      const inUse = taken.some((t) => {
+        const s = family === 4 ? t.subnet : t.subnet6;
+        return s !== undefined && overlaps(s, previous);
+      });
+      if (inUse)
+        this.log.info(
+          { subnet: formatCidr(previous) },
+          'the subnet in subnet.env is leased by another node: picking another',
+        );
+      else if (!fits(config, previous as never))
+        this.log.warn(
+          { subnet: formatCidr(previous) },
+          'the subnet in subnet.env does not fit the network config: ignoring it',
+        );
+      else return previous as C;
+    }
+    return (family === 4 ? this.pickFree4(config, taken) : this.pickFree6(config, taken)) as C;
   }
 
   /**
@@ -323,14 +386,19 @@ export class SubnetManager {
     const value = leaseAttrsJson(request.attrs);
     for (let attempt = 0; attempt < this.raceRetries; attempt++) {
       const { leases, taken } = await this.listing();
-      const own = leases.find((l) => l.attrs.publicIp === request.attrs.publicIp);
+      const own = leases.find((l) => sameNode(l.attrs, request.attrs));
       if (own) {
         if (this.compatible(config, own)) {
           // A reservation stays one: no TTL.
           const ttl = own.expiresAt === undefined ? 0 : this.ttl;
           await this.store.putSubnet(own.key, value, ttl);
           this.log.info(
-            { subnet: own.subnet, publicIp: request.attrs.publicIp },
+            {
+              subnet: own.subnet,
+              subnet6: own.subnet6,
+              publicIp: request.attrs.publicIp,
+              publicIpv6: request.attrs.publicIpv6,
+            },
             'reusing the lease this node already holds',
           );
           return {
@@ -340,56 +408,37 @@ export class SubnetManager {
           };
         }
         this.log.warn(
-          { subnet: own.subnet },
+          { subnet: own.subnet, subnet6: own.subnet6 },
           "this node's lease does not fit the network config any more: deleting it",
         );
         await this.store.deleteSubnet(own.key);
         continue;
       }
-      let pick: { subnet: Cidr4; subnet6?: Cidr6 } | undefined;
-      const prev = request.previousSubnet;
-      if (prev?.family === 4) {
-        const prevKey = subnetKey(
-          prev,
-          request.previousSubnet6?.family === 6 ? request.previousSubnet6 : undefined,
-        );
-        const candidate: Lease = {
-          key: prevKey,
-          subnet: formatCidr(prev),
-          attrs: request.attrs,
-          revision: 0,
-        };
-        const prev6 = request.previousSubnet6;
-        const inUse = taken.some(
-          (t) =>
-            overlaps(t.subnet, prev) ||
-            (t.subnet6 !== undefined && prev6 !== undefined && overlaps(t.subnet6, prev6)),
-        );
-        if (!inUse && this.compatible(config, candidate)) pick = parseSubnetKey(prevKey);
-        else if (inUse)
-          this.log.info(
-            { subnet: formatCidr(prev) },
-            'the subnet in subnet.env is leased by another node: picking another',
-          );
-        else
-          this.log.warn(
-            { subnet: formatCidr(prev) },
-            'the subnet in subnet.env does not fit the network config: ignoring it',
-          );
-      }
-      pick ??= this.pickFree(config, taken);
+      const pick = {
+        subnet: config.enableIpv4
+          ? this.pick<Cidr4>(config, taken, request.previousSubnet, 4)
+          : undefined,
+        subnet6: config.enableIpv6
+          ? this.pick<Cidr6>(config, taken, request.previousSubnet6, 6)
+          : undefined,
+      };
       const key = subnetKey(pick.subnet, pick.subnet6);
       if (await this.store.createSubnet(key, value, this.ttl)) {
         const lease: Lease = {
           key,
-          subnet: formatCidr(pick.subnet),
           attrs: request.attrs,
           expiresAt: this.now() + this.ttl * 1000,
           revision: 0,
         };
+        if (pick.subnet) lease.subnet = formatCidr(pick.subnet);
         if (pick.subnet6) lease.subnet6 = formatCidr(pick.subnet6);
         this.log.info(
-          { subnet: lease.subnet, subnet6: lease.subnet6, publicIp: request.attrs.publicIp },
+          {
+            subnet: lease.subnet,
+            subnet6: lease.subnet6,
+            publicIp: request.attrs.publicIp,
+            publicIpv6: request.attrs.publicIpv6,
+          },
           'leased a subnet',
         );
         return lease;
@@ -413,16 +462,16 @@ export class SubnetManager {
   /** Deletes the lease from the store, freeing its subnet for another node. */
   async releaseLease(lease: Lease): Promise<void> {
     await this.store.deleteSubnet(lease.key);
-    this.log.info({ subnet: lease.subnet }, 'released the lease');
+    this.log.info({ subnet: describeLease(lease) }, 'released the lease');
   }
 
-  /** Reserves a subnet for a node: a lease with no TTL, never reassigned. */
-  async reserve(subnet: Cidr4, attrs: LeaseAttrs, subnet6?: Cidr6): Promise<Lease> {
+  /** Reserves a subnet for a node (an IPv6-only one: `undefined` and its IPv6 subnet): a lease with no TTL, never reassigned. */
+  async reserve(subnet: Cidr4 | undefined, attrs: LeaseAttrs, subnet6?: Cidr6): Promise<Lease> {
     const key = subnetKey(subnet, subnet6);
     await this.store.putSubnet(key, leaseAttrsJson(attrs), 0);
     return {
       key,
-      subnet: formatCidr(subnet),
+      ...(subnet ? { subnet: formatCidr(subnet) } : {}),
       ...(subnet6 ? { subnet6: formatCidr(subnet6) } : {}),
       attrs,
       revision: 0,
@@ -451,13 +500,16 @@ export class SubnetManager {
     const renew = async () => {
       try {
         current = await this.renewLease(current);
-        this.log.info({ subnet: current.subnet, expiresAt: current.expiresAt }, 'lease renewed');
+        this.log.info(
+          { subnet: describeLease(current), expiresAt: current.expiresAt },
+          'lease renewed',
+        );
         handlers.onRenewed?.(current);
         const next = delay();
         if (next !== undefined) schedule(next);
       } catch (err) {
         this.log.error(
-          { subnet: current.subnet, err: (err as Error).message },
+          { subnet: describeLease(current), err: (err as Error).message },
           `renewing the lease failed: trying again in ${this.retry} s`,
         );
         handlers.onRenewFailed?.(err as Error);

@@ -230,6 +230,41 @@ describe("flannel's network config", () => {
     });
     expect(v6only.network).toBeUndefined();
     expect(v6only.ipv6SubnetLen).toBe(66);
+    // IPv6SubnetMin/Max: inside the network, on a subnet boundary; and back as flannel's JSON.
+    const ranged = parseNetworkConfig({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: 'fd00:10:244::/48',
+      IPv6SubnetMin: 'fd00:10:244:10::',
+      IPv6SubnetMax: 'fd00:10:244:1f::',
+      Backend: { Type: 'host-gw' },
+    });
+    expect(JSON.parse(networkConfigJson(ranged))).toEqual({
+      EnableIPv4: false,
+      EnableIPv6: true,
+      IPv6Network: 'fd00:10:244::/48',
+      IPv6SubnetLen: 64,
+      IPv6SubnetMin: 'fd00:10:244:10::',
+      IPv6SubnetMax: 'fd00:10:244:1f::',
+      Backend: { Type: 'host-gw' },
+    });
+    expect(
+      fails({
+        EnableIPv4: false,
+        EnableIPv6: true,
+        IPv6Network: 'fd00::/48',
+        IPv6SubnetMin: 'fd00:0:0:1::1',
+      }),
+    ).toMatch(/IPv6SubnetMin fd00:0:0:1::1 is not on a \/64 boundary/);
+    expect(
+      fails({
+        EnableIPv4: false,
+        EnableIPv6: true,
+        IPv6Network: 'fd00::/48',
+        IPv6SubnetMax: 'fd01::',
+      }),
+    ).toMatch(/IPv6SubnetMax fd01:: is not inside IPv6Network fd00::\/48/);
+    expect(fails({ EnableIPv4: false, EnableIPv6: false })).toMatch(/both false/);
   });
 
   it('says what is wrong with malformed JSON and missing fields', () => {

@@ -95,7 +95,7 @@ export function storeSuite(t: StoreUnderTest): void {
       await store.putConfig(CONFIG);
       const m = manager(store);
       const lease = await m.acquireLease({ attrs: attrs('198.18.0.1') });
-      const c = parseCidr(lease.subnet) as Cidr4;
+      const c = parseCidr(lease.subnet!) as Cidr4;
       expect(c.prefixLength).toBe(24);
       expect(c.address).toBeGreaterThanOrEqual(0x0af40100);
       expect(lease.expiresAt).toBeGreaterThan(Date.now() + 23 * 3600_000);
@@ -301,7 +301,7 @@ export function storeSuite(t: StoreUnderTest): void {
       expect(await store.getSubnet(short.key)).toBeUndefined();
       const next = await manager(store).acquireLease({
         attrs: attrs('198.18.0.5'),
-        previousSubnet: parseCidr(short.subnet),
+        previousSubnet: parseCidr(short.subnet!),
       });
       expect(next.subnet).toBe(short.subnet);
       w.watch.close();
@@ -337,4 +337,73 @@ export function storeSuite(t: StoreUnderTest): void {
       }
     });
   }, 60_000);
+
+  it('leases dual-stack subnets under one key, and IPv6-only ones keyed as flannel keys them', async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(DUAL_CONFIG);
+      const m = manager(store);
+      const a = await m.acquireLease({ attrs: dualAttrs('198.18.0.11', '2001:2::11') });
+      expect(a.subnet).toMatch(/^10\.244\.\d+\.0\/24$/);
+      expect(a.subnet6).toMatch(/^fd00:10:244:[0-9a-f]+::\/64$/);
+      expect(a.key).toBe(`${a.subnet!.replace('/', '-')}&${a.subnet6!.replace('/', '-')}`);
+      // The same node again (by its public IP) keeps both.
+      const again = await manager(other).acquireLease({
+        attrs: dualAttrs('198.18.0.11', '2001:2::11'),
+      });
+      expect([again.subnet, again.subnet6]).toEqual([a.subnet, a.subnet6]);
+      // subnet.env's subnets are asked for again, each family on its own.
+      const b = await m.acquireLease({
+        attrs: dualAttrs('198.18.0.12', '2001:2::12'),
+        previousSubnet: parseCidr('10.244.77.0/24'),
+        previousSubnet6: parseCidr('fd00:10:244:77::/64'),
+      });
+      expect([b.subnet, b.subnet6]).toEqual(['10.244.77.0/24', 'fd00:10:244:77::/64']);
+      const c = await m.acquireLease({
+        attrs: dualAttrs('198.18.0.13', '2001:2::13'),
+        previousSubnet: parseCidr('10.244.78.0/24'),
+        previousSubnet6: parseCidr('fd00:10:244:77::/64'), // b holds it: another is picked
+      });
+      expect(c.subnet).toBe('10.244.78.0/24');
+      expect(c.subnet6).not.toBe('fd00:10:244:77::/64');
+      const { leases } = await manager(other).listLeases();
+      expect(leases.map((l) => l.attrs.publicIpv6).sort()).toEqual([
+        '2001:2::11',
+        '2001:2::12',
+        '2001:2::13',
+      ]);
+      const stored = await store.getSubnet(b.key);
+      expect(stored?.value).toBe(
+        '{"PublicIP":"198.18.0.12","PublicIPv6":"2001:2::12","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:00:61"}}',
+      );
+
+      // The config turns IPv6-only: the dual-stack leases no longer fit; each node gets an IPv6-only one.
+      await store.putConfig(V6_CONFIG);
+      const v6a = await m.acquireLease({ attrs: v6Attrs('2001:2::11') });
+      const v6b = await manager(other).acquireLease({ attrs: v6Attrs('2001:2::12') });
+      expect(v6a.subnet).toBeUndefined();
+      expect(v6a.key).toBe(`0.0.0.0-0&${v6a.subnet6!.replace('/', '-')}`);
+      expect(v6b.subnet6).not.toBe(v6a.subnet6);
+      // A restart of the same IPv6-only node (found by its public IPv6, as "0.0.0.0" names no one).
+      const v6again = await manager(other).acquireLease({ attrs: v6Attrs('2001:2:0::11') });
+      expect(v6again.key).toBe(v6a.key);
+      expect((await store.getSubnet(v6a.key))?.value).toBe(
+        '{"PublicIP":"0.0.0.0","PublicIPv6":"2001:2::11","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:00:61"}}',
+      );
+    });
+  });
 }
+
+const DUAL_CONFIG =
+  '{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/48", "Backend": {"Type": "vxlan"}}';
+const V6_CONFIG =
+  '{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/48", "Backend": {"Type": "vxlan"}}';
+const dualAttrs = (publicIp: string, publicIpv6: string) => ({
+  ...attrs(publicIp),
+  publicIpv6,
+  backendV6Data: { VNI: 1, VtepMAC: '02:00:00:00:00:61' },
+});
+const v6Attrs = (publicIpv6: string) => ({
+  publicIpv6,
+  backendType: 'vxlan',
+  backendV6Data: { VNI: 1, VtepMAC: '02:00:00:00:00:61' },
+});

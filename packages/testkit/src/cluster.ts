@@ -7,6 +7,7 @@ import {
   KUBE_FLANNEL_CNI_CONF,
   REFERENCE_CNI_DIR,
   resultIp,
+  resultIps,
 } from './cni.js';
 import { createNetns, type Netns } from './netns.js';
 import { tempDir } from './tools.js';
@@ -17,21 +18,31 @@ import { tempDir } from './tools.js';
  * forwarding IP. Pods are namespaces made by the CNI plugin (weft-cni as `flannel`, delegating to
  * the reference bridge and host-local): a veth into their node's `cni0` bridge, which takes
  * FLANNEL_SUBNET's first address, an address from the node's subnet, a default route via the bridge.
+ * With `{ underlay: 'dual' }` the switch and each node also have an IPv6 address (2001:2::1/64,
+ * 2001:2::(10+i)/64: RFC 5180's benchmarking space, no duplicate address detection wait);
+ * `'ipv6'` gives them IPv6 addresses only. Pods get both families when subnet.env has both.
  */
 export interface ClusterNode {
   name: string;
   ns: Netns;
-  /** Underlay address. */
+  /** Underlay address (the IPv6 one on an IPv6-only underlay). */
   ip: string;
+  /** Underlay IPv6 address, when the underlay has IPv6. */
+  ip6?: string;
   pods: Pod[];
 }
 
 export interface Pod {
   name: string;
   ns: Netns;
+  /** The pod's first address (IPv4, unless the network is IPv6-only). */
   ip: string;
+  /** Its IPv6 address, when the network has IPv6. */
+  ip6?: string;
   node: ClusterNode;
 }
+
+export type UnderlayFamilies = 'ipv4' | 'dual' | 'ipv6';
 
 export class Cluster {
   readonly underlay: Netns;
@@ -43,16 +54,29 @@ export class Cluster {
     runtimes: Map<ClusterNode, CniRuntime>;
   };
 
-  constructor(readonly tag: string) {
+  constructor(
+    readonly tag: string,
+    readonly options: { underlay?: UnderlayFamilies } = {},
+  ) {
     this.underlay = createNetns(tag);
     const u = this.underlay.name;
     execFileSync('ip', ['-n', u, 'link', 'add', 'br0', 'type', 'bridge']);
-    execFileSync('ip', ['-n', u, 'addr', 'add', '198.18.0.1/24', 'dev', 'br0']);
+    if (this.families !== 'ipv6')
+      execFileSync('ip', ['-n', u, 'addr', 'add', '198.18.0.1/24', 'dev', 'br0']);
+    if (this.families !== 'ipv4')
+      execFileSync('ip', ['-n', u, 'addr', 'add', '2001:2::1/64', 'dev', 'br0', 'nodad']);
     execFileSync('ip', ['-n', u, 'link', 'set', 'br0', 'up']);
   }
 
-  /** Plugs a namespace into the underlay switch as `eth0` with `address` (e.g. 198.18.0.11/24). */
-  plug(ns: Netns, address: string): void {
+  get families(): UnderlayFamilies {
+    return this.options.underlay ?? 'ipv4';
+  }
+
+  /**
+   * Plugs a namespace into the underlay switch as `eth0` with `address` (e.g. 198.18.0.11/24;
+   * undefined for none) and `address6` (e.g. 2001:2::11/64, added without duplicate address detection).
+   */
+  plug(ns: Netns, address: string | undefined, address6?: string): void {
     const port = `p${this.plugged++}`;
     execFileSync('ip', [
       'link',
@@ -70,7 +94,9 @@ export class Cluster {
       ns.name,
     ]);
     execFileSync('ip', ['-n', this.underlay.name, 'link', 'set', port, 'master', 'br0', 'up']);
-    execFileSync('ip', ['-n', ns.name, 'addr', 'add', address, 'dev', 'eth0']);
+    if (address) execFileSync('ip', ['-n', ns.name, 'addr', 'add', address, 'dev', 'eth0']);
+    if (address6)
+      execFileSync('ip', ['-n', ns.name, 'addr', 'add', address6, 'dev', 'eth0', 'nodad']);
     execFileSync('ip', ['-n', ns.name, 'link', 'set', 'eth0', 'up']);
     // A userspace VTEP reads inner TCP checksums a kernel peer left for "hardware" over a veth.
     execFileSync('ip', ['netns', 'exec', ns.name, 'ethtool', '-K', 'eth0', 'tx', 'off'], {
@@ -80,10 +106,21 @@ export class Cluster {
 
   addNode(name = `n${this.nodes.length + 1}`): ClusterNode {
     const ns = createNetns(this.tag);
-    const ip = `198.18.0.${11 + this.nodes.length}`;
-    this.plug(ns, `${ip}/24`);
+    const ip4 = this.families === 'ipv6' ? undefined : `198.18.0.${11 + this.nodes.length}`;
+    const ip6 = this.families === 'ipv4' ? undefined : `2001:2::${11 + this.nodes.length}`;
+    this.plug(ns, ip4 && `${ip4}/24`, ip6 && `${ip6}/64`);
     execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    const node = { name, ns, ip, pods: [] };
+    if (ip6)
+      execFileSync('ip', [
+        'netns',
+        'exec',
+        ns.name,
+        'sysctl',
+        '-qw',
+        'net.ipv6.conf.all.forwarding=1',
+      ]);
+    const node: ClusterNode = { name, ns, ip: (ip4 ?? ip6)!, pods: [] };
+    if (ip6) node.ip6 = ip6;
     this.nodes.push(node);
     return node;
   }
@@ -104,12 +141,14 @@ export class Cluster {
         const { result } = runtime.add(ns.name, `/run/netns/${ns.name}`);
         // No `tx off` here: a pod keeps TSO, so a weft node gets super-packets from it. Inner
         // checksums a kernel VXLAN leaves partial are finished at its node's eth0 (tx off there).
-        const pod = {
+        const pod: Pod = {
           name: `${node.name}-pod${node.pods.length + 1}`,
           ns,
           ip: resultIp(result),
           node,
         };
+        const ip6 = resultIps(result).find((a) => a.includes(':'));
+        if (ip6) pod.ip6 = ip6;
         node.pods.push(pod);
         added.push(pod);
       } catch (err) {
@@ -160,10 +199,12 @@ export class Cluster {
     return { confDir, binDirs: [...runtime.binDirs] };
   }
 
-  /** Whether `from` reaches `to` (one ping, short wait). */
-  async reaches(from: Pod, to: Pod, timeoutSeconds = 1): Promise<boolean> {
+  /** Whether `from` reaches `to` (one ping, short wait), at its IPv4 address or (`family` 6) its IPv6 one. */
+  async reaches(from: Pod, to: Pod, timeoutSeconds = 1, family: 4 | 6 = 4): Promise<boolean> {
+    const ip = family === 6 ? to.ip6 : to.ip;
+    if (!ip) throw new Error(`${to.name} has no IPv${family} address`);
     try {
-      await from.ns.exec(['ping', '-c', '1', '-W', String(timeoutSeconds), to.ip]);
+      await from.ns.exec(['ping', '-c', '1', '-W', String(timeoutSeconds), ip]);
       return true;
     } catch {
       return false;

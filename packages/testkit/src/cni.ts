@@ -179,7 +179,12 @@ export class CniRuntime {
 
 /** The first address of an ADD result (any spec version from 0.3.0), without its prefix length. */
 export function resultIp(result: Json): string {
+  return resultIps(result)[0];
+}
+
+/** Every address of an ADD result (a dual-stack pod has an IPv4 and an IPv6 one), without prefix lengths. */
+export function resultIps(result: Json): string[] {
   const ips = result.ips as { address: string }[] | undefined;
   if (!ips?.[0]) throw new Error(`CNI result has no IP: ${JSON.stringify(result)}`);
-  return ips[0].address.split('/')[0];
+  return ips.map((i) => i.address.split('/')[0]);
 }

@@ -38,7 +38,7 @@ import { fileURLToPath } from 'node:url';
 /** The captured golden frames (a copy of the team's `shared/vectors`, so a clean clone has them). */
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
 export { youngGenerationBytes } from './alloc.js';
-export { Cluster, type ClusterNode, type Pod } from './cluster.js';
+export { Cluster, type ClusterNode, type Pod, type UnderlayFamilies } from './cluster.js';
 export {
   type CniAttachment,
   CniCallError,
@@ -47,6 +47,7 @@ export {
   KUBE_FLANNEL_CNI_CONF,
   REFERENCE_CNI_DIR,
   resultIp,
+  resultIps,
   WEFT_CNI_CLI,
 } from './cni.js';
 export {
@@ -56,6 +57,13 @@ export {
   startDataplane,
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
+export {
+  FLANNEL_LEASE_FIXTURE,
+  type FlannelDecoded,
+  type FlannelEncodeRequest,
+  flannelDecodeLeases,
+  flannelEncodeLeases,
+} from './flannel.js';
 export {
   addContainer,
   bridgeLearned,

@@ -238,9 +238,11 @@ function checkSubnetEnv(ctx: DoctorContext, facts: CniFacts): CheckResult[] {
   const deviceMtu = ctx.overlayLink?.mtu;
   // A running dataplane's device MTU is what weftd wrote; without one, what it would write.
   const mtu = ctx.running && ctx.overlayLink ? deviceMtu : ctx.expectedMtu;
-  if (mtu !== undefined && env.mtu !== mtu)
+  // Dual-stack vxlan: pods get flannel-v6.<VNI>'s MTU, 20 bytes less (IPv6's outer header).
+  const six = ctx.config?.enableIpv6 && ctx.backendType === 'vxlan' ? 20 : 0;
+  if (mtu !== undefined && env.mtu !== mtu - six)
     problems.push(
-      `FLANNEL_MTU is ${env.mtu} but ${deviceMtu !== undefined && mtu === deviceMtu ? `${ctx.overlayName}'s MTU` : 'the overlay MTU'} is ${mtu}`,
+      `FLANNEL_MTU is ${env.mtu} but ${deviceMtu !== undefined && mtu === deviceMtu ? `${ctx.overlayName}'s MTU` : 'the overlay MTU'} is ${mtu}${six ? ` (less ${six} for the IPv6 device: ${mtu - six})` : ''}`,
     );
   if (env.ipMasq !== ctx.options.ipMasq)
     problems.push(

@@ -126,12 +126,13 @@ export interface DoctorContext {
   storeDescription: string;
   config?: NetworkConfig;
   configError?: WeftError | Error;
-  leases: Lease[];
+  /** The leases with an IPv4 subnet and public IP: what these checks read (IPv4 paths only). */
+  leases: Lease4[];
   leasesError?: string;
   underlay?: Underlay;
   underlayError?: string;
   /** This node's lease: the one with our public IP (the newest when there are two). */
-  own?: Lease;
+  own?: Lease4;
   backendType?: string;
   vni: number;
   /** The backend's UDP port (vxlan 8472 by default, udp 8285). */
@@ -177,6 +178,13 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
 
 const quiet = { info() {} };
 
+/** A lease with an IPv4 subnet and public IP (an IPv6-only lease has neither). */
+export type Lease4 = Lease & { subnet: string; attrs: Lease['attrs'] & { publicIp: string } };
+
+function hasIpv4(l: Lease): l is Lease4 {
+  return l.subnet !== undefined && l.attrs.publicIp !== undefined;
+}
+
 /** Reads what every check needs: links, the store's config and leases, the underlay, our lease. */
 export async function gather(options: Options, doctor: DoctorOptions): Promise<DoctorContext> {
   let kernelRelease = '';
@@ -216,7 +224,9 @@ export async function gather(options: Options, doctor: DoctorOptions): Promise<D
   }
   if (!isWeftError(ctx.configError, 'ERR_STORE_UNAVAILABLE')) {
     try {
-      ctx.leases = (await withTimeout(manager.listLeases(), 5000, store.description)).leases;
+      ctx.leases = (await withTimeout(manager.listLeases(), 5000, store.description)).leases.filter(
+        hasIpv4,
+      );
     } catch (err) {
       ctx.leasesError = (err as Error).message;
     }
@@ -278,11 +288,11 @@ export function ownVtep(ctx: DoctorContext): string | undefined {
 
 /** The leases this node forwards to (its backend type, and for vxlan its VNI), and the others. */
 export function peerLeases(ctx: DoctorContext): {
-  peers: Lease[];
-  others: { lease: Lease; why: string }[];
+  peers: Lease4[];
+  others: { lease: Lease4; why: string }[];
 } {
-  const peers: Lease[] = [];
-  const others: { lease: Lease; why: string }[] = [];
+  const peers: Lease4[] = [];
+  const others: { lease: Lease4; why: string }[] = [];
   const ownIp = ctx.underlay?.publicIp;
   for (const l of ctx.leases) {
     if (l.attrs.publicIp === ownIp) continue;

@@ -23,11 +23,10 @@ import {
   writeUdpHeader,
   writeVxlanHeader,
 } from '@weft/encap';
-import type { Lease } from '@weft/subnet';
 import { vxlanLeaseData } from '@weft/subnet';
 import { allocSlab, PacketRing, SendTable, TunErrorCode, UdpSocket } from '@weft/tun';
 import { vtepAddress } from '../kernel.js';
-import type { DoctorContext } from './context.js';
+import type { DoctorContext, Lease4 } from './context.js';
 import type { CheckResult, PathCell, PeerRow } from './report.js';
 
 /**
@@ -427,14 +426,14 @@ export interface PathResults {
 }
 
 /** Runs the path checks against each peer (in parallel: each peer rate-limits on its own). */
-export async function probePeers(ctx: DoctorContext, peers: Lease[]): Promise<PathResults> {
+export async function probePeers(ctx: DoctorContext, peers: Lease4[]): Promise<PathResults> {
   const u = ctx.underlay!;
   const encap: Encap | undefined =
     ctx.backendType === 'vxlan' ? 'vxlan' : ctx.backendType === 'udp' ? 'udp' : undefined;
   const expected = ctx.expectedMtu ?? 1450;
   const timeoutMs = ctx.doctor.probeTimeoutMs;
   const port = ctx.port;
-  const row = (l: Lease, underlay: PathCell, overlay: PathCell, mtu?: PeerRow['pathMtu']) => ({
+  const row = (l: Lease4, underlay: PathCell, overlay: PathCell, mtu?: PeerRow['pathMtu']) => ({
     subnet: l.subnet,
     publicIp: l.attrs.publicIp,
     backend: l.attrs.backendType,
@@ -464,7 +463,8 @@ export async function probePeers(ctx: DoctorContext, peers: Lease[]): Promise<Pa
   let socket: ProbeSocket;
   try {
     socket = ProbeSocket.open(
-      u.ifaceAddress,
+      // The doctor finds the underlay by IPv4 (findUnderlay's default): it has an IPv4 address.
+      u.ifaceAddress!,
       port,
       expected + (encap === 'vxlan' ? VXLAN_HEADER_BYTES + ETHERNET_HEADER_BYTES : 0),
     );
