@@ -41,6 +41,8 @@ const NODE_ARGS = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] 
 const OFFLOAD = process.env.WEFT_BENCH_OFFLOAD !== '0';
 /** WEFT_BENCH_BUSY_POLL=µs: weft polls that long without sleeping after each batch (default off). */
 const BUSY_POLL = Number(process.env.WEFT_BENCH_BUSY_POLL ?? 0);
+/** WEFT_BENCH_WORKERS=N: the vxlan (TUN mode) and udp cases run N pumps, one per thread (default 1). */
+const WORKERS = Number(process.env.WEFT_BENCH_WORKERS ?? 1);
 const MAC_B = '02:00:00:00:02:01';
 
 function kernelVtep(ns: Netns, nodes: TwoNodes, side: 'a' | 'b', userspacePeer: boolean) {
@@ -73,6 +75,7 @@ function weftVxlan(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<Running
       deviceName: 'flannel.1',
       offload: OFFLOAD,
       busyPollMicros: BUSY_POLL,
+      workers: WORKERS,
       vtepAddress: `10.244.${me}.0`,
       vtepMac: side === 'a' ? MAC_A : MAC_B,
       network: '10.244.0.0/16',
@@ -99,6 +102,7 @@ function weftUdp(ns: Netns, nodes: TwoNodes, side: 'a' | 'b'): Promise<RunningNo
       deviceName: 'flannel0',
       offload: OFFLOAD,
       busyPollMicros: BUSY_POLL,
+      workers: WORKERS,
       nodeAddress: `10.244.${me}.0`,
       network: '10.244.0.0/16',
       publicIp: side === 'a' ? nodes.ipA : nodes.ipB,
