@@ -22,21 +22,13 @@ import type { Logger as PinoLogger } from 'pino';
 import { BRING_UP, type Dataplane, type FamilySetup, udpIpv4Only } from './dataplane.js';
 import type { Options } from './flags.js';
 import { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
+import { DaemonErrorCode } from './errors.js';
 import { type RemoteNode, vtepAddress } from './kernel.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type TrafficRules, trafficRules } from './traffic.js';
 import { findUnderlay, waitForIpv6 } from './underlay.js';
 import { type WireguardContext, wireguardLeaseData, wireguardOneDevice } from './wireguard.js';
 
-/** The `code` of each WeftError weftd's start fails with (besides its packages' own). */
-export const DaemonErrorCode = {
-  /** No usable underlay interface (--iface, --iface-regex, --iface-can-reach, --public-ip). */
-  iface: 'ERR_WEFTD_IFACE',
-  /** The backend cannot run with this network config or on this node. */
-  backend: 'ERR_WEFTD_BACKEND',
-  /** Declared, but nothing throws it today: a subnet lost to another node makes weftd exit 1. */
-  leaseLost: 'ERR_WEFTD_LEASE_LOST',
-} as const;
 
 function readOrNull(path: string): string | null {
   try {
@@ -94,6 +86,16 @@ export class Daemon {
   private readonly skippedKeys = new Set<string>();
   /** The families the network config enables (what the dataplane forwards). */
   private dataplaneFamilies = { ipv4: true, ipv6: false };
+
+  private reportFatal!: (err: WeftError) => void;
+  /**
+   * Settles when the daemon stops itself because it cannot go on (today: its subnet went to
+   * another node while its lease was gone, `ERR_WEFTD_LEASE_LOST`), after it has stopped. weftd
+   * exits 1 with it; a program embedding the daemon decides for itself.
+   */
+  readonly fatal: Promise<WeftError> = new Promise((resolve) => {
+    this.reportFatal = resolve;
+  });
 
   constructor(
     readonly options: Options,
@@ -300,10 +302,13 @@ export class Daemon {
       onSubnetTaken: (was, now) => {
         this.log.error(
           { was, now },
-          'the subnet went to another node: exiting so that a restart reconfigures this node',
+          'the subnet went to another node: stopping so that a restart reconfigures this node',
         );
-        process.exitCode = 1;
-        void this.stop();
+        const err = new WeftError(
+          DaemonErrorCode.leaseLost,
+          `this node's lease was gone from the store and its subnet ${was} went to another node (the store offered ${now}): restart weftd to take a new subnet, then restart this node's pods, whose addresses are in the old one`,
+        );
+        void this.stop().then(() => this.reportFatal(err));
       },
     });
     // A full check now and then: what a missed notification hid is found within --resync seconds.

@@ -1,4 +1,5 @@
-export { Daemon, DaemonErrorCode, openStore } from './daemon.js';
+export { Daemon, openStore } from './daemon.js';
+export { DaemonErrorCode } from './errors.js';
 export {
   BRING_UP,
   type Dataplane,

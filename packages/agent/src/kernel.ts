@@ -9,6 +9,7 @@ import {
   WeftError,
 } from '@weft/core';
 import type { Link, Rtnl } from '@weft/netlink';
+import { DaemonErrorCode } from './errors.js';
 
 /**
  * A remote node as the daemon knows it from its lease: what it has of each family (a dual-stack
@@ -242,7 +243,8 @@ export class KernelVxlan {
    */
   async sync(nodes: FamilyNode[]): Promise<{ added: number; removed: number }> {
     const link = this.link;
-    if (!link) throw new Error('KernelVxlan.sync before setup');
+    if (!link)
+      throw new WeftError(DaemonErrorCode.backend, 'KernelVxlan.sync before setup: call setup() first');
     const idx = link.index;
     const withMac = nodes.filter((n) => n.vtepMac);
     const wantRoutes = new Map(

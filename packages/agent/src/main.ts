@@ -72,6 +72,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  void daemon.fatal.then((err) => fail(err));
   try {
     await daemon.start();
   } catch (err) {

@@ -1,3 +1,4 @@
+import { FdbErrorCode, fdbError } from './errors.js';
 /**
  * A map from a whole number in [0, 2^53) (an IPv4 address, a MAC) to a value, kept in typed
  * arrays: open addressing with linear probing over the key's two 32-bit words. A `Map` keyed by a
@@ -59,7 +60,7 @@ export class NumberMap<V> {
   /** Sets `key` (a whole number, 0 <= key < 2^53) to `value`; an undefined value deletes it. */
   set(key: number, value: V): this {
     if (!Number.isSafeInteger(key) || key < 0)
-      throw new RangeError(`NumberMap key ${key} is not a whole number in [0, 2^53)`);
+      throw fdbError(FdbErrorCode.badEntry, `NumberMap key ${key} is not a whole number in [0, 2^53)`);
     if (value === undefined) {
       this.delete(key);
       return this;

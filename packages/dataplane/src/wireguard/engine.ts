@@ -206,34 +206,53 @@ export class WireguardEngine {
   readonly now: () => number;
   private readonly wallNow: () => number;
   private readonly log: (message: string) => void;
+  // The fields marked internal are WireguardBackend's hot-path state, which it reads and writes
+  // in place; they are not API.
+  /** @internal */
   readonly index = new IndexTable();
   private readonly checker: CookieChecker;
+  /** @internal */
   readonly counts = new Float64Array(WG_COUNTER_NAMES.length);
-  /** Cryptokey routing: AllowedIPs, the route's `port` field is the peer slot + 1. */
+  /** Cryptokey routing: AllowedIPs, the route's `port` field is the peer slot + 1. @internal */
   routes = new RouteTable();
 
   // Keypairs.
+  /** @internal */
   keys: Buffer = Buffer.alloc(0);
+  /** @internal */
   kpPeer = new Int32Array(0);
+  /** @internal */
   kpLocalIndex = new Int32Array(0);
-  /** The peer's index for the session, int32 (see IndexTable): written into each message header. */
+  /** The peer's index for the session, int32 (see IndexTable): written into each message header. @internal */
   kpRemoteIndex = new Int32Array(0);
+  /** @internal */
   kpCreated = new Float64Array(0);
+  /** @internal */
   kpSendCounter = new Float64Array(0);
+  /** @internal */
   kpInitiator = new Uint8Array(0);
+  /** @internal */
   replay = new ReplayWindows(0);
   private freeKeypairs: number[] = [];
 
   // Peers.
   private peers: (Peer | undefined)[] = [];
   private readonly byKey = new Map<string, Peer>();
+  /** @internal */
   pCurrent = new Int32Array(0);
+  /** @internal */
   pPrevious = new Int32Array(0);
+  /** @internal */
   pNext = new Int32Array(0);
+  /** @internal */
   epFamily = new Uint8Array(0);
+  /** @internal */
   epAddr = new Uint32Array(0);
+  /** @internal */
   epPort = new Uint16Array(0);
+  /** @internal */
   pRxBytes = new Float64Array(0);
+  /** @internal */
   pTxBytes = new Float64Array(0);
   private tRetransmit = new Float64Array(0);
   private tSendKeepalive = new Float64Array(0);
