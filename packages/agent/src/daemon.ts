@@ -20,15 +20,14 @@ import {
 } from '@weft/subnet';
 import type { Logger as PinoLogger } from 'pino';
 import { BRING_UP, type Dataplane, type FamilySetup, udpIpv4Only } from './dataplane.js';
+import { DaemonErrorCode } from './errors.js';
 import type { Options } from './flags.js';
 import { type DaemonStatus, startHealthServer, startMetricsServer } from './http.js';
-import { DaemonErrorCode } from './errors.js';
 import { type RemoteNode, vtepAddress } from './kernel.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type TrafficRules, trafficRules } from './traffic.js';
 import { findUnderlay, waitForIpv6 } from './underlay.js';
 import { type WireguardContext, wireguardLeaseData, wireguardOneDevice } from './wireguard.js';
-
 
 function readOrNull(path: string): string | null {
   try {

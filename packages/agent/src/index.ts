@@ -1,5 +1,4 @@
 export { Daemon, openStore } from './daemon.js';
-export { DaemonErrorCode } from './errors.js';
 export {
   BRING_UP,
   type Dataplane,
@@ -19,6 +18,7 @@ export {
   runDoctor,
   type Status,
 } from './doctor/index.js';
+export { DaemonErrorCode } from './errors.js';
 export { FLAGS, helpText, type Options, parseFlags } from './flags.js';
 export {
   type DaemonStatus,

@@ -244,7 +244,10 @@ export class KernelVxlan {
   async sync(nodes: FamilyNode[]): Promise<{ added: number; removed: number }> {
     const link = this.link;
     if (!link)
-      throw new WeftError(DaemonErrorCode.backend, 'KernelVxlan.sync before setup: call setup() first');
+      throw new WeftError(
+        DaemonErrorCode.backend,
+        'KernelVxlan.sync before setup: call setup() first',
+      );
     const idx = link.index;
     const withMac = nodes.filter((n) => n.vtepMac);
     const wantRoutes = new Map(

@@ -205,7 +205,9 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
       ]);
       expect(code).toBe(1);
       expect(d.stderr()).toMatch(
-        new RegExp(`weftd: ERR_WEFTD_LEASE_LOST: .*subnet ${subnet.replace(/\./g, '\\.')} went to another node`),
+        new RegExp(
+          `weftd: ERR_WEFTD_LEASE_LOST: .*subnet ${subnet.replace(/\./g, '\\.')} went to another node`,
+        ),
       );
       // The subnet the store offered instead was given back: only the other node's lease is left.
       const { leases } = await listLeases(s.store);

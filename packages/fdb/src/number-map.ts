@@ -60,7 +60,10 @@ export class NumberMap<V> {
   /** Sets `key` (a whole number, 0 <= key < 2^53) to `value`; an undefined value deletes it. */
   set(key: number, value: V): this {
     if (!Number.isSafeInteger(key) || key < 0)
-      throw fdbError(FdbErrorCode.badEntry, `NumberMap key ${key} is not a whole number in [0, 2^53)`);
+      throw fdbError(
+        FdbErrorCode.badEntry,
+        `NumberMap key ${key} is not a whole number in [0, 2^53)`,
+      );
     if (value === undefined) {
       this.delete(key);
       return this;
