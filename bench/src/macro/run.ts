@@ -15,12 +15,13 @@ import {
 
 /**
  * The macro benchmark: every case on a fresh pair of node namespaces, reported as ratios to the
- * kernel's VXLAN. The kernel's own speed drifts on shared machines, so the baseline is measured
- * beside each case, interleaved: each round runs kernel, case, kernel, case, ..., kernel (the
+ * kernel's VXLAN (the L2 cases' to the kernel's bridge + VXLAN, kernel-l2). The kernel's own speed
+ * drifts on shared machines, so each baseline is measured beside its cases, interleaved: each
+ * round runs kernel, case, kernel, case, ..., kernel for each baseline in turn (the
  * order of the cases reversed every other round), and each case's ratio in a round is to the mean
  * of the kernel runs just before and just after it; the report gives each ratio's median and
  * range over the rounds. Flags: --quick (one short round, for tests), --rounds N (default 3),
- * --cases a,b (a subset; kernel-vxlan is the baseline when among them), --out DIR (default
+ * --cases a,b (a subset; a case's ratios need its baseline among them), --out DIR (default
  * bench/results).
  */
 const args = process.argv.slice(2);
@@ -124,8 +125,17 @@ async function attempt(c: BenchCase, round: number): Promise<Sample | string> {
   }
 }
 
-const baseline = cases.find((c) => c.name === BASELINE);
-const others = cases.filter((c) => c !== baseline);
+/** The kernel case each case's ratios are to: its own (an L2 case's is kernel-l2) or kernel-vxlan. */
+const baselineName = (c: BenchCase) => c.baseline ?? BASELINE;
+const isBaseline = (c: BenchCase) => cases.some((x) => x !== c && baselineName(x) === c.name);
+/** Each baseline that runs, with the cases measured beside it; cases whose baseline is not run go alone. */
+const groups = cases
+  .filter((c) => c.name === BASELINE || isBaseline(c))
+  .map((base) => ({
+    base,
+    others: cases.filter((c) => c !== base && !isBaseline(c) && baselineName(c) === base.name),
+  }));
+const alone = cases.filter((c) => !groups.some((g) => g.base === c || g.others.includes(c)));
 const samples = new Map<string, Sample[]>(cases.map((c) => [c.name, []]));
 /** Per case and round, the kernel runs just before and after it. */
 const neighbours = new Map<string, Sample[][]>(cases.map((c) => [c.name, []]));
@@ -142,18 +152,17 @@ function record(c: BenchCase, s: Sample | string): Sample | undefined {
 
 try {
   for (let round = 0; round < settings.rounds; round++) {
-    const order = round % 2 === 0 ? others : [...others].reverse();
-    let before = baseline ? record(baseline, await attempt(baseline, round)) : undefined;
-    if (!baseline || others.length === 0) {
-      for (const c of order) record(c, await attempt(c, round));
-      continue;
+    for (const { base, others } of groups) {
+      const order = round % 2 === 0 ? others : [...others].reverse();
+      let before = record(base, await attempt(base, round));
+      for (const c of order) {
+        record(c, await attempt(c, round));
+        const after = record(base, await attempt(base, round));
+        neighbours.get(c.name)?.push([before, after].filter((s): s is Sample => s !== undefined));
+        before = after;
+      }
     }
-    for (const c of order) {
-      record(c, await attempt(c, round));
-      const after = record(baseline, await attempt(baseline, round));
-      neighbours.get(c.name)?.push([before, after].filter((s): s is Sample => s !== undefined));
-      before = after;
-    }
+    for (const c of alone) record(c, await attempt(c, round));
   }
 } finally {
   cleanup();
@@ -165,6 +174,7 @@ const results: CaseResult[] = cases.map((c) => {
     return {
       name: c.name,
       description: c.description,
+      baseline: c.baseline,
       tcpBitsPerSecond: 0,
       tcpRuns: [],
       udpPacketsPerSecond: 0,
@@ -172,12 +182,14 @@ const results: CaseResult[] = cases.map((c) => {
       rttP99Ms: 0,
       skipped: failures.get(c.name) ?? 'no measurement',
     };
-  return summarize(
+  const result = summarize(
     c.name,
     c.description,
     mine,
-    c === baseline ? undefined : neighbours.get(c.name),
+    isBaseline(c) || c.name === BASELINE ? undefined : neighbours.get(c.name),
   );
+  if (c.baseline) result.baseline = c.baseline;
+  return result;
 });
 
 const report: MacroReport = {
