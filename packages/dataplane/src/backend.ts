@@ -281,6 +281,8 @@ export abstract class Backend extends Pump {
   protected readonly gatherer: GatherCoalescer | undefined;
   protected devOut = 0;
   protected txPos = 0;
+  /** Where in txStaging the segments cutSegments made last begin. */
+  private cutAt = 0;
   /** The GSO segment size of the device packet last checked by devicePacket(). */
   protected gsoSize = 0;
   /** With workers > 1, the other workers' threads. */
@@ -292,6 +294,8 @@ export abstract class Backend extends Pump {
     options: CommonBackendOptions,
     /** Offloads by gathering (see Pump); copying otherwise. */
     gather = false,
+    /** Bytes of link header in front of each inbound IPv4 packet: 14 for a TAP's frames. */
+    linkBytes = 0,
   ) {
     super(tun.queues[0], socket, options, gather);
     this.tun = tun;
@@ -307,7 +311,9 @@ export abstract class Backend extends Pump {
         DeviceSlab.udpRing,
         this.counts,
         this.batch * GRO_SEGMENTS_PER_SLOT,
-        options.coalesceUdp ?? false,
+        // UDP GSO writes are made for a TUN only.
+        linkBytes === 0 && (options.coalesceUdp ?? false),
+        linkBytes,
       );
     } else if (this.offload) {
       this.coalescer = new TcpCoalescer(this.rxStaging, (off, len) => {
@@ -373,19 +379,63 @@ export abstract class Backend extends Pump {
     port: number,
     n: number,
   ): number {
+    if (this.cutSegments(slab, off, len, prefixBytes, 0, decrementTtl) === 0) return n;
+    const next = this.queueCut(n, dst4, dst6, port);
+    if (next !== n) this.countCut(prefixBytes);
+    return next;
+  }
+
+  /**
+   * Offloads: cuts the TSO super-packet at slab[off, +len) (in the device ring) into segments
+   * (TcpSegmenter.cut: `linkBytes` of link header in front of slab[off] copied into each), their
+   * headers in txStaging behind `prefixBytes` the subclass fills in writeSegmentPrefix. Returns
+   * the segment count; 0, counted, for what cannot be cut. queueCut then queues the cut to each
+   * destination, and countCut counts it sent.
+   */
+  protected cutSegments(
+    slab: Buffer,
+    off: number,
+    len: number,
+    prefixBytes: number,
+    linkBytes: number,
+    decrementTtl: boolean,
+  ): number {
     const seg = this.segmenter!;
-    const count = seg.cut(slab, off, len, this.gsoSize, this.txPos, prefixBytes, decrementTtl);
+    const at = this.txPos;
+    const count = seg.cut(slab, off, len, this.gsoSize, at, prefixBytes, decrementTtl, linkBytes);
     if (count === 0) {
       this.counts[Counter.dropUnsupported]++;
-      return n;
+      return 0;
     }
-    const staging = this.txStaging;
+    const hdr = seg.headerBytes;
+    for (let k = 0; k < count; k++) this.writeSegmentPrefix(this.txStaging, at + k * hdr);
+    this.cutAt = at;
+    this.txPos = at + count * hdr;
+    return count;
+  }
+
+  /** Offloads: counts the segments cutSegments made last as sent (their bytes behind `prefixBytes`). */
+  protected countCut(prefixBytes: number): void {
+    const seg = this.segmenter!;
+    this.counts[Counter.txPackets] += seg.count;
+    this.counts[Counter.txBytes] +=
+      seg.count * (seg.headerBytes - prefixBytes) + (seg.count - 1) * seg.mss + seg.lastBytes;
+  }
+
+  /**
+   * Offloads: queues the segments cutSegments made last to one destination, as UDP GSO sends
+   * gathered from header and payload pieces (head-end replication: every destination's sends
+   * point at the same pieces). Returns the next free descriptor index; when the table has no
+   * room, the segments are dropped for this destination and counted.
+   */
+  protected queueCut(n: number, dst4: number, dst6: Uint8Array | undefined, port: number): number {
+    const seg = this.segmenter!;
+    const count = seg.count;
     const hdr = seg.headerBytes;
     if (n + 2 * count > this.udpReplyBase) {
       this.counts[Counter.dropSendError] += count;
       return n;
     }
-    for (let k = 0; k < count; k++) this.writeSegmentPrefix(staging, this.txPos + k * hdr);
     // Every segment but the last is hdr + mss bytes on the wire; a GSO send cuts at that size.
     const segmentBytes = hdr + seg.mss;
     const perSend = Math.max(
@@ -394,7 +444,7 @@ export abstract class Backend extends Pump {
     );
     const table = this.toUdp;
     for (let k = 0; k < count; k++) {
-      const h = this.txPos + k * hdr;
+      const h = this.cutAt + k * hdr;
       const chunk = k === count - 1 ? seg.lastBytes : seg.mss;
       if (k % perSend === 0) {
         if (dst6 === undefined) table.set4(n, UdpSlab.staging, h, hdr, dst4, port);
@@ -406,10 +456,6 @@ export abstract class Backend extends Pump {
       }
       table.append(n++, UdpSlab.deviceRing, seg.payloadOff + k * seg.mss, chunk);
     }
-    this.txPos += count * hdr;
-    this.counts[Counter.txPackets] += count;
-    this.counts[Counter.txBytes] +=
-      count * (hdr - prefixBytes) + (count - 1) * seg.mss + seg.lastBytes;
     return n;
   }
 

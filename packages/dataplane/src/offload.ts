@@ -368,11 +368,12 @@ export class TcpSegmenter {
 
   /**
    * Writes the headers of the segments of the super-packet at src[ipOff, +len) to staging[at...],
-   * `headerBytes` apart, each after `prefixBytes` left free: whole IPv4/TCP headers with their own
-   * length, identification, sequence number, flags and IPv4 checksum, and the TCP checksum still
-   * missing its payload's sum (finish adds it). With decrementTtl each TTL is one lower
-   * (flannel's udp step). Returns the segment count, or 0 for anything that is not a plain TCPv4
-   * super-packet, or when the batch has no room left.
+   * `headerBytes` apart, each after `prefixBytes` left free: a copy of the `linkBytes` of link
+   * header in front of src[ipOff] (a TAP frame's Ethernet header, tags included; 0 for a TUN),
+   * then whole IPv4/TCP headers with their own length, identification, sequence number, flags and
+   * IPv4 checksum, and the TCP checksum still missing its payload's sum (finish adds it). With
+   * decrementTtl each TTL is one lower (flannel's udp step). Returns the segment count, or 0 for
+   * anything that is not a plain TCPv4 super-packet, or when the batch has no room left.
    */
   cut(
     src: Buffer,
@@ -382,6 +383,7 @@ export class TcpSegmenter {
     at: number,
     prefixBytes: number,
     decrementTtl: boolean,
+    linkBytes = 0,
   ): number {
     if (
       len < 40 ||
@@ -399,7 +401,7 @@ export class TcpSegmenter {
     if (decrementTtl && src[ipOff + Ipv4Field.ttl] <= 1) return 0;
     const payloadBytes = len - hdrBytes;
     const count = Math.max(1, Math.ceil(payloadBytes / mss));
-    const stride = prefixBytes + hdrBytes;
+    const stride = prefixBytes + linkBytes + hdrBytes;
     const out = this.staging;
     if (at + count * stride > out.length || this.pending + count > this.maxSegments) return 0;
     const id0 = read16(src, ipOff + Ipv4Field.identification);
@@ -410,8 +412,9 @@ export class TcpSegmenter {
     const ops = this.ops;
     // The first segment's headers, as the super-packet's with the fields that differ per segment
     // zeroed: their sums, taken once, are what every segment's checksums start from.
-    const first = at + prefixBytes;
-    for (let b = 0; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
+    const head = at + prefixBytes;
+    const first = head + linkBytes;
+    for (let b = -linkBytes; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
     if (decrementTtl) out[first + Ipv4Field.ttl]--;
     write16(out, first + Ipv4Field.totalLength, 0);
     write16(out, first + Ipv4Field.identification, 0);
@@ -425,10 +428,10 @@ export class TcpSegmenter {
     const tcpBase = sum16(out, tcp0, thl, tcpPseudoSum4(out, first, 0));
     const doff = src[tcpOff + TcpField.dataOffset] << 8;
     for (let k = 0; k < count; k++) {
-      const seg = at + k * stride + prefixBytes;
+      const seg = at + k * stride + prefixBytes + linkBytes;
       const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
-      // Every header starts as the first's (memmove within staging, no view made).
-      if (k > 0) out.copyWithin(seg, first, first + hdrBytes);
+      // Every header starts as the first's, link header and all (memmove within staging, no view).
+      if (k > 0) out.copyWithin(seg - linkBytes, head, first + hdrBytes);
       const length = hdrBytes + chunk;
       const id = (id0 + k) & 0xffff;
       write16(out, seg + Ipv4Field.totalLength, length);
@@ -477,8 +480,8 @@ export class TcpSegmenter {
   }
 }
 
-/** Staging a GatherCoalescer needs per packet: a virtio_net_hdr and IPv4 and TCP headers. */
-export const GATHER_STAGING_PER_RECORD = VIRTIO_NET_HDR_BYTES + 120;
+/** Staging a GatherCoalescer needs per packet: a virtio_net_hdr, an Ethernet header (TAP), IPv4 and TCP headers. */
+export const GATHER_STAGING_PER_RECORD = VIRTIO_NET_HDR_BYTES + 14 + 120;
 
 /** What a record of the GatherCoalescer holds. */
 const Kind = { passThrough: 0, tcp: 1, udp: 2 } as const;
@@ -502,6 +505,10 @@ const UDP_HEADER_BYTES = 8;
  * as the first (a shorter one ends the group), a checksum present and correct. Anything else
  * passes through as it is, behind an empty header. Order is kept; a packet whose checksum is wrong
  * is dropped and counted, as the kernel would have dropped it.
+ *
+ * For a TAP (`linkBytes` 14) a record is an Ethernet frame: its IPv4 packet follows an untagged
+ * header, and segments join a group only behind the same header (one GSO frame has one); the
+ * virtio_net_hdr's offsets count from the frame's first byte.
  */
 export class GatherCoalescer {
   private readonly offs: Int32Array;
@@ -546,6 +553,8 @@ export class GatherCoalescer {
     readonly maxRecords: number,
     /** Coalesce UDP datagrams too (the device takes UDP GSO writes). */
     private readonly udp = false,
+    /** Bytes of link header in front of each IPv4 packet: 0 (a TUN), or 14 (a TAP's Ethernet). */
+    private readonly linkBytes = 0,
     /** The largest super-packet (IP length), below 64 KiB. */
     private readonly maxBytes = 65_000,
   ) {
@@ -567,7 +576,9 @@ export class GatherCoalescer {
   /**
    * Records one inner packet (its IP header already validated, `len` its total length) for the
    * device; IPv4 TCP data segments (and, with `udp`, UDP datagrams) are candidates to coalesce.
-   * False when the batch is full: the packet is dropped and counted.
+   * With `linkBytes`, a frame: `ipv4` says an IPv4 packet, validated, fills it behind that many
+   * bytes of Ethernet header (anything else passes through). False when the batch is full: the
+   * packet is dropped and counted.
    */
   add(ipv4: boolean, buf: Buffer, off: number, len: number): boolean {
     const r = this.records;
@@ -580,25 +591,27 @@ export class GatherCoalescer {
     this.lens[r] = len;
     this.kinds[r] = Kind.passThrough;
     this.opOf[r] = -1;
-    if (!ipv4 || (read16(buf, off + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0)
+    const ip = off + this.linkBytes;
+    if (!ipv4 || (read16(buf, ip + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0)
       return true;
-    const ihl = (buf[off] & 0x0f) << 2;
-    const l4 = off + ihl;
-    const protocol = buf[off + Ipv4Field.protocol];
+    const ihl = (buf[ip] & 0x0f) << 2;
+    const l4 = ip + ihl;
+    const ipLen = len - this.linkBytes;
+    const protocol = buf[ip + Ipv4Field.protocol];
     if (protocol === IpProtocol.tcp) {
       if (
-        len < ihl + 20 ||
+        ipLen < ihl + 20 ||
         (buf[l4 + TcpField.flags] & (TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg)) !== 0
       )
         return true;
       const thl = (buf[l4 + TcpField.dataOffset] >>> 4) << 2;
-      if (thl < 20 || len - ihl - thl <= 0) return true;
+      if (thl < 20 || ipLen - ihl - thl <= 0) return true;
       this.kinds[r] = Kind.tcp;
     } else if (protocol === IpProtocol.udp && this.udp) {
       // A datagram with a checksum (zero is none, over IPv4) and its length as the IP header says.
       if (
-        len <= ihl + UDP_HEADER_BYTES ||
-        read16(buf, l4 + 4) !== len - ihl ||
+        ipLen <= ihl + UDP_HEADER_BYTES ||
+        read16(buf, l4 + 4) !== ipLen - ihl ||
         read16(buf, l4 + 6) === 0
       )
         return true;
@@ -609,7 +622,7 @@ export class GatherCoalescer {
     const op = this.opCount++;
     this.opOf[r] = op;
     this.ops[op * SumOp.words + SumOp.offset] = l4;
-    this.ops[op * SumOp.words + SumOp.length] = len - ihl;
+    this.ops[op * SumOp.words + SumOp.length] = ipLen - ihl;
     return true;
   }
 
@@ -633,12 +646,13 @@ export class GatherCoalescer {
         this.passThrough(off, len);
         continue;
       }
-      const ihl = (buf[off] & 0x0f) << 2;
-      const l4 = off + ihl;
-      const l4Bytes = len - ihl;
+      const ip = off + this.linkBytes;
+      const ihl = (buf[ip] & 0x0f) << 2;
+      const l4 = ip + ihl;
+      const l4Bytes = len - this.linkBytes - ihl;
       const protocol = kind === Kind.tcp ? IpProtocol.tcp : IpProtocol.udp;
       // The pseudo-header (RFC 9293 3.1, RFC 768): addresses, protocol, transport length.
-      const a = off + Ipv4Field.src;
+      const a = ip + Ipv4Field.src;
       const pseudo =
         read16(buf, a) +
         read16(buf, a + 2) +
@@ -693,7 +707,7 @@ export class GatherCoalescer {
           this.psh = (buf[l4 + TcpField.flags] & TcpFlag.psh) !== 0;
           this.closed = this.psh;
         } else {
-          this.next = (read16(buf, off + Ipv4Field.identification) + 1) & 0xffff;
+          this.next = (read16(buf, ip + Ipv4Field.identification) + 1) & 0xffff;
           this.closed = false;
         }
       }
@@ -718,10 +732,24 @@ export class GatherCoalescer {
     c[Counter.rxBytes] += len;
   }
 
-  /** Whether the IPv4 header at off matches the group's in addresses, TOS and TTL. */
-  private sameIp(buf: Buffer, off: number, ihl: number): boolean {
+  /**
+   * Whether the packet in the frame at off matches the group's first in link header (a GSO frame
+   * has one), and in its IPv4 header's addresses, TOS and TTL.
+   */
+  private sameIp(buf: Buffer, frame: number, ihl: number): boolean {
     if (this.head < 0 || this.closed || ihl !== this.ihl) return false;
-    const g = this.headOff;
+    const link = this.linkBytes;
+    const f = this.headOff;
+    // The Ethernet addresses (the EtherType is IPv4 for both).
+    if (
+      link !== 0 &&
+      (readInt32(buf, frame) !== readInt32(buf, f) ||
+        readInt32(buf, frame + 4) !== readInt32(buf, f + 4) ||
+        readInt32(buf, frame + 8) !== readInt32(buf, f + 8))
+    )
+      return false;
+    const off = frame + link;
+    const g = f + link;
     return (
       readInt32(buf, off + Ipv4Field.src) === readInt32(buf, g + Ipv4Field.src) &&
       readInt32(buf, off + Ipv4Field.dst) === readInt32(buf, g + Ipv4Field.dst) &&
@@ -740,8 +768,8 @@ export class GatherCoalescer {
     if (this.kind !== Kind.tcp || thl !== this.thl || payload > this.mss) return false;
     if (this.ihl + this.thl + this.payload + payload > this.maxBytes) return false;
     if (!this.sameIp(buf, off, ihl)) return false;
-    const tcp = off + ihl;
-    const gt = this.headOff + ihl;
+    const tcp = off + this.linkBytes + ihl;
+    const gt = this.headOff + this.linkBytes + ihl;
     // Ports, then ACK, window, options; the next sequence number; flags but for PSH.
     if (readInt32(buf, tcp) !== readInt32(buf, gt)) return false;
     if (readInt32(buf, tcp + TcpField.seq) !== this.next) return false;
@@ -762,12 +790,13 @@ export class GatherCoalescer {
       return false;
     if (this.ihl + UDP_HEADER_BYTES + this.payload + payload > this.maxBytes) return false;
     if (!this.sameIp(buf, off, ihl)) return false;
-    const g = this.headOff;
+    const ip = off + this.linkBytes;
+    const g = this.headOff + this.linkBytes;
     // DF as the first had it, the next identification, the same ports.
-    if (read16(buf, off + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment))
+    if (read16(buf, ip + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment))
       return false;
-    if (read16(buf, off + Ipv4Field.identification) !== this.next) return false;
-    return readInt32(buf, off + ihl) === readInt32(buf, g + ihl);
+    if (read16(buf, ip + Ipv4Field.identification) !== this.next) return false;
+    return readInt32(buf, ip + ihl) === readInt32(buf, g + ihl);
   }
 
   /** Finishes the open group, if any: its headers, its two reserved descriptors. */
@@ -778,7 +807,9 @@ export class GatherCoalescer {
     const g = this.headOff;
     const l4Bytes = this.thl + this.payload;
     const table = this.table;
-    const hdrBytes = this.ihl + this.thl;
+    const link = this.linkBytes;
+    // Headers: the link header (a TAP's), IP and transport.
+    const hdrBytes = link + this.ihl + this.thl;
     if (this.segments === 1) {
       // One packet: it goes as it came, checksum intact.
       table.setLocal(h, this.stagingSlab, 0, VIRTIO_NET_HDR_BYTES);
@@ -790,9 +821,10 @@ export class GatherCoalescer {
     // it), and the pseudo-header sum where NEEDS_CSUM has the kernel finish the checksum.
     const s = this.staging;
     const at = this.stagingPos;
-    const ip = at + VIRTIO_NET_HDR_BYTES;
+    const frame = at + VIRTIO_NET_HDR_BYTES;
+    const ip = frame + link;
     const l4 = ip + this.ihl;
-    this.stagingPos = ip + hdrBytes;
+    this.stagingPos = frame + hdrBytes;
     const tcp = this.kind === Kind.tcp;
     writeVirtioNetHdr(
       s,
@@ -801,10 +833,11 @@ export class GatherCoalescer {
       tcp ? VirtioGso.tcpv4 : VirtioGso.udpL4,
       hdrBytes,
       this.mss,
-      this.ihl,
+      // For a TAP, csum_start and hdr_len count from the frame's first byte.
+      link + this.ihl,
       tcp ? TcpField.checksum : 6,
     );
-    for (let b = 0; b < hdrBytes; b++) s[ip + b] = buf[g + b];
+    for (let b = 0; b < hdrBytes; b++) s[frame + b] = buf[g + b];
     write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
     ipv4FillChecksum(s, ip);
     if (tcp) {

@@ -17,6 +17,8 @@ export class StandInIo implements UdpIo {
   lastSendCount = 0;
   /** Descriptors sent since creation. */
   sent = 0;
+  /** Packets sent since creation (a packet gathered from several descriptors counts once). */
+  packetsSent = 0;
 
   /** `family`: the underlay a socket stand-in speaks (an IPv6 VTEP's is 6). */
   constructor(
@@ -39,6 +41,9 @@ export class StandInIo implements UdpIo {
     this.lastSendStart = start;
     this.lastSendCount = count;
     this.sent += count;
+    const flags = this.table.flags;
+    for (let i = start; i < start + count; i++)
+      if ((flags[i] & SendFlag.continues) === 0) this.packetsSent++;
     return count;
   }
   /** The bytes descriptor i of `table` points at. */

@@ -60,10 +60,9 @@ import {
   openBackendIo,
 } from './backend.js';
 import { Counter, type CounterSnapshot, dropFor } from './counters.js';
-import { FrameCoalescer, frameIpv4Offset, segmentFrameTcp4 } from './frame-offload.js';
+import { frameIpv4Offset } from './frame-offload.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { CoalesceResult, type Segmented } from './offload.js';
-import { DeviceSlab, type UdpIo, UdpSlab } from './pump.js';
+import { DeviceSlab, SEGMENTS_PER_SLOT, type UdpIo, UdpSlab } from './pump.js';
 import type { SourceNode } from './sources.js';
 
 /** Options of {@link VxlanBackend.open}. */
@@ -193,8 +192,9 @@ export abstract class VxlanBackend extends Backend {
     vtepMac: number,
     udpTxCapacity: number,
     gather: boolean,
+    linkBytes = 0,
   ) {
-    super(tun, socket, { ...options, udpTxCapacity }, gather);
+    super(tun, socket, { ...options, udpTxCapacity }, gather, linkBytes);
     this.vni = options.vni ?? 1;
     this.vtepMac = vtepMac;
     this.macHigh = Math.floor(vtepMac / 0x100000000);
@@ -712,9 +712,10 @@ export class VxlanVtep extends VxlanBackend {
  * TAP mode, an L2 segment: frames from the TAP go by the FDB (broadcast, multicast and unknown
  * unicast to every default destination, replicated without copying); received frames teach the
  * FDB their source MAC unless a static entry exists. With offloads, a TSO frame from the TAP is
- * cut once (the Ethernet header copied per segment) and its segments sent with UDP GSO to each
- * destination from the same bytes; received segments of a flow are written to the TAP as one GSO
- * frame.
+ * cut once, by gathering: each segment's headers (VXLAN, the frame's Ethernet header with its
+ * tags, IPv4, TCP) in staging, its payload where the read put it; its segments go as UDP GSO
+ * sends to each destination, all gathered from the same pieces. Received segments of a flow are
+ * written to the TAP as one GSO frame, gathered likewise (headers staged, payloads in place).
  *
  * checkInnerSource, on an L2 segment: the nodes share the segment's IP subnet, so there is no
  * per-node range to hold an inner IP source to; the check is on the inner source MAC instead. A
@@ -726,9 +727,6 @@ export class VxlanBridge extends VxlanBackend {
   readonly mode = 'tap' as const;
   protected readonly needs = { subnet: false, vtepMac: false };
   private readonly learning: boolean;
-  /** Offloads: received frames are coalesced here into TAP writes. */
-  private readonly frames: FrameCoalescer | undefined;
-  private readonly cut: Segmented = { count: 0, segmentBytes: 0, totalBytes: 0 };
   /** Descriptors queued by inboundFrame without offloads. */
   private rxCount = 0;
   /**
@@ -740,18 +738,19 @@ export class VxlanBridge extends VxlanBackend {
   private seenLow = 0;
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
-    // Floods are replicated to every default destination: room for several per frame (and with
-    // offloads, two GSO sends per destination for a 64 KiB frame).
+    // Floods are replicated to every default destination: room for several per frame; with
+    // offloads, two descriptors (header, payload) per segment and destination, and a batch of
+    // frames cut as finely as it may be to two destinations (some 45 segments a frame: five).
     const batch = options.batch ?? 64;
-    super(tun, socket, options, vtepMac, batch * (options.offload ? 16 : 8), false);
+    const capacity = options.offload
+      ? Math.min(batch * SEGMENTS_PER_SLOT * 4, 65_536 - batch)
+      : batch * 8;
+    super(tun, socket, options, vtepMac, capacity, true, ETHERNET_HEADER_BYTES);
     this.learning = options.learning ?? true;
-    if (this.offload) {
-      this.frames = new FrameCoalescer(this.rxStaging, (off, len) => {
-        if (this.devOut < this.deviceReplyBase)
-          this.toDevice.setLocal(this.devOut++, DeviceSlab.staging, off, len);
-        else this.counts[Counter.dropSendError]++;
-      });
-    }
+  }
+
+  protected override writeSegmentPrefix(out: Buffer, at: number): void {
+    writeVxlanHeader(out, at, this.vni);
   }
 
   /** Each node is a flood destination (and its VTEP MAC, when known, a static entry). */
@@ -817,13 +816,14 @@ export class VxlanBridge extends VxlanBackend {
       c[Counter.txPackets]++;
       c[Counter.txBytes] += len;
     }
+    this.finishSegments();
     return n;
   }
 
   /**
-   * Offloads: cuts the TSO frame at slab[off] once into staging and queues its segments, as UDP
-   * GSO sends, to every destination (head-end replication over the same bytes). Returns the next
-   * free descriptor index.
+   * Offloads: cuts the TSO frame at slab[off] once (headers to staging, payloads in place) and
+   * queues its segments, as UDP GSO sends, to every destination (head-end replication over the
+   * same pieces). Returns the next free descriptor index.
    */
   private queueFrameSegments(
     slab: Buffer,
@@ -834,54 +834,26 @@ export class VxlanBridge extends VxlanBackend {
   ): number {
     const c = this.counts;
     const link = frameIpv4Offset(slab, off, len);
-    const r =
-      link < 0
-        ? undefined
-        : segmentFrameTcp4(
-            slab,
-            off,
-            len,
-            link,
-            this.gsoSize,
-            this.vni,
-            this.txStaging,
-            this.txPos,
-            this.cut,
-          );
-    if (r === undefined) {
+    if (link < 0) {
       c[Counter.dropUnsupported]++;
       return n;
     }
-    // A UDP GSO send is at most 64 KiB and, on older kernels, 64 segments (UDP_MAX_SEGMENTS, 128
-    // on newer ones; beyond it the send is EINVAL): some frames take two sends or more.
-    const perSend = Math.max(1, Math.min(64, Math.floor(65_000 / r.segmentBytes)));
-    const table = this.toUdp;
-    const capacity = this.udpReplyBase;
+    const count = this.cutSegments(slab, off + link, len - link, VXLAN_HEADER_BYTES, link, false);
+    if (count === 0) return n;
     for (let d = 0; d < dests.length; d++) {
       const e = dests[d];
       if (e.remote4 >= 0 ? this.socket.family !== 4 : this.socket.family !== 6) {
         c[Counter.dropUnsupported]++;
         continue;
       }
-      for (let k = 0; k < r.count; k += perSend) {
-        if (n >= capacity) {
-          c[Counter.dropSendError]++;
-          continue;
-        }
-        const segs = Math.min(perSend, r.count - k);
-        const start = this.txPos + k * r.segmentBytes;
-        const bytes =
-          k + segs === r.count ? r.totalBytes - k * r.segmentBytes : segs * r.segmentBytes;
-        if (e.remote4 >= 0) table.set4(n, UdpSlab.staging, start, bytes, e.remote4 | 0, e.port);
-        else
-          table.set6(n, UdpSlab.staging, start, bytes, e.remote.address as Uint8Array, 0, e.port);
-        table.gso[n] = segs > 1 ? r.segmentBytes : 0;
-        n++;
-      }
+      n = this.queueCut(
+        n,
+        e.remote4 | 0,
+        e.remote4 >= 0 ? undefined : (e.remote.address as Uint8Array),
+        e.port,
+      );
     }
-    this.txPos += r.totalBytes;
-    c[Counter.txPackets] += r.count;
-    c[Counter.txBytes] += r.totalBytes - r.count * VXLAN_HEADER_BYTES;
+    this.countCut(VXLAN_HEADER_BYTES);
     return n;
   }
 
@@ -895,7 +867,8 @@ export class VxlanBridge extends VxlanBackend {
     this.rxCount = 0;
     this.devOut = 0;
     this.seenSlot = -1;
-    this.frames?.reset();
+    const gatherer = this.gatherer;
+    gatherer?.reset();
     for (let i = 0; i < count; i++) {
       const len = lengths[i];
       if (len <= 0) {
@@ -912,11 +885,8 @@ export class VxlanBridge extends VxlanBackend {
       for (let at = 0; at < len; at += step)
         this.inboundFrame(i, base + at, Math.min(step, len - at));
     }
-    if (this.frames) {
-      this.frames.flush();
-      return this.devOut;
-    }
-    return this.rxCount;
+    // Offloads: the gatherer checks, groups and counts the batch's frames.
+    return gatherer ? gatherer.finish(ring.slab) : this.rxCount;
   }
 
   /** One received VXLAN datagram from UDP ring slot i: checked, its source learned, queued for the TAP. */
@@ -949,16 +919,19 @@ export class VxlanBridge extends VxlanBackend {
       this.seenHigh = high;
       this.seenLow = low;
     }
-    const frames = this.frames;
-    if (frames) {
-      const r = frames.push(slab, inner, innerLen);
-      if (r !== CoalesceResult.queued) {
-        c[r === CoalesceResult.badChecksum ? Counter.dropBadChecksum : Counter.dropSendError]++;
-        return;
-      }
-    } else {
-      this.toDevice.setLocal(this.rxCount++, DeviceSlab.udpRing, inner, innerLen);
+    const gatherer = this.gatherer;
+    if (gatherer) {
+      // A candidate to coalesce: a valid IPv4 packet that fills an untagged frame exactly.
+      const ip = inner + ETHERNET_HEADER_BYTES;
+      const ipv4 =
+        innerLen >= ETHERNET_HEADER_BYTES + 40 &&
+        read16(slab, inner + 12) === EtherType.ipv4 &&
+        ipv4Check(slab, ip, innerLen - ETHERNET_HEADER_BYTES) === Status.ok &&
+        read16(slab, ip + Ipv4Field.totalLength) === innerLen - ETHERNET_HEADER_BYTES;
+      gatherer.add(ipv4, slab, inner, innerLen);
+      return;
     }
+    this.toDevice.setLocal(this.rxCount++, DeviceSlab.udpRing, inner, innerLen);
     c[Counter.rxPackets]++;
     c[Counter.rxBytes] += innerLen;
   }

@@ -17,10 +17,14 @@ import {
   vxlanVni,
   write16,
   writeEthernetHeader,
+  writeVirtioNetHdr,
+  writeVxlanHeader,
 } from '@weft/encap';
 import { haveTools, scapyRun } from '@weft/testkit';
+import { SendFlag } from '@weft/tun';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { VxlanBackend } from '../src/index.js';
 import {
   CoalesceResult,
   FrameCoalescer,
@@ -28,6 +32,8 @@ import {
   frameIpv4Offset,
   type Segmented,
   segmentFrameTcp4,
+  setSource,
+  standInBackendIo,
 } from '../src/testing.js';
 
 const DST = parseMac('02:00:00:aa:02:05');
@@ -359,3 +365,170 @@ print(json.dumps(out))
     });
   },
 );
+
+/*
+ * TAP mode gathers (VxlanBridge over TcpSegmenter and GatherCoalescer): what it puts on the wire
+ * and writes to the TAP must be, byte for byte, what the copying L2 offloads made.
+ */
+describe('TAP mode by gathering, against the copying offloads', () => {
+  const NODES = [
+    { publicIp: '198.18.0.2', vtepMac: '02:00:00:00:0b:01' },
+    { publicIp: '198.18.0.3' },
+  ];
+  function tapBridge() {
+    const { queue, socket, io } = standInBackendIo({ port: 4789 });
+    const backend = VxlanBackend.overIo(io, {
+      mode: 'tap',
+      vni: 100,
+      port: 4789,
+      vtepMac: '02:00:00:00:0a:01',
+      innerVlan: 'accept',
+      offload: true,
+    });
+    backend.setNodes(NODES);
+    return { backend, queue, socket };
+  }
+
+  it('outbound: every destination gets exactly the datagrams segmentFrameTcp4 cuts, in the same GSO sends', () => {
+    const { backend, queue, socket } = tapBridge();
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        fc.integer({ min: 0, max: 2 }),
+        fc.constantFrom(
+          TcpFlag.ack,
+          TcpFlag.ack | TcpFlag.psh,
+          TcpFlag.ack | TcpFlag.cwr | TcpFlag.fin,
+        ),
+        fc.boolean(),
+        (bytes, mss, tags, flags, flood) => {
+          const frame = tcpFrame(randomBytes(bytes), { tags, flags, seq: 0xfffff000 });
+          // To every node, or to the one whose VTEP MAC it is.
+          frame.writeUIntBE(flood ? 0xffffffffffff : parseMac('02:00:00:00:0b:01'), 0, 6);
+          const { out, r } = cut(frame, mss);
+          const ring = queue.ring;
+          const at = ring.slotOffset(0);
+          const link = 14 + 4 * tags;
+          writeVirtioNetHdr(
+            ring.slab,
+            at,
+            VirtioFlag.needsCsum,
+            VirtioGso.tcpv4,
+            link + 20 + THL,
+            mss,
+            link + 20,
+            TcpField.checksum,
+          );
+          frame.copy(ring.slab, at + VIRTIO_NET_HDR_BYTES);
+          ring.lengths[0] = VIRTIO_NET_HDR_BYTES + frame.length;
+          queue.onBatch(1);
+          const sent = socket.sentPackets();
+          const t = socket.table;
+          // Each send's destination and GSO size, then its bytes, by destination.
+          const perDst = new Map<number, Buffer[]>();
+          let i = socket.lastSendStart;
+          for (const p of sent) {
+            expect(t.gso[i]).toBe(p.length > r.segmentBytes ? r.segmentBytes : 0);
+            const dst = t.addrs[i * 4];
+            perDst.set(dst, [...(perDst.get(dst) ?? []), p]);
+            i++;
+            while (
+              i < socket.lastSendStart + socket.lastSendCount &&
+              t.flags[i] & SendFlag.continues
+            )
+              i++;
+          }
+          expect(perDst.size).toBe(flood ? 2 : 1);
+          for (const list of perDst.values())
+            expect(Buffer.concat(list).equals(out.subarray(0, r.totalBytes))).toBe(true);
+        },
+      ),
+      { numRuns: 200 },
+    );
+    expect(drops(backend)).toEqual({});
+    backend.close();
+  });
+
+  it('inbound: a batch of frames becomes exactly the TAP writes FrameCoalescer makes', () => {
+    const { backend, queue, socket } = tapBridge();
+    const other = parseMac('02:00:00:aa:01:06');
+    // Frames as a peer sends them: segments of two flows and two senders, the odd control
+    // segment, tagged or padded frame, and ARP.
+    const frameOf = fc.oneof(
+      {
+        weight: 6,
+        arbitrary: fc.record({
+          kind: fc.constant('seg' as const),
+          flow: fc.integer({ min: 0, max: 2 }),
+          bytes: fc.constantFrom(100, 100, 100, 37),
+        }),
+      },
+      { weight: 1, arbitrary: fc.constantFrom('fin', 'tagged', 'padded', 'arp', 'gap') },
+    );
+    fc.assert(
+      fc.property(fc.array(frameOf, { minLength: 1, maxLength: 60 }), (plan) => {
+        const seqs = [1000, 5000, 9000];
+        const frames = plan.map((p) => {
+          if (typeof p === 'object') {
+            // Flow 2 continues flow 0's sequence, behind another source MAC: never one group.
+            const f = p.flow === 2 ? 0 : p.flow;
+            const seq = seqs[f];
+            seqs[f] += p.bytes;
+            return tcpFrame(Buffer.alloc(p.bytes, seq & 0xff), {
+              seq,
+              whole: true,
+              sport: 40000 + (p.flow === 1 ? 1 : 0),
+              srcMac: p.flow === 2 ? other : SRC,
+            });
+          }
+          if (p === 'arp') {
+            const arp = Buffer.alloc(42);
+            writeEthernetHeader(arp, 0, 0xffffffffffff, SRC, EtherType.arp);
+            return arp;
+          }
+          if (p === 'gap') seqs[0] += 7;
+          const f = tcpFrame(Buffer.alloc(60, 9), {
+            seq: seqs[0],
+            whole: true,
+            tags: p === 'tagged' ? 1 : 0,
+            flags: p === 'fin' ? TcpFlag.ack | TcpFlag.fin : TcpFlag.ack,
+          });
+          return p === 'padded' ? Buffer.concat([f, Buffer.alloc(4)]) : f;
+        });
+        // The copying coalescer's writes.
+        const staging = Buffer.alloc(200_000);
+        const expected: Buffer[] = [];
+        const c = new FrameCoalescer(staging, (o, l) =>
+          expected.push(Buffer.from(staging.subarray(o, o + l))),
+        );
+        for (const f of frames) expect(c.push(f, 0, f.length)).toBe(CoalesceResult.queued);
+        c.flush();
+        // The same frames as VXLAN datagrams, one a slot.
+        const ring = socket.ring;
+        frames.forEach((f, k) => {
+          const at = ring.slotOffset(k);
+          writeVxlanHeader(ring.slab, at, 100);
+          f.copy(ring.slab, at + 8);
+          ring.lengths[k] = 8 + f.length;
+          ring.gso[k] = 0;
+          setSource(ring, k, 0xc6120002, 4789);
+        });
+        const before = backend.counters().rxPackets;
+        socket.onBatch(frames.length);
+        const written = queue.sentPackets();
+        expect(written.length).toBe(expected.length);
+        for (const [k, w] of written.entries())
+          expect(w.equals(expected[k]), `write ${k}`).toBe(true);
+        expect(backend.counters().rxPackets - before).toBe(frames.length);
+      }),
+      { numRuns: 200 },
+    );
+    expect(drops(backend)).toEqual({});
+    backend.close();
+  });
+});
+
+function drops(backend: { counters(): { drops: Record<string, number> } }) {
+  return Object.fromEntries(Object.entries(backend.counters().drops).filter(([, v]) => v !== 0));
+}
