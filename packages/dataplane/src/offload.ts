@@ -1,14 +1,18 @@
 import {
   copyBytes,
   copySum16,
+  ETHERNET_HEADER_BYTES,
+  EtherType,
   finish,
   fold,
   IPV4_FLAG_MF,
   IpProtocol,
   Ipv4Field,
+  ipv4Check,
   ipv4FillChecksum,
   read16,
   readInt32,
+  Status,
   sum16,
   TcpField,
   TcpFlag,
@@ -850,4 +854,36 @@ export class GatherCoalescer {
     table.setLocal(h, this.stagingSlab, at, VIRTIO_NET_HDR_BYTES + hdrBytes);
     table.append(h + 1, this.sourceSlab, g + hdrBytes, this.mss);
   }
+}
+
+/**
+ * Hot path: the bytes of link header in front of an IPv4 packet in the Ethernet frame at buf[off]
+ * (14, or 18 and 22 behind one or two 802.1Q/802.1ad tags), or -1 when the frame does not carry
+ * IPv4 there.
+ */
+export function frameIpv4Offset(buf: Uint8Array, off: number, len: number): number {
+  let at = 12;
+  for (let tags = 0; tags <= 2; tags++) {
+    if (len < at + 2) return -1;
+    const type = read16(buf, off + at);
+    if (type === EtherType.ipv4) return at + 2;
+    if (type !== EtherType.vlan && type !== EtherType.qinq) return -1;
+    at += 4;
+  }
+  return -1;
+}
+
+/**
+ * Hot path: whether the Ethernet frame at buf[off, +len) is a candidate for a TAP's
+ * GatherCoalescer: a valid IPv4 packet right behind an untagged header, filling the frame exactly
+ * (a GSO frame has no trailer).
+ */
+export function frameCarriesIpv4(buf: Uint8Array, off: number, len: number): boolean {
+  const ip = off + ETHERNET_HEADER_BYTES;
+  return (
+    len >= ETHERNET_HEADER_BYTES + 40 &&
+    read16(buf, off + 12) === EtherType.ipv4 &&
+    ipv4Check(buf, ip, len - ETHERNET_HEADER_BYTES) === Status.ok &&
+    read16(buf, ip + Ipv4Field.totalLength) === len - ETHERNET_HEADER_BYTES
+  );
 }

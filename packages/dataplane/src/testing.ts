@@ -5,11 +5,12 @@
  */
 
 export { COUNTER_COUNT } from './counters.js';
-export { FrameCoalescer, frameIpv4Offset, segmentFrameTcp4 } from './frame-offload.js';
 export { type HotPath, hotPaths, type NamedHotPath } from './hot-paths.js';
 export {
   CoalesceResult,
   finishPartialChecksum,
+  frameCarriesIpv4,
+  frameIpv4Offset,
   GatherCoalescer,
   type Segmented,
   segmentTcp4,

@@ -60,8 +60,8 @@ import {
   openBackendIo,
 } from './backend.js';
 import { Counter, type CounterSnapshot, dropFor } from './counters.js';
-import { frameIpv4Offset } from './frame-offload.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
+import { frameCarriesIpv4, frameIpv4Offset } from './offload.js';
 import { DeviceSlab, SEGMENTS_PER_SLOT, type UdpIo, UdpSlab } from './pump.js';
 import type { SourceNode } from './sources.js';
 
@@ -921,14 +921,7 @@ export class VxlanBridge extends VxlanBackend {
     }
     const gatherer = this.gatherer;
     if (gatherer) {
-      // A candidate to coalesce: a valid IPv4 packet that fills an untagged frame exactly.
-      const ip = inner + ETHERNET_HEADER_BYTES;
-      const ipv4 =
-        innerLen >= ETHERNET_HEADER_BYTES + 40 &&
-        read16(slab, inner + 12) === EtherType.ipv4 &&
-        ipv4Check(slab, ip, innerLen - ETHERNET_HEADER_BYTES) === Status.ok &&
-        read16(slab, ip + Ipv4Field.totalLength) === innerLen - ETHERNET_HEADER_BYTES;
-      gatherer.add(ipv4, slab, inner, innerLen);
+      gatherer.add(frameCarriesIpv4(slab, inner, innerLen), slab, inner, innerLen);
       return;
     }
     this.toDevice.setLocal(this.rxCount++, DeviceSlab.udpRing, inner, innerLen);

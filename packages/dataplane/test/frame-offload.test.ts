@@ -21,19 +21,21 @@ import {
   writeVxlanHeader,
 } from '@weft/encap';
 import { haveTools, scapyRun } from '@weft/testkit';
-import { SendFlag } from '@weft/tun';
+import { allocSlab, SendFlag, SendTable } from '@weft/tun';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { COUNTER_COUNT, Counter } from '../src/counters.js';
 import { VxlanBackend } from '../src/index.js';
 import {
-  CoalesceResult,
-  FrameCoalescer,
   finishPartialChecksum,
+  frameCarriesIpv4,
   frameIpv4Offset,
-  type Segmented,
-  segmentFrameTcp4,
+  GatherCoalescer,
+  segmentTcp4,
   setSource,
   standInBackendIo,
+  TcpCoalescer,
+  TcpSegmenter,
 } from '../src/testing.js';
 
 const DST = parseMac('02:00:00:aa:02:05');
@@ -95,26 +97,131 @@ function tcpFrame(
   return buf;
 }
 
-function cut(frame: Buffer, mss: number, vni = 100): { out: Buffer; r: Segmented } {
-  const out = Buffer.alloc(frame.length * 2 + 4096);
-  const link = frameIpv4Offset(frame, 0, frame.length);
-  const r = segmentFrameTcp4(frame, 0, frame.length, link, mss, vni, out, 0, {
-    count: 0,
-    segmentBytes: 0,
-    totalBytes: 0,
-  })!;
-  return { out, r };
+/**
+ * Cuts a TSO frame as VxlanBridge does, by gathering: TcpSegmenter with the frame's link header,
+ * each segment's headers in staging behind a VXLAN header (`vni`), its payload where the frame
+ * is. Returns the VXLAN datagrams (pieces joined), and the segmenter.
+ */
+function cut(frame: Buffer, mss: number, vni = 100) {
+  const source = allocSlab(frame.length + 64);
+  frame.copy(source, 64);
+  const link = frameIpv4Offset(source, 64, frame.length);
+  const staging = allocSlab(400 * 160);
+  const seg = new TcpSegmenter(staging, 400);
+  const count = seg.cut(source, 64 + link, frame.length - link, mss, 0, 8, false, link);
+  seg.finish(source);
+  const datagrams: Buffer[] = [];
+  for (let k = 0; k < count; k++) {
+    const at = k * seg.headerBytes;
+    writeVxlanHeader(staging, at, vni);
+    const chunk = k === count - 1 ? seg.lastBytes : mss;
+    const payload = seg.payloadOff + k * mss;
+    datagrams.push(
+      Buffer.concat([
+        staging.subarray(at, at + seg.headerBytes),
+        source.subarray(payload, payload + chunk),
+      ]),
+    );
+  }
+  return { count, datagrams, seg };
 }
 
 /** The Ethernet frames (VXLAN header stripped) of a cut. */
-function frames(out: Buffer, r: Segmented): Buffer[] {
-  const list: Buffer[] = [];
+function frames(datagrams: Buffer[]): Buffer[] {
+  return datagrams.map((d) => d.subarray(8));
+}
+
+/**
+ * The copying cut TAP mode made before it gathered, rebuilt on the copying segmentTcp4: each
+ * segment a whole datagram, behind a VXLAN header and a copy of the frame's link header. The
+ * reference the gathering cut must match byte for byte.
+ */
+function copyingCut(frame: Buffer, mss: number, vni = 100) {
+  const link = frameIpv4Offset(frame, 0, frame.length);
+  const out = Buffer.alloc(frame.length * 2 + 4096);
+  const r = segmentTcp4(frame, link, frame.length - link, mss, out, 0, 8 + link, false)!;
   for (let k = 0; k < r.count; k++) {
-    const at = k * r.segmentBytes;
-    const end = k === r.count - 1 ? r.totalBytes : at + r.segmentBytes;
-    list.push(Buffer.from(out.subarray(at + 8, end)));
+    writeVxlanHeader(out, k * r.segmentBytes, vni);
+    frame.copy(out, k * r.segmentBytes + 8, 0, link);
   }
-  return list;
+  return { out, r };
+}
+
+/**
+ * What GatherCoalescer (linkBytes 14, as VxlanBridge makes it) writes to a TAP for `list`, laid
+ * one after another in a buffer as datagrams are: each write's pieces joined; and its counters.
+ */
+function coalesce(list: Buffer[]) {
+  const source = allocSlab(list.reduce((a, f) => a + f.length, 0) + 16);
+  const staging = allocSlab(150 * (list.length + 1));
+  const table = new SendTable(2 * list.length + 2);
+  const counts = new Float64Array(COUNTER_COUNT);
+  const c = new GatherCoalescer(
+    staging,
+    table,
+    table.capacity,
+    3,
+    1,
+    counts,
+    list.length,
+    false,
+    14,
+  );
+  let at = 0;
+  for (const f of list) {
+    f.copy(source, at);
+    c.add(frameCarriesIpv4(source, at, f.length), source, at, f.length);
+    at += f.length;
+  }
+  const before = Buffer.from(source);
+  const n = c.finish(source);
+  // What was read is never changed: headers of GSO frames go to staging.
+  expect(source.equals(before)).toBe(true);
+  const writes: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const slab = table.slabs[i] === 3 ? staging : source;
+    const piece = slab.subarray(table.offsets[i], table.offsets[i] + table.lengths[i]);
+    if (table.flags[i] & SendFlag.continues)
+      writes[writes.length - 1] = Buffer.concat([writes.at(-1)!, piece]);
+    else writes.push(Buffer.from(piece));
+  }
+  return { writes, counts };
+}
+
+/**
+ * The copying coalescer TAP mode used before it gathered, rebuilt on the copying TcpCoalescer:
+ * the IPv4 packets of untagged frames it fills exactly are coalesced, a group ending where the
+ * Ethernet header changes; the header goes back in front of each write (a GSO write's offsets
+ * counted from it); any other frame passes through as it is. The reference the gathering
+ * coalescer must match byte for byte.
+ */
+function copyingCoalesce(list: Buffer[]): Buffer[] {
+  const staging = Buffer.alloc(400_000);
+  const out: Buffer[] = [];
+  let eth = Buffer.alloc(14);
+  const tc = new TcpCoalescer(staging, (o, l) => {
+    const w = Buffer.from(staging.subarray(o, o + l));
+    const hdr = w.subarray(0, VIRTIO_NET_HDR_BYTES);
+    if (w[1] !== VirtioGso.none) {
+      hdr.writeUInt16LE(hdr.readUInt16LE(2) + 14, 2);
+      hdr.writeUInt16LE(hdr.readUInt16LE(6) + 14, 6);
+    }
+    out.push(Buffer.concat([hdr, eth, w.subarray(VIRTIO_NET_HDR_BYTES)]));
+  });
+  for (const f of list) {
+    if (!frameCarriesIpv4(f, 0, f.length)) {
+      tc.flush();
+      out.push(Buffer.concat([Buffer.alloc(VIRTIO_NET_HDR_BYTES), f]));
+      continue;
+    }
+    if (!f.subarray(0, 14).equals(eth)) {
+      tc.flush();
+      eth = Buffer.from(f.subarray(0, 14));
+    }
+    tc.push(f, 14, f.length - 14);
+  }
+  tc.flush();
+  return out;
 }
 
 describe('the link header of an IPv4 frame', () => {
@@ -133,22 +240,36 @@ describe('the link header of an IPv4 frame', () => {
     expect(frameIpv4Offset(tcpFrame(p, { tags: 1 }), 0, 17)).toBe(-1);
     expect(frameIpv4Offset(tcpFrame(p), 0, 13)).toBe(-1);
   });
+
+  it('is coalesced only when valid, untagged and filling the frame exactly', () => {
+    const f = tcpFrame(Buffer.alloc(100, 1), { whole: true });
+    expect(frameCarriesIpv4(f, 0, f.length)).toBe(true);
+    expect(frameCarriesIpv4(f, 0, f.length - 1)).toBe(false);
+    const padded = Buffer.concat([f, Buffer.alloc(4)]);
+    expect(frameCarriesIpv4(padded, 0, padded.length)).toBe(false);
+    const tagged = tcpFrame(Buffer.alloc(100, 1), { whole: true, tags: 1 });
+    expect(frameCarriesIpv4(tagged, 0, tagged.length)).toBe(false);
+    const badHeader = Buffer.from(f);
+    badHeader[14 + 8] ^= 1;
+    expect(frameCarriesIpv4(badHeader, 0, badHeader.length)).toBe(false);
+  });
 });
 
-describe('TSO frames cut into VXLAN datagrams', () => {
+describe('TSO frames cut into VXLAN datagrams by gathering', () => {
   it('each segment behind the VXLAN header and a copy of the Ethernet header, valid and in order', () => {
     for (const tags of [0, 1, 2]) {
       const payload = randomBytes(60_000);
       const frame = tcpFrame(payload, { tags, flags: TcpFlag.ack | TcpFlag.psh | TcpFlag.cwr });
       const link = 14 + 4 * tags;
       const mss = 1398;
-      const { out, r } = cut(frame, mss, 0xabcdef);
-      expect(r.count).toBe(Math.ceil(60_000 / mss));
-      expect(r.segmentBytes).toBe(8 + link + 20 + THL + mss);
+      const { count, datagrams, seg } = cut(frame, mss, 0xabcdef);
+      expect(count).toBe(Math.ceil(60_000 / mss));
+      expect(seg.headerBytes).toBe(8 + link + 20 + THL);
       const chunks: Buffer[] = [];
-      for (const [k, f] of frames(out, r).entries()) {
-        expect(vxlanVni(out, k * r.segmentBytes)).toBe(0xabcdef);
-        expect(out[k * r.segmentBytes]).toBe(0x08);
+      for (const [k, d] of datagrams.entries()) {
+        expect(vxlanVni(d, 0)).toBe(0xabcdef);
+        expect(d[0]).toBe(0x08);
+        const f = d.subarray(8);
         expect(f.subarray(0, link).equals(frame.subarray(0, link))).toBe(true);
         const len = f.readUInt16BE(link + 2);
         expect(len).toBe(f.length - link);
@@ -156,7 +277,7 @@ describe('TSO frames cut into VXLAN datagrams', () => {
         expect(tcpChecksumOk4(f, link, link + 20, len - 20)).toBe(true);
         expect(f.readUInt32BE(link + 20 + TcpField.seq)).toBe(1_000_000 + k * mss);
         const flags = f[link + 20 + TcpField.flags];
-        expect((flags & TcpFlag.psh) !== 0).toBe(k === r.count - 1);
+        expect((flags & TcpFlag.psh) !== 0).toBe(k === count - 1);
         expect((flags & TcpFlag.cwr) !== 0).toBe(k === 0);
         chunks.push(f.subarray(link + 20 + THL));
       }
@@ -164,39 +285,44 @@ describe('TSO frames cut into VXLAN datagrams', () => {
     }
   });
 
-  it('refuses a frame that is not a TCPv4 super-packet, or that does not fit', () => {
+  it('makes exactly the datagrams the copying cut makes, tags or not', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer({ min: 200, max: 1448 }),
+        fc.integer({ min: 0, max: 2 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        (bytes, mss, tags, seq) => {
+          const frame = tcpFrame(randomBytes(bytes), { tags, seq });
+          const { out, r } = copyingCut(frame, mss);
+          const { datagrams } = cut(frame, mss);
+          expect(datagrams.length).toBe(r.count);
+          for (const [k, d] of datagrams.entries()) {
+            const at = k * r.segmentBytes;
+            expect(d.equals(out.subarray(at, at + d.length))).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses a frame that is not a TCPv4 super-packet', () => {
     const frame = tcpFrame(randomBytes(3000));
-    const into = { count: 0, segmentBytes: 0, totalBytes: 0 };
     const udp = Buffer.from(frame);
     udp[14 + 9] = IpProtocol.udp;
-    expect(segmentFrameTcp4(udp, 0, udp.length, 14, 1400, 1, Buffer.alloc(9000), 0, into)).toBe(
-      undefined,
-    );
-    expect(
-      segmentFrameTcp4(frame, 0, frame.length, 14, 1400, 1, Buffer.alloc(100), 0, into),
-    ).toBeUndefined();
+    expect(cut(udp, 1400).count).toBe(0);
   });
 });
 
-describe('coalescing frames for TAP writes', () => {
-  const collect = (bytes = 200_000) => {
-    const staging = Buffer.alloc(bytes);
-    const emitted: Buffer[] = [];
-    const c = new FrameCoalescer(staging, (off, len) =>
-      emitted.push(Buffer.from(staging.subarray(off, off + len))),
-    );
-    return { c, emitted };
-  };
-
+describe('coalescing frames for TAP writes by gathering', () => {
   it('turns the segments of a TSO frame back into one GSO frame the kernel can finish', () => {
     const payload = randomBytes(50_000);
     const frame = tcpFrame(payload, { flags: TcpFlag.ack | TcpFlag.psh });
-    const { out, r } = cut(frame, 1398);
-    const { c, emitted } = collect();
-    for (const f of frames(out, r)) expect(c.push(f, 0, f.length)).toBe(CoalesceResult.queued);
-    c.flush();
-    expect(emitted.length).toBe(1);
-    const w = emitted[0];
+    const { datagrams } = cut(frame, 1398);
+    const { writes, counts } = coalesce(frames(datagrams));
+    expect(writes.length).toBe(1);
+    const w = writes[0];
     expect(w[0]).toBe(VirtioFlag.needsCsum);
     expect(w[1]).toBe(VirtioGso.tcpv4);
     // A TAP's offsets count from the frame's first byte.
@@ -212,10 +338,11 @@ describe('coalescing frames for TAP writes', () => {
     const done = Buffer.from(f);
     expect(finishPartialChecksum(done, 14, done.length - 14, 20, TcpField.checksum)).toBe(true);
     expect(tcpChecksumOk4(done, 14, 34, done.length - 34)).toBe(true);
+    expect(counts[Counter.rxPackets]).toBe(datagrams.length);
+    expect(counts[Counter.rxBytes]).toBe(datagrams.reduce((a, d) => a + d.length - 8, 0));
   });
 
   it('keeps Ethernet headers, flows, gaps, control segments and other frames apart, in order', () => {
-    const { c, emitted } = collect();
     const seg = (seq: number, o: Parameters<typeof tcpFrame>[1] = {}) =>
       tcpFrame(Buffer.alloc(100, seq & 0xff), { seq, whole: true, ...o });
     const arp = Buffer.alloc(42);
@@ -233,9 +360,8 @@ describe('coalescing frames for TAP writes', () => {
       padded, // an Ethernet trailer behind the packet: as it is
       arp,
     ];
-    for (const p of parts) expect(c.push(p, 0, p.length)).toBe(CoalesceResult.queued);
-    c.flush();
-    const summary = emitted.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`);
+    const { writes } = coalesce(parts);
+    const summary = writes.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`);
     const one = 14 + 20 + THL + 100;
     expect(summary).toEqual([
       `${VirtioGso.tcpv4}:${one + 100}`,
@@ -248,28 +374,22 @@ describe('coalescing frames for TAP writes', () => {
       '0:42',
     ]);
     // What passes through is byte for byte the frame.
-    expect(emitted[6].subarray(VIRTIO_NET_HDR_BYTES).equals(padded)).toBe(true);
-    expect(emitted[1].readUIntBE(VIRTIO_NET_HDR_BYTES + 6, 6)).toBe(parseMac('02:00:00:aa:01:06'));
+    expect(writes[6].subarray(VIRTIO_NET_HDR_BYTES).equals(padded)).toBe(true);
+    expect(writes[1].readUIntBE(VIRTIO_NET_HDR_BYTES + 6, 6)).toBe(parseMac('02:00:00:aa:01:06'));
   });
 
-  it('drops a segment whose checksum is wrong, opening a group or joining one; says when staging is full', () => {
-    const { c, emitted } = collect();
+  it('drops and counts a segment whose checksum is wrong, opening a group or joining one', () => {
     const good = tcpFrame(Buffer.alloc(100, 1), { seq: 1, whole: true });
     const bad = tcpFrame(Buffer.alloc(100, 2), { seq: 101, whole: true });
     bad[80] ^= 0xff;
     const badFirst = tcpFrame(Buffer.alloc(100, 3), { seq: 1, sport: 40009, whole: true });
     badFirst[90] ^= 0x01;
-    expect(c.push(good, 0, good.length)).toBe(CoalesceResult.queued);
-    expect(c.push(bad, 0, bad.length)).toBe(CoalesceResult.badChecksum);
-    expect(c.push(badFirst, 0, badFirst.length)).toBe(CoalesceResult.badChecksum);
-    c.flush();
-    expect(emitted.length).toBe(1);
-    expect(emitted[0][1]).toBe(VirtioGso.none);
-    expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES).equals(good)).toBe(true);
-    const small = collect(150);
-    expect(small.c.push(good, 0, good.length)).toBe(CoalesceResult.noRoom);
-    expect(small.c.passThrough(good, 0, good.length)).toBe(CoalesceResult.noRoom);
-    expect(small.emitted).toEqual([]);
+    const { writes, counts } = coalesce([good, bad, badFirst]);
+    expect(writes.length).toBe(1);
+    expect(writes[0][1]).toBe(VirtioGso.none);
+    expect(writes[0].subarray(VIRTIO_NET_HDR_BYTES).equals(good)).toBe(true);
+    expect(counts[Counter.dropBadChecksum]).toBe(2);
+    expect(counts[Counter.rxPackets]).toBe(1);
   });
 
   it('round-trips any payload size and MSS through a cut and a coalesce', () => {
@@ -279,12 +399,10 @@ describe('coalescing frames for TAP writes', () => {
         fc.integer({ min: 200, max: 1448 }),
         (bytes, mss) => {
           const payload = randomBytes(bytes);
-          const { out, r } = cut(tcpFrame(payload), mss);
-          const { c, emitted } = collect();
-          for (const f of frames(out, r)) c.push(f, 0, f.length);
-          c.flush();
-          expect(emitted.length).toBe(1);
-          expect(emitted[0].subarray(VIRTIO_NET_HDR_BYTES + 14 + 20 + THL).equals(payload)).toBe(
+          const { datagrams } = cut(tcpFrame(payload), mss);
+          const { writes } = coalesce(frames(datagrams));
+          expect(writes.length).toBe(1);
+          expect(writes[0].subarray(VIRTIO_NET_HDR_BYTES + 14 + 20 + THL).equals(payload)).toBe(
             true,
           );
         },
@@ -300,24 +418,10 @@ describe.skipIf(!haveTools('scapy on cut and coalesced frames', 'scapy'))(
     it('segments (tagged and not) and a finished GSO frame: every field and checksum as scapy computes it', async () => {
       const payload = randomBytes(5000);
       const list = [
-        ...frames(...(Object.values(cut(tcpFrame(payload), 1398)) as [Buffer, Segmented])),
-        ...frames(
-          ...(Object.values(cut(tcpFrame(payload, { tags: 1 }), 1398)) as [Buffer, Segmented]),
-        ),
+        ...frames(cut(tcpFrame(payload), 1398).datagrams),
+        ...frames(cut(tcpFrame(payload, { tags: 1 }), 1398).datagrams),
       ];
-      const { c, emitted } = (() => {
-        const staging = Buffer.alloc(20_000);
-        const got: Buffer[] = [];
-        return {
-          c: new FrameCoalescer(staging, (o, l) =>
-            got.push(Buffer.from(staging.subarray(o, o + l))),
-          ),
-          emitted: got,
-        };
-      })();
-      for (const f of list.slice(0, 4)) c.push(f, 0, f.length);
-      c.flush();
-      const gso = emitted[0].subarray(VIRTIO_NET_HDR_BYTES);
+      const gso = coalesce(list.slice(0, 4)).writes[0].subarray(VIRTIO_NET_HDR_BYTES);
       finishPartialChecksum(gso, 14, gso.length - 14, 20, TcpField.checksum);
       const report = (await scapyRun(
         [...list, gso],
@@ -389,7 +493,7 @@ describe('TAP mode by gathering, against the copying offloads', () => {
     return { backend, queue, socket };
   }
 
-  it('outbound: every destination gets exactly the datagrams segmentFrameTcp4 cuts, in the same GSO sends', () => {
+  it('outbound: every destination gets exactly the datagrams the copying cut makes, in the same GSO sends', () => {
     const { backend, queue, socket } = tapBridge();
     fc.assert(
       fc.property(
@@ -406,7 +510,7 @@ describe('TAP mode by gathering, against the copying offloads', () => {
           const frame = tcpFrame(randomBytes(bytes), { tags, flags, seq: 0xfffff000 });
           // To every node, or to the one whose VTEP MAC it is.
           frame.writeUIntBE(flood ? 0xffffffffffff : parseMac('02:00:00:00:0b:01'), 0, 6);
-          const { out, r } = cut(frame, mss);
+          const { out, r } = copyingCut(frame, mss);
           const ring = queue.ring;
           const at = ring.slotOffset(0);
           const link = 14 + 4 * tags;
@@ -450,7 +554,7 @@ describe('TAP mode by gathering, against the copying offloads', () => {
     backend.close();
   });
 
-  it('inbound: a batch of frames becomes exactly the TAP writes FrameCoalescer makes', () => {
+  it('inbound: a batch of frames becomes exactly the TAP writes the copying coalescer makes', () => {
     const { backend, queue, socket } = tapBridge();
     const other = parseMac('02:00:00:aa:01:06');
     // Frames as a peer sends them: segments of two flows and two senders, the odd control
@@ -496,14 +600,7 @@ describe('TAP mode by gathering, against the copying offloads', () => {
           });
           return p === 'padded' ? Buffer.concat([f, Buffer.alloc(4)]) : f;
         });
-        // The copying coalescer's writes.
-        const staging = Buffer.alloc(200_000);
-        const expected: Buffer[] = [];
-        const c = new FrameCoalescer(staging, (o, l) =>
-          expected.push(Buffer.from(staging.subarray(o, o + l))),
-        );
-        for (const f of frames) expect(c.push(f, 0, f.length)).toBe(CoalesceResult.queued);
-        c.flush();
+        const expected = copyingCoalesce(frames);
         // The same frames as VXLAN datagrams, one a slot.
         const ring = socket.ring;
         frames.forEach((f, k) => {
