@@ -738,9 +738,10 @@ export class VxlanBridge extends VxlanBackend {
   private seenLow = 0;
 
   constructor(tun: DeviceIo, socket: UdpIo, options: VxlanBackendOptions, vtepMac: number) {
-    // Floods are replicated to every default destination: room for several per frame; with
-    // offloads, two descriptors (header, payload) per segment and destination, and a batch of
-    // frames cut as finely as it may be to two destinations (some 45 segments a frame: five).
+    // Floods are replicated to every default destination: room for several per frame. With
+    // offloads, two descriptors (header, payload) per segment and destination: room for a batch
+    // of frames cut as finely as may be (128 segments) to two destinations, of 45-segment frames
+    // (a 1500-byte MTU) to five; beyond it, segments are dropped and counted as send errors.
     const batch = options.batch ?? 64;
     const capacity = options.offload
       ? Math.min(batch * SEGMENTS_PER_SLOT * 4, 65_536 - batch)
@@ -865,7 +866,6 @@ export class VxlanBridge extends VxlanBackend {
     const c = this.counts;
     const dropUnknown = this.dropUnknownSources;
     this.rxCount = 0;
-    this.devOut = 0;
     this.seenSlot = -1;
     const gatherer = this.gatherer;
     gatherer?.reset();
