@@ -71,6 +71,24 @@ function finished(packet: Buffer): Buffer {
   return packet;
 }
 
+/**
+ * `w` is one TSO super-packet for the TUN carrying `payload` behind 20-byte IPv4 and TCP headers
+ * at MSS 1386, ACK|PSH, its TCP checksum partial (NEEDS_CSUM): what the kernel finishes is right.
+ */
+function expectSuperPacket(w: Buffer, payload: Buffer): void {
+  expect(w[0]).toBe(VirtioFlag.needsCsum);
+  expect(w[1]).toBe(VirtioGso.tcpv4);
+  expect(virtioRead16(w, 2)).toBe(52);
+  expect(virtioRead16(w, 4)).toBe(1386);
+  expect(virtioRead16(w, 6)).toBe(20);
+  expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
+  const packet = w.subarray(VIRTIO_NET_HDR_BYTES);
+  expect(ipv4Check(packet, 0, packet.length)).toBe(Status.ok);
+  expect(packet.subarray(52).equals(payload)).toBe(true);
+  expect(packet[20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
+  expect(tcpChecksumOk4(finished(Buffer.from(packet)), 0, 20, packet.length - 20)).toBe(true);
+}
+
 describe('TSO segmentation', () => {
   it('cuts a super-packet into valid segments that carry the payload in order', () => {
     const payload = randomBytes(60_000);
@@ -133,18 +151,7 @@ describe('coalescing for TUN writes', () => {
     c.flush();
     expect(emitted.length).toBe(1);
     const w = emitted[0];
-    expect(w[0]).toBe(VirtioFlag.needsCsum);
-    expect(w[1]).toBe(VirtioGso.tcpv4);
-    expect(virtioRead16(w, 2)).toBe(52);
-    expect(virtioRead16(w, 4)).toBe(1386);
-    expect(virtioRead16(w, 6)).toBe(20);
-    expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
-    const packet = w.subarray(VIRTIO_NET_HDR_BYTES);
-    expect(ipv4Check(packet, 0, packet.length)).toBe(Status.ok);
-    expect(packet.subarray(52).equals(payload)).toBe(true);
-    expect(packet[20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
-    // What the kernel does with NEEDS_CSUM gives a correct checksum.
-    expect(tcpChecksumOk4(finished(Buffer.from(packet)), 0, 20, packet.length - 20)).toBe(true);
+    expectSuperPacket(w, payload);
   });
 
   it('keeps flows, gaps, control segments and other protocols apart, in order', () => {
@@ -348,17 +355,7 @@ describe('coalescing for TUN writes by gathering (GatherCoalescer)', () => {
     const { packets, counts } = coalesceGathered(segments);
     expect(packets.length).toBe(1);
     const w = packets[0];
-    expect(w[0]).toBe(VirtioFlag.needsCsum);
-    expect(w[1]).toBe(VirtioGso.tcpv4);
-    expect(virtioRead16(w, 2)).toBe(52);
-    expect(virtioRead16(w, 4)).toBe(1386);
-    expect(virtioRead16(w, 6)).toBe(20);
-    expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
-    const packet = w.subarray(VIRTIO_NET_HDR_BYTES);
-    expect(ipv4Check(packet, 0, packet.length)).toBe(Status.ok);
-    expect(packet.subarray(52).equals(payload)).toBe(true);
-    expect(packet[20 + TcpField.flags]).toBe(TcpFlag.ack | TcpFlag.psh);
-    expect(tcpChecksumOk4(finished(Buffer.from(packet)), 0, 20, packet.length - 20)).toBe(true);
+    expectSuperPacket(w, payload);
     expect(counts[Counter.rxPackets]).toBe(segments.length);
     expect(counts[Counter.rxBytes]).toBe(segments.reduce((a, s) => a + s.length, 0));
   });

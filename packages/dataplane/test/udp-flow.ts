@@ -1,4 +1,4 @@
-import type { Netns } from '@weft/testkit';
+import { type Netns, waitFor } from '@weft/testkit';
 
 /**
  * A UDP flow between two namespaces, datagram for datagram: a plain node:dgram sender in one
@@ -78,4 +78,25 @@ export async function udpFlow(
 export async function rxPackets(ns: Netns, device: string): Promise<number> {
   const { stdout } = await ns.exec(['cat', `/sys/class/net/${device}/statistics/rx_packets`]);
   return Number(stdout.trim());
+}
+
+/** `streams` TCP connections (iperf3 -P, 32 MB in all) from `client` to an iperf3 server on `address` in `server`. */
+export async function tcpFlows(
+  client: Netns,
+  server: Netns,
+  address: string,
+  streams: number,
+): Promise<void> {
+  const iperf = server.spawn(['iperf3', '-s', '-1', '-B', address, '-p', '5202']);
+  try {
+    await waitFor(
+      async () => (await server.exec(['ss', '-ltn', 'sport = :5202'])).stdout.includes('5202'),
+      'iperf3 to listen',
+    );
+    await client.exec(['iperf3', '-c', address, '-p', '5202', '-P', String(streams), '-n', '32M'], {
+      timeoutMs: 60_000,
+    });
+  } finally {
+    iperf.kill();
+  }
 }

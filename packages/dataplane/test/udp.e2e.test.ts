@@ -1,9 +1,9 @@
 import { parseIpv4 } from '@weft/core';
 import { ipv4, ipv4FillChecksum } from '@weft/encap';
-import { createTwoNodes, privileged, sweepNetns, tcpTransfer, waitFor } from '@weft/testkit';
+import { createTwoNodes, privileged, sweepNetns, tcpTransfer } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { totalDrops } from '../src/index.js';
-import { rxPackets, udpFlow } from './udp-flow.js';
+import { rxPackets, tcpFlows, udpFlow } from './udp-flow.js';
 import { startUdpNodes } from './udp-nodes.js';
 
 const TAG = 'dpudp';
@@ -20,22 +20,7 @@ describe.skipIf(!privileged('dataplane udp end-to-end tests'))(
         expect(a.ready).toMatchObject({ workers: 2 });
         const t = await tcpTransfer(nodes.b, nodes.a, '10.244.2.0', 5201, 10 * 1024 * 1024);
         expect(t.receivedSha256).toBe(t.sentSha256);
-        const server = nodes.b.spawn(['iperf3', '-s', '-1', '-B', '10.244.2.0', '-p', '5202']);
-        try {
-          await waitFor(
-            async () =>
-              (await nodes.b.exec(['ss', '-ltn', 'sport = :5202'])).stdout.includes('5202'),
-            'iperf3 to listen',
-          );
-          await nodes.a.exec(
-            ['iperf3', '-c', '10.244.2.0', '-p', '5202', '-P', '32', '-n', '32M'],
-            {
-              timeoutMs: 60_000,
-            },
-          );
-        } finally {
-          server.kill();
-        }
+        await tcpFlows(nodes.a, nodes.b, '10.244.2.0', 32);
         await new Promise((r) => setTimeout(r, 600));
         // Without steering, a flow follows whichever queue last wrote one of its packets (its
         // ACKs), and between two weft nodes they end up in one pump.

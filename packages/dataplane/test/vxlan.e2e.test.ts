@@ -20,7 +20,7 @@ import {
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { totalDrops } from '../src/index.js';
-import { rxPackets, udpFlow } from './udp-flow.js';
+import { rxPackets, tcpFlows, udpFlow } from './udp-flow.js';
 
 const TAG = 'dpvx';
 const MAC_A = '02:00:00:00:01:01';
@@ -152,20 +152,7 @@ describe.skipIf(!privileged('dataplane vxlan end-to-end tests'))(
         const t = await tcpTransfer(nodes.b, nodes.a, '10.244.2.0', 5201, MB50 / 5);
         expect(t.receivedSha256).toBe(t.sentSha256);
         // 32 connections each way: each pump carries some (all on one: a chance of 2^-31).
-        const server = nodes.b.spawn(['iperf3', '-s', '-1', '-B', '10.244.2.0', '-p', '5202']);
-        try {
-          await waitFor(
-            async () =>
-              (await nodes.b.exec(['ss', '-ltn', 'sport = :5202'])).stdout.includes('5202'),
-            'iperf3 to listen',
-          );
-          await nodes.a.exec(
-            ['iperf3', '-c', '10.244.2.0', '-p', '5202', '-P', '32', '-n', '32M'],
-            { timeoutMs: 60_000 },
-          );
-        } finally {
-          server.kill();
-        }
+        await tcpFlows(nodes.a, nodes.b, '10.244.2.0', 32);
         // Counters from the worker thread come every 250 ms.
         await new Promise((r) => setTimeout(r, 600));
         const c = await a.counters();

@@ -10,6 +10,17 @@ import { openFdCount } from './fds.js';
 import { startDgramPeer } from './peer.js';
 
 /** Datagram i of a batch: recognisable contents of varying length. */
+/** A UdpSocket on loopback and a node:dgram peer collecting the datagrams it receives. */
+async function loopbackPair(): Promise<{ sock: UdpSocket; peer: Socket; got: Buffer[] }> {
+  const sock = UdpSocket.open({ address: '127.0.0.1' });
+  const peer = createSocket('udp4');
+  const got: Buffer[] = [];
+  peer.on('message', (m) => got.push(m));
+  peer.bind(0, '127.0.0.1');
+  await once(peer, 'listening');
+  return { sock, peer, got };
+}
+
 function payload(batch: number, i: number): Buffer {
   const b = Buffer.alloc(20 + ((i * 37) % 1200), i & 0xff);
   b.write(`batch ${batch} datagram ${i}`);
@@ -141,12 +152,7 @@ describe('UDP socket housekeeping', () => {
   });
 
   it('skips a bad descriptor and sends the rest', async () => {
-    const sock = UdpSocket.open({ address: '127.0.0.1' });
-    const peer = createSocket('udp4');
-    const got: Buffer[] = [];
-    peer.on('message', (m) => got.push(m));
-    peer.bind(0, '127.0.0.1');
-    await once(peer, 'listening');
+    const { sock, peer, got } = await loopbackPair();
     const slab = allocSlab(1000).fill(0x61);
     const table = new SendTable(3);
     sock.attachSlab(0, slab);
@@ -168,12 +174,7 @@ describe('UDP socket housekeeping', () => {
   });
 
   it('sends a datagram gathered from pieces in two slabs, and a UDP GSO datagram of pieces', async () => {
-    const sock = UdpSocket.open({ address: '127.0.0.1' });
-    const peer = createSocket('udp4');
-    const got: Buffer[] = [];
-    peer.on('message', (m) => got.push(m));
-    peer.bind(0, '127.0.0.1');
-    await once(peer, 'listening');
+    const { sock, peer, got } = await loopbackPair();
     const headers = allocSlab(1000);
     const payloads = allocSlab(10_000);
     for (let i = 0; i < headers.length; i++) headers[i] = i & 0xff;
@@ -228,12 +229,7 @@ describe('UDP socket housekeeping', () => {
   });
 
   it('drops a gathered datagram whole when a piece is bad or it starts with a continuation', async () => {
-    const sock = UdpSocket.open({ address: '127.0.0.1' });
-    const peer = createSocket('udp4');
-    const got: Buffer[] = [];
-    peer.on('message', (m) => got.push(m));
-    peer.bind(0, '127.0.0.1');
-    await once(peer, 'listening');
+    const { sock, peer, got } = await loopbackPair();
     const slab = allocSlab(1000).fill(0x62);
     const table = new SendTable(8);
     sock.attachSlab(0, slab);
