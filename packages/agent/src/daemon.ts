@@ -298,14 +298,14 @@ export class Daemon {
 
     this.keeper.start({
       onLeases: () => this.scheduleSync(),
-      onSubnetTaken: (was, now) => {
+      onSubnetTaken: (was, now, why) => {
         this.log.error(
-          { was, now },
+          { was, now, why },
           'the subnet went to another node: stopping so that a restart reconfigures this node',
         );
         const err = new WeftError(
           DaemonErrorCode.leaseLost,
-          `this node's lease was gone from the store and its subnet ${was} went to another node (the store offered ${now}): restart weftd to take a new subnet, then restart this node's pods, whose addresses are in the old one`,
+          `${why}, and its subnet ${was} went to another node (the store offered ${now}): restart weftd to take a new subnet, then restart this node's pods, whose addresses are in the old one`,
         );
         void this.stop().then(() => this.reportFatal(err));
       },

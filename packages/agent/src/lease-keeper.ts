@@ -16,8 +16,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface LeaseKeeperHandlers {
   /** The other nodes' leases changed (the first call carries the snapshot). */
   onLeases(events: LeaseEvent[], initial: boolean): void;
-  /** Our subnet went to another node while ours was lost: the node must be reconfigured. */
-  onSubnetTaken(was: string, now: string): void;
+  /**
+   * Our subnet went to another node while ours was lost (`why`: how it was lost): the node must
+   * be reconfigured.
+   */
+  onSubnetTaken(was: string, now: string, why: string): void;
 }
 
 /**
@@ -104,7 +107,13 @@ export class LeaseKeeper {
             );
           handlers.onLeases(events, initial);
         },
-        onOwnLeaseLost: () => void this.reacquire(handlers),
+        onOwnLeaseLost: () =>
+          void this.reacquire(handlers, "this node's lease disappeared from the store"),
+        onOwnLeaseTaken: (_key, taken) =>
+          void this.reacquire(
+            handlers,
+            `this node's lease was overwritten by another node (${[taken.attrs.publicIp, taken.attrs.publicIpv6].filter(Boolean).join(' ')})`,
+          ),
         onError: (err) =>
           this.log.warn({ err: err.message }, 'lease watch: the store is not answering; retrying'),
       },
@@ -125,15 +134,16 @@ export class LeaseKeeper {
     });
   }
 
-  /** Our lease vanished from the store: say so loudly, and take the same subnet back if it is free. */
-  private async reacquire(handlers: LeaseKeeperHandlers): Promise<void> {
+  /**
+   * Our lease vanished from the store or another node overwrote it: say so loudly, stop renewing
+   * (a renewal would overwrite the other node in turn), and take the same subnet back if it is
+   * free; if it is not, the node must be reconfigured (onSubnetTaken).
+   */
+  private async reacquire(handlers: LeaseKeeperHandlers, why: string): Promise<void> {
     const lost = this.lease;
     if (!lost || this.lostSince !== undefined || this.abort.signal.aborted) return;
     this.lostSince = Date.now();
-    this.log.error(
-      { subnet: describeLease(lost) },
-      "this node's lease disappeared from the store; acquiring it again",
-    );
+    this.log.error({ subnet: describeLease(lost) }, `${why}; acquiring it again`);
     this.renewal?.stop();
     this.renewal = undefined;
     let wait = 1000;
@@ -147,7 +157,7 @@ export class LeaseKeeper {
         });
         if (again.subnet !== lost.subnet || again.subnet6 !== lost.subnet6) {
           await this.manager.releaseLease(again).catch(() => undefined);
-          handlers.onSubnetTaken(describeLease(lost), describeLease(again));
+          handlers.onSubnetTaken(describeLease(lost), describeLease(again), why);
           return;
         }
         this.current = again;

@@ -217,6 +217,37 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 60_000);
 
+  it('a node whose lease another node overwrites (no delete in between) stops with ERR_WEFTD_LEASE_LOST instead of fighting over the subnet', async () => {
+    const s = await setup();
+    try {
+      const n1 = s.cluster.addNode();
+      const d = await s.start(n1, ['--vxlan-mode', 'kernel']);
+      const store = new EmbeddedStore(s.store);
+      const [own] = (await store.listSubnets()).values;
+      const subnet = own.key.replace('-', '/');
+      // One write: another node's attributes under this node's key, as a misconfigured node
+      // (or a restored backup) would put them.
+      const other = { ...JSON.parse(own.value), PublicIP: '198.18.0.78' };
+      await store.putSubnet(own.key, JSON.stringify(other), 3600);
+      const code = await Promise.race([
+        d.exited,
+        new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+      ]);
+      expect(code).toBe(1);
+      expect(d.stderr()).toMatch(/overwritten by another node \(198\.18\.0\.78\)/);
+      expect(d.stderr()).toMatch(
+        new RegExp(
+          `weftd: ERR_WEFTD_LEASE_LOST: .*subnet ${subnet.replace(/\./g, '\\.')} went to another node`,
+        ),
+      );
+      // The other node's lease stands, not overwritten back; the subnet offered instead was given back.
+      const { leases } = await listLeases(s.store);
+      expect(leases.map((l) => [l.subnet, l.attrs.publicIp])).toEqual([[subnet, '198.18.0.78']]);
+    } finally {
+      await s.done();
+    }
+  }, 60_000);
+
   it('host-gw: a route per remote subnet via its public IP, put back when deleted by hand', async () => {
     const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}');
     try {

@@ -5,7 +5,10 @@ import type { StoreEvent, StoreWatch } from './store.js';
 
 /** Options of a new {@link LeaseWatcher}. */
 export interface LeaseWatcherOptions {
-  /** This node's lease key: its changes are not events; its disappearance is onOwnLeaseLost. */
+  /**
+   * This node's lease key: its changes are not events; its disappearance is onOwnLeaseLost, and
+   * another node's public IP in it onOwnLeaseTaken.
+   */
   ownKey?: string;
   /** This node's public IP: another lease claiming it is warned about (naming both). */
   ownPublicIp?: string;
@@ -34,6 +37,8 @@ export class LeaseWatcher implements LeaseWatch {
   private ownSeen = false;
   private backoffMs = 500;
   private readonly warnedDuplicates = new Set<string>();
+  /** The attributes another node wrote under our key, once reported. */
+  private takenBy: string | undefined;
 
   constructor(
     private readonly manager: SubnetManager,
@@ -59,6 +64,44 @@ export class LeaseWatcher implements LeaseWatch {
 
   private isOwn(key: string): boolean {
     return key === this.options.ownKey;
+  }
+
+  /** Whether `lease` (under our own key) names another node: a public IP of its own, not ours. */
+  private namesAnotherNode(lease: Lease): boolean {
+    const { ownPublicIp, ownPublicIpv6 } = this.options;
+    const differs = (mine: string | undefined, theirs: string | undefined) => {
+      if (mine === undefined) return false;
+      if (theirs === undefined) return true;
+      const a = tryParseIpv6(mine);
+      const b = tryParseIpv6(theirs);
+      return a && b ? formatIpv6(a) !== formatIpv6(b) : mine !== theirs;
+    };
+    return (
+      differs(ownPublicIp, lease.attrs.publicIp) || differs(ownPublicIpv6, lease.attrs.publicIpv6)
+    );
+  }
+
+  /** Our key seen in the store: ours still, or overwritten by another node. */
+  private ownPresent(lease: Lease): void {
+    if (!this.namesAnotherNode(lease)) {
+      this.ownSeen = true;
+      this.takenBy = undefined;
+      return;
+    }
+    // Reported once per takeover: a later write of ours (or theirs again) starts over.
+    if (this.takenBy === leaseAttrsJson(lease.attrs)) return;
+    this.takenBy = leaseAttrsJson(lease.attrs);
+    this.ownSeen = false;
+    this.manager.log.error(
+      {
+        key: lease.key,
+        publicIp: lease.attrs.publicIp,
+        publicIpv6: lease.attrs.publicIpv6,
+        ours: [this.options.ownPublicIp, this.options.ownPublicIpv6].filter(Boolean),
+      },
+      `this node's own lease was overwritten by another node (${[lease.attrs.publicIp, lease.attrs.publicIpv6].filter(Boolean).join(' ')}): two nodes claim one subnet`,
+    );
+    this.handlers.onOwnLeaseTaken?.(lease.key, lease);
   }
 
   private ownLost(key: string): void {
@@ -97,6 +140,7 @@ export class LeaseWatcher implements LeaseWatch {
     for (const lease of leases) {
       if (this.isOwn(lease.key)) {
         ownPresent = true;
+        this.ownPresent(lease);
         continue;
       }
       seen.add(lease.key);
@@ -111,10 +155,8 @@ export class LeaseWatcher implements LeaseWatch {
         events.push({ type: 'removed', lease: old });
       }
     }
-    if (this.options.ownKey) {
-      if (ownPresent) this.ownSeen = true;
-      else if (this.ownSeen || !initial) this.ownLost(this.options.ownKey);
-    }
+    if (this.options.ownKey && !ownPresent && (this.ownSeen || !initial))
+      this.ownLost(this.options.ownKey);
     this.manager.log.debug?.(
       { leases: this.state.size, changes: events.length, initial },
       'lease watch: listed and reconciled',
@@ -138,7 +180,18 @@ export class LeaseWatcher implements LeaseWatch {
     const events: LeaseEvent[] = [];
     for (const e of evs) {
       if (this.isOwn(e.key)) {
-        if (e.type === 'delete' && this.options.ownKey) this.ownLost(e.key);
+        if (e.type === 'delete') {
+          this.takenBy = undefined;
+          this.ownLost(e.key);
+          continue;
+        }
+        const lease = this.manager.toLease({
+          key: e.key,
+          value: e.value,
+          revision: e.revision,
+          ttlSeconds: e.ttlSeconds,
+        });
+        if (lease) this.ownPresent(lease);
         else this.ownSeen = true;
         continue;
       }

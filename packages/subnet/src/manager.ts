@@ -81,6 +81,12 @@ export interface LeaseWatchHandlers {
   onEvents(events: LeaseEvent[], initial: boolean): void;
   /** This node's own lease vanished from the store (expired, deleted by an operator). */
   onOwnLeaseLost?(key: string): void;
+  /**
+   * This node's own lease key now names another node: its public IP (or IPv6) is not ours, so
+   * another node overwrote it and traffic for our subnet goes there. Needs `ownPublicIp` (or
+   * `ownPublicIpv6`) in the watcher's options.
+   */
+  onOwnLeaseTaken?(key: string, lease: Lease): void;
   /** The store cannot be reached for now (the watch keeps retrying). */
   onError?(err: Error): void;
 }

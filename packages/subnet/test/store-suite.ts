@@ -33,9 +33,10 @@ function manager(store: SubnetStore, options: SubnetManagerOptions = {}): Subnet
 }
 
 /** Collects a watch's events, as strings `added 10.244.5.0/24`. */
-function collect(m: SubnetManager, ownKey?: string) {
+function collect(m: SubnetManager, ownKey?: string, ownPublicIp?: string) {
   const events: string[] = [];
   const lost: string[] = [];
+  const taken: string[] = [];
   let initial = false;
   const watch: LeaseWatch = m.watchLeases(
     {
@@ -44,10 +45,17 @@ function collect(m: SubnetManager, ownKey?: string) {
         for (const e of evs) events.push(`${e.type} ${e.lease.subnet}`);
       },
       onOwnLeaseLost: (key) => lost.push(key),
+      onOwnLeaseTaken: (key, lease) => taken.push(`${key} ${lease.attrs.publicIp}`),
     },
-    { ownKey },
+    { ownKey, ownPublicIp },
   );
-  return { events, lost, watch, ready: () => waitFor(() => initial, 'the initial snapshot') };
+  return {
+    events,
+    lost,
+    taken,
+    watch,
+    ready: () => waitFor(() => initial, 'the initial snapshot'),
+  };
 }
 
 export function storeSuite(t: StoreUnderTest): void {
@@ -200,6 +208,41 @@ export function storeSuite(t: StoreUnderTest): void {
       expect(seen).toBeDefined();
       expect(seen?.expiresAt).toBeUndefined();
       w.watch.close();
+    });
+  });
+
+  it('says when another node overwrites our own lease, once per takeover, and not for our renewals', async () => {
+    await withStores(async (store, other) => {
+      await store.putConfig(CONFIG);
+      const me = await manager(store).acquireLease({ attrs: attrs('198.18.0.1') });
+      const w = collect(manager(store), me.key, '198.18.0.1');
+      await w.ready();
+      // Our own renewal (same public IP) is neither a takeover nor an event.
+      await manager(store).renewLease(me);
+      // Another node writes its own attributes under our key, twice (its renewal).
+      const theirs = JSON.stringify({
+        PublicIP: '198.18.0.9',
+        BackendType: 'vxlan',
+        BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:09' },
+      });
+      await other.putSubnet(me.key, theirs, 60);
+      await waitFor(() => w.taken.length === 1, 'the own-lease-taken signal');
+      await other.putSubnet(me.key, theirs, 60);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(w.taken).toEqual([`${me.key} 198.18.0.9`]);
+      expect(w.lost).toEqual([]);
+      expect(w.events).toEqual([]);
+      // Ours again, then theirs again: a second takeover is reported again.
+      await manager(store).renewLease(me);
+      await other.putSubnet(me.key, theirs, 60);
+      await waitFor(() => w.taken.length === 2, 'the second own-lease-taken signal');
+      // A re-listing (as after a reconnect) sees the same takeover and does not repeat it.
+      w.watch.close();
+      const again = collect(manager(store), me.key, '198.18.0.1');
+      await again.ready();
+      expect(again.taken).toEqual([`${me.key} 198.18.0.9`]);
+      expect(again.lost).toEqual([]);
+      again.watch.close();
     });
   });
 
