@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(iproute2 iputils-ping procps ethtool strace iptables nftables iperf3 tshark python3-scapy etcd-server etcd-client openssl
   containernetworking-plugins podman runc busybox-static
-  wireguard-go wireguard-tools util-linux golang-go
+  wireguard-go wireguard-tools util-linux golang-go linux-perf
   g++-aarch64-linux-gnu qemu-user)
 missing=()
 for pkg in "${apt_packages[@]}"; do

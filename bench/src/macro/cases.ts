@@ -36,7 +36,11 @@ export interface BenchCase {
 const MAC_A = '02:00:00:00:01:01';
 /** WEFT_BENCH_CPU_PROF=DIR: each weft process writes a V8 CPU profile there when it stops. */
 const PROFILE_DIR = process.env.WEFT_BENCH_CPU_PROF;
-const NODE_ARGS = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : [];
+/** WEFT_BENCH_PERF_MAP=1 (set by bench:profile): /tmp/perf-<pid>.map names weft's JS for perf. */
+const NODE_ARGS = [
+  ...(PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []),
+  ...(process.env.WEFT_BENCH_PERF_MAP === '1' ? ['--perf-basic-prof-only-functions'] : []),
+];
 /** WEFT_BENCH_OFFLOAD=0: weft runs without segmentation offloads, to see what they buy. */
 const OFFLOAD = process.env.WEFT_BENCH_OFFLOAD !== '0';
 /** WEFT_BENCH_BUSY_POLL=µs: weft polls that long without sleeping after each batch (default off). */
