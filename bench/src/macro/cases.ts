@@ -154,6 +154,72 @@ function weftWireguard(
 }
 
 /**
+ * IPv6 cases, flannel-v6.1 as flannel programs it: the VXLAN over an IPv6 underlay (fd00::1 and
+ * fd00::2 on the veth) carrying IPv6, node a's subnet fd00:10:244:1::/64, node b's
+ * fd00:10:244:2::/64, each node's VTEP address its subnet's first.
+ */
+const V6_MAC_A = '02:00:00:00:01:06';
+const V6_MAC_B = '02:00:00:00:02:06';
+
+function underlay6(ns: Netns, side: 'a' | 'b') {
+  return ns.exec([
+    'ip',
+    'addr',
+    'add',
+    side === 'a' ? 'fd00::1/64' : 'fd00::2/64',
+    'dev',
+    'veth0',
+    'nodad',
+  ]);
+}
+
+async function kernelVtep6(ns: Netns, side: 'a' | 'b', userspacePeer: boolean) {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  const [mac, peerMac] = side === 'a' ? [V6_MAC_A, V6_MAC_B] : [V6_MAC_B, V6_MAC_A];
+  await ns.sh(
+    [
+      // A userspace peer reads inner checksums the kernel left for "hardware" over a veth.
+      userspacePeer ? 'ethtool -K veth0 tx off >/dev/null' : '',
+      `ip link add flannel-v6.1 address ${mac} mtu 1430 type vxlan id 1 local fd00::${me} dstport 8472 nolearning dev veth0`,
+      `ip addr add fd00:10:244:${me}::/128 dev flannel-v6.1 nodad`,
+      'ip link set flannel-v6.1 up',
+      `ip -6 neigh replace fd00:10:244:${peer}:: lladdr ${peerMac} dev flannel-v6.1 nud permanent`,
+      `bridge fdb append ${peerMac} dev flannel-v6.1 dst fd00::${peer} self permanent`,
+      `ip -6 route add fd00:10:244:${peer}::/64 via fd00:10:244:${peer}:: dev flannel-v6.1 onlink`,
+    ]
+      .filter(Boolean)
+      .join('\n'),
+  );
+}
+
+function weftVxlan6(ns: Netns, side: 'a' | 'b'): Promise<RunningNode> {
+  const me = side === 'a' ? 1 : 2;
+  const peer = side === 'a' ? 2 : 1;
+  return startDataplane(
+    ns,
+    {
+      type: 'vxlan',
+      deviceName: 'flannel-v6.1',
+      offload: OFFLOAD,
+      busyPollMicros: BUSY_POLL,
+      vtepAddress6: `fd00:10:244:${me}::`,
+      vtepMac: side === 'a' ? V6_MAC_A : V6_MAC_B,
+      network6: 'fd00:10:244::/48',
+      publicIp: `fd00::${me}`,
+      nodes: [
+        {
+          subnet6: `fd00:10:244:${peer}::/64`,
+          publicIp: `fd00::${peer}`,
+          vtepMac: side === 'a' ? V6_MAC_B : V6_MAC_A,
+        },
+      ],
+    },
+    NODE_ARGS,
+  );
+}
+
+/**
  * L2 cases, the VXLAN tutorials' overlay: on each node a bridge br1 with the node's endpoint
  * address (10.99.0.<n>/24) and, as its port, the kernel's vxlan100 (VNI 100, port 4789,
  * `nolearning`, an all-zeros FDB entry for the peer) or weft's TAP.
@@ -250,6 +316,43 @@ export const CASES: BenchCase[] = [
       guarded(tag, async (nodes) => {
         await kernelVtep(nodes.b, nodes, 'b', true);
         return { serverAddress: '10.244.2.0', weft: [await weftVxlan(nodes.a, nodes, 'a')] };
+      }),
+  },
+  {
+    name: 'kernel-vxlan6',
+    description:
+      "the kernel's VXLAN over IPv6 carrying IPv6 on both nodes, as flannel configures flannel-v6.1",
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        for (const side of ['a', 'b'] as const) {
+          await underlay6(nodes[side], side);
+          await kernelVtep6(nodes[side], side, false);
+        }
+        return { serverAddress: 'fd00:10:244:2::', weft: [] };
+      }),
+  },
+  {
+    name: 'weft-vxlan6',
+    description: "weft's userspace IPv6 VTEP (flannel-v6.1) on both nodes",
+    baseline: 'kernel-vxlan6',
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await underlay6(nodes.a, 'a');
+        await underlay6(nodes.b, 'b');
+        const weft = [await weftVxlan6(nodes.a, 'a'), await weftVxlan6(nodes.b, 'b')];
+        return { serverAddress: 'fd00:10:244:2::', weft };
+      }),
+  },
+  {
+    name: 'weft-vxlan6-kernel',
+    description: "weft's IPv6 VTEP on node a, the kernel's flannel-v6.1 on node b",
+    baseline: 'kernel-vxlan6',
+    setup: (tag) =>
+      guarded(tag, async (nodes) => {
+        await underlay6(nodes.a, 'a');
+        await underlay6(nodes.b, 'b');
+        await kernelVtep6(nodes.b, 'b', true);
+        return { serverAddress: 'fd00:10:244:2::', weft: [await weftVxlan6(nodes.a, 'a')] };
       }),
   },
   {

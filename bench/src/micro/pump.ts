@@ -198,7 +198,7 @@ const cases: MicroCase[] = [];
     fn: () => {
       gatherer.reset();
       for (let k = 0; k < first.count; k++)
-        gatherer.add(true, received, k * 1438, received.readUInt16BE(k * 1438 + 2));
+        gatherer.add(4, received, k * 1438, received.readUInt16BE(k * 1438 + 2));
       gatherer.finish(received);
     },
   });

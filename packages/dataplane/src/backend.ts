@@ -51,6 +51,8 @@ export interface OpenIoOptions {
   mode: 'tun' | 'tap';
   netns?: string;
   offload: boolean;
+  /** With offloads, also IPv6 TSO (the backend cuts TCPv6 super-packets: Backend.tso6). */
+  tso6?: boolean;
   address: string;
   port: number;
   socketBufferBytes: number;
@@ -92,7 +94,8 @@ export function openBackendIo(
     let coalesceUdp = false;
     try {
       if (offload) {
-        const tso = TunOffload.csum | TunOffload.tso4 | TunOffload.tsoEcn;
+        const tso =
+          TunOffload.csum | TunOffload.tso4 | TunOffload.tsoEcn | (o.tso6 ? TunOffload.tso6 : 0);
         // A kernel that knows USO (Linux 6.2) takes UDP GSO writes: offered, then withdrawn, as
         // a probe (reading UDP super-packets is not asked for).
         try {
@@ -288,6 +291,14 @@ export abstract class Backend extends Pump {
   /** With workers > 1, the other workers' threads. */
   private pool: WorkerPool | undefined;
 
+  /**
+   * Whether this backend cuts TSO6 (TCPv6) super-packets: a device opened with IPv6 TSO hands
+   * them over (openBackendIo's tso6); any other backend counts one as a bad header.
+   */
+  protected get tso6(): boolean {
+    return false;
+  }
+
   protected constructor(
     tun: DeviceIo,
     socket: UdpIo,
@@ -341,7 +352,8 @@ export abstract class Backend extends Pump {
     const gso = slab[base + VirtioField.gsoType] & ~VirtioGso.ecn;
     this.gsoSize = virtioRead16(slab, base + VirtioField.gsoSize);
     if (gso !== VirtioGso.none) {
-      if (gso === VirtioGso.tcpv4 && this.gsoSize > 0) return gso;
+      if ((gso === VirtioGso.tcpv4 || (gso === VirtioGso.tcpv6 && this.tso6)) && this.gsoSize > 0)
+        return gso;
       this.counts[Counter.dropBadHeader]++;
       return -1;
     }

@@ -6,9 +6,11 @@ import {
   putDatagram,
   putDatagram6,
   putGroDatagrams,
+  putGroDatagrams6,
   putPacket,
   putSuperFrame,
   putSuperPacket,
+  putSuperPacket6,
   resetTtl,
   setSource,
   setSource6,
@@ -246,8 +248,8 @@ function tapPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
 
 /**
  * An IPv6 VTEP (flannel-v6.<VNI>): IPv6 packets over an IPv6 underlay. With offloads the TUN
- * hands over plain packets behind a virtio header (no TSO for IPv6), and UDP GRO datagrams are
- * passed through one by one.
+ * hands over plain packets behind a virtio header and TSO6 super-packets (`outbound TSO6`), and
+ * UDP GRO datagrams are passed through one by one.
  */
 function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
   const local = parseIpv6('fd00:10:244:1::5');
@@ -286,6 +288,21 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
         },
       };
     },
+    ...(offload
+      ? {
+          'outbound TSO6': () => {
+            const { backend, queue } = make();
+            for (let i = 0; i < BATCH; i++)
+              putSuperPacket6(queue.ring, i, SEGMENTS, MSS, local, remote(i));
+            return {
+              backend,
+              perStep: BATCH * SEGMENTS,
+              counter: 'txPackets' as const,
+              step: () => queue.onBatch(BATCH),
+            };
+          },
+        }
+      : {}),
     inbound: () => {
       const { backend, socket } = make();
       const ring = socket.ring;
@@ -303,6 +320,33 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
       }
       return { backend, perStep: BATCH, counter: 'rxPackets', step: () => socket.onBatch(BATCH) };
     },
+    ...(offload
+      ? {
+          // UDP GRO batches of IPv6 TCP segments, coalesced into TSO6 writes to the TUN.
+          'inbound GRO': () => {
+            const { backend, socket } = make();
+            const ring = socket.ring;
+            const w: Wrap = {
+              kind: 'vxlan',
+              vni: 1,
+              dstMac: parseMac(MAC_LOCAL),
+              srcMac: parseMac(MAC_REMOTE),
+              ipv6: true,
+            };
+            const from = parseIpv6('fd00::2');
+            for (let i = 0; i < BATCH; i++) {
+              putGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(i), local);
+              setSource6(ring, i, from, 8472);
+            }
+            return {
+              backend,
+              perStep: BATCH * SEGMENTS,
+              counter: 'rxPackets' as const,
+              step: () => socket.onBatch(BATCH),
+            };
+          },
+        }
+      : {}),
   };
 }
 

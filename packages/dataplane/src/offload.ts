@@ -6,8 +6,10 @@ import {
   finish,
   fold,
   IPV4_FLAG_MF,
+  IPV6_HEADER_BYTES,
   IpProtocol,
   Ipv4Field,
+  Ipv6Field,
   ipv4Check,
   ipv4FillChecksum,
   read16,
@@ -336,7 +338,7 @@ export const UDP_GSO_MAX_SEGMENTS = 64;
 export const UDP_GSO_MAX_BYTES = 65_000;
 
 /**
- * Offloads, outbound, without copying a payload: a TSO TCPv4 super-packet is cut into segments
+ * Offloads, outbound, without copying a payload: a TSO TCP super-packet (IPv4 or IPv6) is cut into segments
  * whose headers are written to a staging buffer (each behind `prefixBytes` for encapsulation)
  * while each segment's payload stays where the device read put it; a send gathers header and
  * payload pieces (SendTable.append). The payload checksums are summed by the addon, one call per
@@ -375,9 +377,11 @@ export class TcpSegmenter {
    * `headerBytes` apart, each after `prefixBytes` left free: a copy of the `linkBytes` of link
    * header in front of src[ipOff] (a TAP frame's Ethernet header, tags included; 0 for a TUN),
    * then whole IPv4/TCP headers with their own length, identification, sequence number, flags and
-   * IPv4 checksum, and the TCP checksum still missing its payload's sum (finish adds it). With
-   * decrementTtl each TTL is one lower (flannel's udp step). Returns the segment count, or 0 for
-   * anything that is not a plain TCPv4 super-packet, or when the batch has no room left.
+   * IPv4 checksum, and the TCP checksum still missing its payload's sum (finish adds it); for
+   * IPv6 (TSO6), whole IPv6/TCP headers with their own payload length, sequence number and flags.
+   * With decrementTtl each TTL (hop limit) is one lower (flannel's udp step). Returns the segment
+   * count, or 0 for anything that is not a plain TCP super-packet (IPv4 options are kept; an IPv6
+   * extension header is not cut), or when the batch has no room left.
    */
   cut(
     src: Buffer,
@@ -389,6 +393,8 @@ export class TcpSegmenter {
     decrementTtl: boolean,
     linkBytes = 0,
   ): number {
+    if ((src[ipOff] & 0xf0) === 0x60)
+      return this.cut6(src, ipOff, len, mss, at, prefixBytes, decrementTtl, linkBytes);
     if (
       len < 40 ||
       (src[ipOff] & 0xf0) !== 0x40 ||
@@ -469,6 +475,80 @@ export class TcpSegmenter {
     return count;
   }
 
+  /** cut() for a TSO6 super-packet: the fixed IPv6 header, then TCP. */
+  private cut6(
+    src: Buffer,
+    ipOff: number,
+    len: number,
+    mss: number,
+    at: number,
+    prefixBytes: number,
+    decrementTtl: boolean,
+    linkBytes: number,
+  ): number {
+    if (
+      len < IPV6_HEADER_BYTES + 20 ||
+      src[ipOff + Ipv6Field.nextHeader] !== IpProtocol.tcp ||
+      mss <= 0
+    )
+      return 0;
+    const tcpOff = ipOff + IPV6_HEADER_BYTES;
+    const thl = (src[tcpOff + TcpField.dataOffset] >>> 4) << 2;
+    const hdrBytes = IPV6_HEADER_BYTES + thl;
+    if (thl < 20 || hdrBytes > len) return 0;
+    if (decrementTtl && src[ipOff + Ipv6Field.hopLimit] <= 1) return 0;
+    const payloadBytes = len - hdrBytes;
+    const count = Math.max(1, Math.ceil(payloadBytes / mss));
+    const stride = prefixBytes + linkBytes + hdrBytes;
+    const out = this.staging;
+    if (at + count * stride > out.length || this.pending + count > this.maxSegments) return 0;
+    const seq0 = readInt32(src, tcpOff + TcpField.seq);
+    const flags = src[tcpOff + TcpField.flags];
+    const payloadOff = ipOff + hdrBytes;
+    const ops = this.ops;
+    const head = at + prefixBytes;
+    const first = head + linkBytes;
+    for (let b = -linkBytes; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
+    if (decrementTtl) out[first + Ipv6Field.hopLimit]--;
+    const tcp0 = first + IPV6_HEADER_BYTES;
+    write32(out, tcp0 + TcpField.seq, 0);
+    write16(out, tcp0 + TcpField.dataOffset, 0);
+    write16(out, tcp0 + TcpField.checksum, 0);
+    // The TCP header's and pseudo-header's sum (addresses, next header), but for the upper-layer
+    // length, sequence number and flags (RFC 8200 section 8.1).
+    const tcpBase = sum16(out, tcp0, thl, sum16(out, first + Ipv6Field.src, 32, IpProtocol.tcp));
+    const doff = src[tcpOff + TcpField.dataOffset] << 8;
+    for (let k = 0; k < count; k++) {
+      const seg = at + k * stride + prefixBytes + linkBytes;
+      const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
+      if (k > 0) out.copyWithin(seg - linkBytes, head, first + hdrBytes);
+      write16(out, seg + Ipv6Field.payloadLength, thl + chunk);
+      const tcp = seg + IPV6_HEADER_BYTES;
+      const seq = (seq0 + k * mss) | 0;
+      write32(out, tcp + TcpField.seq, seq);
+      let f = flags;
+      if (k < count - 1) f &= ~(TcpFlag.fin | TcpFlag.psh);
+      if (k > 0) f &= ~TcpFlag.cwr;
+      out[tcp + TcpField.dataOffset] = doff >>> 8;
+      out[tcp + TcpField.flags] = f;
+      write16(
+        out,
+        tcp + TcpField.checksum,
+        fold(tcpBase + thl + chunk + (seq >>> 16) + (seq & 0xffff) + (doff | f)),
+      );
+      const op = this.pending++;
+      ops[op * SumOp.words + SumOp.offset] = payloadOff + k * mss;
+      ops[op * SumOp.words + SumOp.length] = chunk;
+      this.fields[op] = tcp + TcpField.checksum;
+    }
+    this.count = count;
+    this.headerBytes = stride;
+    this.mss = mss;
+    this.payloadOff = payloadOff;
+    this.lastBytes = payloadBytes - (count - 1) * mss;
+    return count;
+  }
+
   /** Completes every TCP checksum of the batch: `source` is the buffer the super-packets were in. */
   finish(source: Buffer): void {
     const n = this.pending;
@@ -484,7 +564,7 @@ export class TcpSegmenter {
   }
 }
 
-/** Staging a GatherCoalescer needs per packet: a virtio_net_hdr, an Ethernet header (TAP), IPv4 and TCP headers. */
+/** Staging a GatherCoalescer needs per packet: a virtio_net_hdr, an Ethernet header (TAP), IP and TCP headers. */
 export const GATHER_STAGING_PER_RECORD = VIRTIO_NET_HDR_BYTES + 14 + 120;
 
 /** What a record of the GatherCoalescer holds. */
@@ -500,17 +580,18 @@ const UDP_HEADER_BYTES = 8;
  * staging, a virtio_net_hdr and the super-packet's IP and transport headers, then each packet's
  * payload where the socket read put it (nothing read is changed).
  *
- * TCP segments join a group only when they continue it exactly: same addresses, TOS, TTL, ports,
- * ACK, window and options; the next sequence number; the same size as the group's first (a
- * shorter one ends the group, as GSO requires); no SYN, FIN, RST or URG; a correct checksum.
- * With `udp`, UDP datagrams of one flow become a UDP GSO (USO, Linux 6.2+) super-packet the
+ * TCP segments, over IPv4 or IPv6 (no extension headers), join a group only when they continue
+ * it exactly: same addresses, TOS (traffic class and flow label), TTL (hop limit), ports, ACK,
+ * window and options; the next sequence number; the same size as the group's first (a shorter one
+ * ends the group, as GSO requires); no SYN, FIN, RST or URG; a correct checksum.
+ * With `udp`, IPv4 UDP datagrams of one flow become a UDP GSO (USO, Linux 6.2+) super-packet the
  * kernel cuts back into exactly those datagrams: same addresses, TOS, TTL, DF and ports,
  * consecutive IPv4 identifications (the kernel numbers the datagrams it cuts so), the same size
  * as the first (a shorter one ends the group), a checksum present and correct. Anything else
  * passes through as it is, behind an empty header. Order is kept; a packet whose checksum is wrong
  * is dropped and counted, as the kernel would have dropped it.
  *
- * For a TAP (`linkBytes` 14) a record is an Ethernet frame: its IPv4 packet follows an untagged
+ * For a TAP (`linkBytes` 14) a record is an Ethernet frame: its IP packet follows an untagged
  * header, and segments join a group only behind the same header (one GSO frame has one); the
  * virtio_net_hdr's offsets count from the frame's first byte.
  */
@@ -518,6 +599,8 @@ export class GatherCoalescer {
   private readonly offs: Int32Array;
   private readonly lens: Int32Array;
   private readonly kinds: Uint8Array;
+  /** Per record: its IP version (4 or 6; 0 for what passes through). */
+  private readonly families: Uint8Array;
   /** Per record: its sum op (the transport header and payload), else -1. */
   private readonly opOf: Int32Array;
   private readonly ops: Int32Array;
@@ -527,6 +610,7 @@ export class GatherCoalescer {
   private stagingPos = 0;
   /** The open group: its kind, first descriptor, first packet, and state. */
   private kind = 0;
+  private family = 4;
   private head = -1;
   private headOff = 0;
   private ihl = 0;
@@ -565,6 +649,7 @@ export class GatherCoalescer {
     this.offs = new Int32Array(maxRecords);
     this.lens = new Int32Array(maxRecords);
     this.kinds = new Uint8Array(maxRecords);
+    this.families = new Uint8Array(maxRecords);
     this.opOf = new Int32Array(maxRecords);
     this.ops = new Int32Array(maxRecords * SumOp.words);
     // One empty header, shared by every packet that passes through.
@@ -579,12 +664,12 @@ export class GatherCoalescer {
 
   /**
    * Records one inner packet (its IP header already validated, `len` its total length) for the
-   * device; IPv4 TCP data segments (and, with `udp`, UDP datagrams) are candidates to coalesce.
-   * With `linkBytes`, a frame: `ipv4` says an IPv4 packet, validated, fills it behind that many
-   * bytes of Ethernet header (anything else passes through). False when the batch is full: the
-   * packet is dropped and counted.
+   * device; TCP data segments (and, with `udp`, IPv4 UDP datagrams) are candidates to coalesce.
+   * `family` says what it is: 4 or 6, a validated IP packet of that version (filling the frame
+   * behind `linkBytes` of Ethernet header), or 0, anything else, which passes through. False when
+   * the batch is full: the packet is dropped and counted.
    */
-  add(ipv4: boolean, buf: Buffer, off: number, len: number): boolean {
+  add(family: number, buf: Buffer, off: number, len: number): boolean {
     const r = this.records;
     if (r >= this.maxRecords) {
       this.counts[Counter.dropSendError]++;
@@ -594,14 +679,25 @@ export class GatherCoalescer {
     this.offs[r] = off;
     this.lens[r] = len;
     this.kinds[r] = Kind.passThrough;
+    this.families[r] = family;
     this.opOf[r] = -1;
     const ip = off + this.linkBytes;
-    if (!ipv4 || (read16(buf, ip + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0)
+    let ihl: number;
+    let protocol: number;
+    if (family === 4) {
+      if ((read16(buf, ip + Ipv4Field.flagsFragment) & (IPV4_FLAG_MF | 0x1fff)) !== 0) return true;
+      ihl = (buf[ip] & 0x0f) << 2;
+      protocol = buf[ip + Ipv4Field.protocol];
+    } else if (family === 6) {
+      // TCP right behind the fixed header; extension headers pass through.
+      ihl = IPV6_HEADER_BYTES;
+      protocol = buf[ip + Ipv6Field.nextHeader];
+      if (protocol !== IpProtocol.tcp) return true;
+    } else {
       return true;
-    const ihl = (buf[ip] & 0x0f) << 2;
+    }
     const l4 = ip + ihl;
     const ipLen = len - this.linkBytes;
-    const protocol = buf[ip + Ipv4Field.protocol];
     if (protocol === IpProtocol.tcp) {
       if (
         ipLen < ihl + 20 ||
@@ -611,7 +707,7 @@ export class GatherCoalescer {
       const thl = (buf[l4 + TcpField.dataOffset] >>> 4) << 2;
       if (thl < 20 || ipLen - ihl - thl <= 0) return true;
       this.kinds[r] = Kind.tcp;
-    } else if (protocol === IpProtocol.udp && this.udp) {
+    } else if (protocol === IpProtocol.udp && this.udp && family === 4) {
       // A datagram with a checksum (zero is none, over IPv4) and its length as the IP header says.
       if (
         ipLen <= ihl + UDP_HEADER_BYTES ||
@@ -651,19 +747,22 @@ export class GatherCoalescer {
         continue;
       }
       const ip = off + this.linkBytes;
-      const ihl = (buf[ip] & 0x0f) << 2;
+      const family = this.families[r];
+      const ihl = family === 6 ? IPV6_HEADER_BYTES : (buf[ip] & 0x0f) << 2;
       const l4 = ip + ihl;
       const l4Bytes = len - this.linkBytes - ihl;
       const protocol = kind === Kind.tcp ? IpProtocol.tcp : IpProtocol.udp;
-      // The pseudo-header (RFC 9293 3.1, RFC 768): addresses, protocol, transport length.
+      // The pseudo-header (RFC 9293 3.1, RFC 768, RFC 8200 8.1): addresses, protocol, length.
       const a = ip + Ipv4Field.src;
       const pseudo =
-        read16(buf, a) +
-        read16(buf, a + 2) +
-        read16(buf, a + 4) +
-        read16(buf, a + 6) +
-        protocol +
-        l4Bytes;
+        family === 6
+          ? sum16(buf, ip + Ipv6Field.src, 32, protocol + l4Bytes)
+          : read16(buf, a) +
+            read16(buf, a + 2) +
+            read16(buf, a + 4) +
+            read16(buf, a + 6) +
+            protocol +
+            l4Bytes;
       if (finish(this.ops[this.opOf[r] * SumOp.words + SumOp.result] + pseudo) !== 0) {
         c[Counter.dropBadChecksum]++;
         continue;
@@ -671,9 +770,10 @@ export class GatherCoalescer {
       const thl = kind === Kind.tcp ? (buf[l4 + TcpField.dataOffset] >>> 4) << 2 : UDP_HEADER_BYTES;
       const payload = l4Bytes - thl;
       const joins =
-        kind === Kind.tcp
+        family === this.family &&
+        (kind === Kind.tcp
           ? this.continuesTcp(buf, off, ihl, thl, payload)
-          : this.continuesUdp(buf, off, ihl, payload);
+          : this.continuesUdp(buf, off, ihl, payload));
       if (joins) {
         if (this.n >= this.capacity) {
           c[Counter.dropSendError]++;
@@ -698,6 +798,7 @@ export class GatherCoalescer {
         }
         // Its two descriptors (header, first payload) are filled when the group closes.
         this.kind = kind;
+        this.family = family;
         this.head = this.n;
         this.n += 2;
         this.headOff = off;
@@ -737,8 +838,9 @@ export class GatherCoalescer {
   }
 
   /**
-   * Whether the packet in the frame at off matches the group's first in link header (a GSO frame
-   * has one), and in its IPv4 header's addresses, TOS and TTL.
+   * Whether the packet in the frame at off matches the group's first (of the same IP version) in
+   * link header (a GSO frame has one), and in its IP header's addresses, TOS and TTL (IPv6: the
+   * first word, version, traffic class and flow label, and the hop limit).
    */
   private sameIp(buf: Buffer, frame: number, ihl: number): boolean {
     if (this.head < 0 || this.closed || ihl !== this.ihl) return false;
@@ -754,6 +856,12 @@ export class GatherCoalescer {
       return false;
     const off = frame + link;
     const g = f + link;
+    if (this.family === 6) {
+      if (readInt32(buf, off) !== readInt32(buf, g) || buf[off + 7] !== buf[g + 7]) return false;
+      for (let b = Ipv6Field.src; b < IPV6_HEADER_BYTES; b += 4)
+        if (readInt32(buf, off + b) !== readInt32(buf, g + b)) return false;
+      return true;
+    }
     return (
       readInt32(buf, off + Ipv4Field.src) === readInt32(buf, g + Ipv4Field.src) &&
       readInt32(buf, off + Ipv4Field.dst) === readInt32(buf, g + Ipv4Field.dst) &&
@@ -830,11 +938,12 @@ export class GatherCoalescer {
     const l4 = ip + this.ihl;
     this.stagingPos = frame + hdrBytes;
     const tcp = this.kind === Kind.tcp;
+    const v6 = this.family === 6;
     writeVirtioNetHdr(
       s,
       at,
       VirtioFlag.needsCsum,
-      tcp ? VirtioGso.tcpv4 : VirtioGso.udpL4,
+      tcp ? (v6 ? VirtioGso.tcpv6 : VirtioGso.tcpv4) : VirtioGso.udpL4,
       hdrBytes,
       this.mss,
       // For a TAP, csum_start and hdr_len count from the frame's first byte.
@@ -842,12 +951,23 @@ export class GatherCoalescer {
       tcp ? TcpField.checksum : 6,
     );
     for (let b = 0; b < hdrBytes; b++) s[frame + b] = buf[g + b];
-    write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
-    ipv4FillChecksum(s, ip);
-    if (tcp) {
+    if (v6) {
+      // No header checksum in IPv6; the pseudo-header has the addresses and the TCP length.
+      write16(s, ip + Ipv6Field.payloadLength, l4Bytes);
+      if (this.psh) s[l4 + TcpField.flags] |= TcpFlag.psh;
+      write16(
+        s,
+        l4 + TcpField.checksum,
+        fold(sum16(s, ip + Ipv6Field.src, 32, IpProtocol.tcp + l4Bytes)),
+      );
+    } else if (tcp) {
+      write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
+      ipv4FillChecksum(s, ip);
       if (this.psh) s[l4 + TcpField.flags] |= TcpFlag.psh;
       writeTcpPartialChecksum4(s, ip, l4, l4Bytes);
     } else {
+      write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
+      ipv4FillChecksum(s, ip);
       write16(s, l4 + 4, l4Bytes);
       write16(s, l4 + 6, fold(sum16(s, ip + Ipv4Field.src, 8, IpProtocol.udp + l4Bytes)));
     }
@@ -857,16 +977,16 @@ export class GatherCoalescer {
 }
 
 /**
- * Hot path: the bytes of link header in front of an IPv4 packet in the Ethernet frame at buf[off]
- * (14, or 18 and 22 behind one or two 802.1Q/802.1ad tags), or -1 when the frame does not carry
- * IPv4 there.
+ * Hot path: the bytes of link header in front of an IPv4 or IPv6 packet in the Ethernet frame at
+ * buf[off] (14, or 18 and 22 behind one or two 802.1Q/802.1ad tags), or -1 when the frame does not
+ * carry IP there.
  */
-export function frameIpv4Offset(buf: Uint8Array, off: number, len: number): number {
+export function frameIpOffset(buf: Uint8Array, off: number, len: number): number {
   let at = 12;
   for (let tags = 0; tags <= 2; tags++) {
     if (len < at + 2) return -1;
     const type = read16(buf, off + at);
-    if (type === EtherType.ipv4) return at + 2;
+    if (type === EtherType.ipv4 || type === EtherType.ipv6) return at + 2;
     if (type !== EtherType.vlan && type !== EtherType.qinq) return -1;
     at += 4;
   }
@@ -874,16 +994,24 @@ export function frameIpv4Offset(buf: Uint8Array, off: number, len: number): numb
 }
 
 /**
- * Hot path: whether the Ethernet frame at buf[off, +len) is a candidate for a TAP's
- * GatherCoalescer: a valid IPv4 packet right behind an untagged header, filling the frame exactly
- * (a GSO frame has no trailer).
+ * Hot path: what the Ethernet frame at buf[off, +len) is to a TAP's GatherCoalescer (its `add`
+ * family): 4 or 6 for a valid IPv4 or IPv6 packet right behind an untagged header, filling the
+ * frame exactly (a GSO frame has no trailer); 0 for anything else.
  */
-export function frameCarriesIpv4(buf: Uint8Array, off: number, len: number): boolean {
+export function frameIpFamily(buf: Uint8Array, off: number, len: number): number {
   const ip = off + ETHERNET_HEADER_BYTES;
-  return (
-    len >= ETHERNET_HEADER_BYTES + 40 &&
-    read16(buf, off + 12) === EtherType.ipv4 &&
-    ipv4Check(buf, ip, len - ETHERNET_HEADER_BYTES) === Status.ok &&
-    read16(buf, ip + Ipv4Field.totalLength) === len - ETHERNET_HEADER_BYTES
-  );
+  const ipLen = len - ETHERNET_HEADER_BYTES;
+  if (ipLen < 40) return 0;
+  const type = read16(buf, off + 12);
+  if (type === EtherType.ipv4)
+    return ipv4Check(buf, ip, ipLen) === Status.ok &&
+      read16(buf, ip + Ipv4Field.totalLength) === ipLen
+      ? 4
+      : 0;
+  if (type === EtherType.ipv6)
+    return buf[ip] >>> 4 === 6 &&
+      IPV6_HEADER_BYTES + read16(buf, ip + Ipv6Field.payloadLength) === ipLen
+      ? 6
+      : 0;
+  return 0;
 }

@@ -9,8 +9,8 @@ export { type HotPath, hotPaths, type NamedHotPath } from './hot-paths.js';
 export {
   CoalesceResult,
   finishPartialChecksum,
-  frameCarriesIpv4,
-  frameIpv4Offset,
+  frameIpFamily,
+  frameIpOffset,
   GatherCoalescer,
   type Segmented,
   segmentTcp4,

@@ -1,9 +1,11 @@
 import {
   EtherType,
+  finish,
   IpProtocol,
   ipv4,
   ipv4FillChecksum,
   ipv6,
+  sum16,
   TcpField,
   TcpFlag,
   tcpChecksum4,
@@ -103,6 +105,56 @@ export function putSuperPacket(
     TcpField.checksum,
   );
   ring.lengths[i] = VIRTIO_NET_HDR_BYTES + len;
+}
+
+/**
+ * A device slot holding a TSO6 super-packet (IPv6, TCP) of `segments` x `mss` from `src` to `dst`
+ * behind its virtio_net_hdr.
+ */
+export function putSuperPacket6(
+  ring: PacketRing,
+  i: number,
+  segments: number,
+  mss: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  const at = ring.slotOffset(i);
+  const off = at + VIRTIO_NET_HDR_BYTES;
+  const buf = ring.slab;
+  const payloadBytes = segments * mss;
+  ipv6.emit(
+    {
+      src,
+      dst,
+      nextHeader: IpProtocol.tcp,
+      hopLimit: 64,
+      payloadLength: TCP_HEADER + payloadBytes,
+    },
+    buf,
+    off,
+  );
+  const tcp = off + 40;
+  buf.fill(0, tcp, tcp + TCP_HEADER);
+  write16(buf, tcp, 40000);
+  write16(buf, tcp + 2, 5201);
+  buf.writeUInt32BE(1000, tcp + TcpField.seq);
+  buf.writeUInt32BE(1, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (TCP_HEADER / 4) << 4;
+  buf[tcp + TcpField.flags] = TcpFlag.ack;
+  write16(buf, tcp + TcpField.window, 500);
+  buf.fill(0x5a, tcp + TCP_HEADER, tcp + TCP_HEADER + payloadBytes);
+  writeVirtioNetHdr(
+    buf,
+    at,
+    VirtioFlag.needsCsum,
+    VirtioGso.tcpv6,
+    40 + TCP_HEADER,
+    mss,
+    40,
+    TcpField.checksum,
+  );
+  ring.lengths[i] = VIRTIO_NET_HDR_BYTES + 40 + TCP_HEADER + payloadBytes;
 }
 
 /**
@@ -250,6 +302,61 @@ export function putDatagram(
  * A UDP slot as UDP GRO fills it: `count` datagrams of one flow back to back, each the wrapped
  * segment of `mss` payload bytes, consecutive sequence numbers; ring.gso[i] is the datagram size.
  */
+/** Writes an IPv6/TCP segment (no extension headers) with `payloadBytes` of payload and its checksum; returns its length. */
+export function writeTcp6(
+  buf: Buffer,
+  off: number,
+  payloadBytes: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  seq: number,
+): number {
+  const tcpBytes = TCP_HEADER + payloadBytes;
+  ipv6.emit(
+    { src, dst, nextHeader: IpProtocol.tcp, hopLimit: 64, payloadLength: tcpBytes },
+    buf,
+    off,
+  );
+  const tcp = off + 40;
+  buf.fill(0, tcp, tcp + TCP_HEADER);
+  write16(buf, tcp, 40000);
+  write16(buf, tcp + 2, 5201);
+  buf.writeUInt32BE(seq >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(1, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (TCP_HEADER / 4) << 4;
+  buf[tcp + TcpField.flags] = TcpFlag.ack;
+  write16(buf, tcp + TcpField.window, 500);
+  buf.fill(0x5a, tcp + TCP_HEADER, tcp + tcpBytes);
+  write16(
+    buf,
+    tcp + TcpField.checksum,
+    finish(sum16(buf, tcp, tcpBytes, sum16(buf, off + 8, 32, IpProtocol.tcp + tcpBytes))),
+  );
+  return 40 + tcpBytes;
+}
+
+/** A UDP slot holding a GRO batch of `count` IPv6 TCP segments of `mss`, each wrapped (VXLAN over IPv6). */
+export function putGroDatagrams6(
+  ring: PacketRing,
+  i: number,
+  count: number,
+  mss: number,
+  w: Wrap,
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  const size = pre + 60 + mss;
+  for (let k = 0; k < count; k++) {
+    const d = at + k * size;
+    writeTcp6(ring.slab, d + pre, mss, src, dst, 1000 + k * mss);
+    wrap(ring.slab, d + pre, w);
+  }
+  ring.lengths[i] = count * size;
+  ring.gso[i] = size;
+}
+
 export function putGroDatagrams(
   ring: PacketRing,
   i: number,

@@ -266,7 +266,7 @@ export class UdpBackend extends Backend {
         const total = ipv4TotalLength(slab, off);
         // Offloads: the gatherer checks, groups and counts the batch's packets when it ends.
         if (gatherer) {
-          gatherer.add(true, slab, off, total);
+          gatherer.add(4, slab, off, total);
           continue;
         }
         table.setLocal(n++, DeviceSlab.udpRing, off, total);

@@ -61,7 +61,7 @@ import {
 } from './backend.js';
 import { Counter, type CounterSnapshot, dropFor } from './counters.js';
 import { DataplaneErrorCode, type ParsedNode } from './nodes.js';
-import { frameCarriesIpv4, frameIpv4Offset } from './offload.js';
+import { frameIpFamily, frameIpOffset } from './offload.js';
 import { DeviceSlab, SEGMENTS_PER_SLOT, type UdpIo, UdpSlab } from './pump.js';
 import type { SourceNode } from './sources.js';
 
@@ -165,6 +165,11 @@ function checkOptions(o: VxlanBackendOptions): 'tun' | 'tap' {
  * what both share: VNI, VTEP MAC, the FDB and its upkeep, the node set's tables.
  */
 export abstract class VxlanBackend extends Backend {
+  /** Both modes cut TSO6 super-packets (the TUN's IPv6 TCP, a TAP's IPv6 frames). */
+  protected override get tso6(): boolean {
+    return true;
+  }
+
   readonly type = 'vxlan' as const;
   /** `tun` ({@link VxlanVtep}) or `tap` ({@link VxlanBridge}). */
   abstract readonly mode: 'tun' | 'tap';
@@ -236,6 +241,8 @@ export abstract class VxlanBackend extends Backend {
         // The kernel's VXLAN leaves DF clear unless told otherwise (ip-link's `df`, default unset).
         df: 'clear',
         workers: options.workers,
+        // IPv6 TCP super-packets are cut too (tso6), in either mode.
+        tso6: true,
       },
       (tun) => {
         tun.setMtu(mtu);
@@ -364,6 +371,7 @@ export class VxlanVtep extends VxlanBackend {
   /** The inner destination MAC (as words) of the super-packet being segmented. */
   private segmentMacHigh = 0;
   private segmentMacLow = 0;
+  private segmentEthertype: number = EtherType.ipv4;
   /** Descriptors queued by inboundDatagram without offloads. */
   private inboundCount = 0;
 
@@ -423,7 +431,7 @@ export class VxlanVtep extends VxlanBackend {
   }
 
   protected override writeSegmentPrefix(out: Buffer, at: number): void {
-    this.encap(out, at, this.segmentMacHigh, this.segmentMacLow, EtherType.ipv4);
+    this.encap(out, at, this.segmentMacHigh, this.segmentMacLow, this.segmentEthertype);
   }
 
   protected outbound(count: number): number {
@@ -512,6 +520,7 @@ export class VxlanVtep extends VxlanBackend {
         }
         this.segmentMacHigh = macHigh;
         this.segmentMacLow = macLow;
+        this.segmentEthertype = ethertype;
         n = this.queueSegments(
           slab,
           off,
@@ -653,7 +662,7 @@ export class VxlanVtep extends VxlanBackend {
     const gatherer = this.gatherer;
     // Offloads: the gatherer checks, groups and counts the batch's packets when it ends.
     if (gatherer) {
-      gatherer.add(type === EtherType.ipv4, slab, pkt, total);
+      gatherer.add(type === EtherType.ipv4 ? 4 : 6, slab, pkt, total);
       return 0;
     }
     this.toDevice.setLocal(this.inboundCount++, DeviceSlab.udpRing, pkt, total);
@@ -834,7 +843,7 @@ export class VxlanBridge extends VxlanBackend {
     n: number,
   ): number {
     const c = this.counts;
-    const link = frameIpv4Offset(slab, off, len);
+    const link = frameIpOffset(slab, off, len);
     if (link < 0) {
       c[Counter.dropUnsupported]++;
       return n;
@@ -921,7 +930,7 @@ export class VxlanBridge extends VxlanBackend {
     }
     const gatherer = this.gatherer;
     if (gatherer) {
-      gatherer.add(frameCarriesIpv4(slab, inner, innerLen), slab, inner, innerLen);
+      gatherer.add(frameIpFamily(slab, inner, innerLen), slab, inner, innerLen);
       return;
     }
     this.toDevice.setLocal(this.rxCount++, DeviceSlab.udpRing, inner, innerLen);

@@ -28,8 +28,8 @@ import { COUNTER_COUNT, Counter } from '../src/counters.js';
 import { VxlanBackend } from '../src/index.js';
 import {
   finishPartialChecksum,
-  frameCarriesIpv4,
-  frameIpv4Offset,
+  frameIpFamily,
+  frameIpOffset,
   GatherCoalescer,
   segmentTcp4,
   setSource,
@@ -105,7 +105,7 @@ function tcpFrame(
 function cut(frame: Buffer, mss: number, vni = 100) {
   const source = allocSlab(frame.length + 64);
   frame.copy(source, 64);
-  const link = frameIpv4Offset(source, 64, frame.length);
+  const link = frameIpOffset(source, 64, frame.length);
   const staging = allocSlab(400 * 160);
   const seg = new TcpSegmenter(staging, 400);
   const count = seg.cut(source, 64 + link, frame.length - link, mss, 0, 8, false, link);
@@ -137,7 +137,7 @@ function frames(datagrams: Buffer[]): Buffer[] {
  * reference the gathering cut must match byte for byte.
  */
 function copyingCut(frame: Buffer, mss: number, vni = 100) {
-  const link = frameIpv4Offset(frame, 0, frame.length);
+  const link = frameIpOffset(frame, 0, frame.length);
   const out = Buffer.alloc(frame.length * 2 + 4096);
   const r = segmentTcp4(frame, link, frame.length - link, mss, out, 0, 8 + link, false)!;
   for (let k = 0; k < r.count; k++) {
@@ -170,7 +170,7 @@ function coalesce(list: Buffer[]) {
   let at = 0;
   for (const f of list) {
     f.copy(source, at);
-    c.add(frameCarriesIpv4(source, at, f.length), source, at, f.length);
+    c.add(frameIpFamily(source, at, f.length), source, at, f.length);
     at += f.length;
   }
   const before = Buffer.from(source);
@@ -209,7 +209,7 @@ function copyingCoalesce(list: Buffer[]): Buffer[] {
     out.push(Buffer.concat([hdr, eth, w.subarray(VIRTIO_NET_HDR_BYTES)]));
   });
   for (const f of list) {
-    if (!frameCarriesIpv4(f, 0, f.length)) {
+    if (frameIpFamily(f, 0, f.length) !== 4) {
       tc.flush();
       out.push(Buffer.concat([Buffer.alloc(VIRTIO_NET_HDR_BYTES), f]));
       continue;
@@ -224,34 +224,43 @@ function copyingCoalesce(list: Buffer[]): Buffer[] {
   return out;
 }
 
-describe('the link header of an IPv4 frame', () => {
-  it('is 14 bytes, 18 or 22 behind one or two tags; anything else is not IPv4', () => {
+describe('the link header of an IP frame', () => {
+  it('is 14 bytes, 18 or 22 behind one or two tags, for IPv4 and IPv6; anything else is not IP', () => {
     const p = Buffer.alloc(10);
-    expect(frameIpv4Offset(tcpFrame(p), 0, 80)).toBe(14);
-    expect(frameIpv4Offset(tcpFrame(p, { tags: 1 }), 0, 80)).toBe(18);
-    expect(frameIpv4Offset(tcpFrame(p, { tags: 2 }), 0, 80)).toBe(22);
-    expect(frameIpv4Offset(tcpFrame(p, { tags: 3 }), 0, 80)).toBe(-1);
+    expect(frameIpOffset(tcpFrame(p), 0, 80)).toBe(14);
+    expect(frameIpOffset(tcpFrame(p, { tags: 1 }), 0, 80)).toBe(18);
+    expect(frameIpOffset(tcpFrame(p, { tags: 2 }), 0, 80)).toBe(22);
+    expect(frameIpOffset(tcpFrame(p, { tags: 3 }), 0, 80)).toBe(-1);
     const arp = tcpFrame(p);
     arp.writeUInt16BE(EtherType.arp, 12);
-    expect(frameIpv4Offset(arp, 0, 80)).toBe(-1);
+    expect(frameIpOffset(arp, 0, 80)).toBe(-1);
     arp.writeUInt16BE(EtherType.ipv6, 12);
-    expect(frameIpv4Offset(arp, 0, 80)).toBe(-1);
-    // Never a read past the frame: a tag cut short is not IPv4.
-    expect(frameIpv4Offset(tcpFrame(p, { tags: 1 }), 0, 17)).toBe(-1);
-    expect(frameIpv4Offset(tcpFrame(p), 0, 13)).toBe(-1);
+    expect(frameIpOffset(arp, 0, 80)).toBe(14);
+    // Never a read past the frame: a tag cut short is not IP.
+    expect(frameIpOffset(tcpFrame(p, { tags: 1 }), 0, 17)).toBe(-1);
+    expect(frameIpOffset(tcpFrame(p), 0, 13)).toBe(-1);
   });
 
   it('is coalesced only when valid, untagged and filling the frame exactly', () => {
     const f = tcpFrame(Buffer.alloc(100, 1), { whole: true });
-    expect(frameCarriesIpv4(f, 0, f.length)).toBe(true);
-    expect(frameCarriesIpv4(f, 0, f.length - 1)).toBe(false);
+    expect(frameIpFamily(f, 0, f.length)).toBe(4);
+    expect(frameIpFamily(f, 0, f.length - 1)).toBe(0);
     const padded = Buffer.concat([f, Buffer.alloc(4)]);
-    expect(frameCarriesIpv4(padded, 0, padded.length)).toBe(false);
+    expect(frameIpFamily(padded, 0, padded.length)).toBe(0);
     const tagged = tcpFrame(Buffer.alloc(100, 1), { whole: true, tags: 1 });
-    expect(frameCarriesIpv4(tagged, 0, tagged.length)).toBe(false);
+    expect(frameIpFamily(tagged, 0, tagged.length)).toBe(0);
     const badHeader = Buffer.from(f);
     badHeader[14 + 8] ^= 1;
-    expect(frameCarriesIpv4(badHeader, 0, badHeader.length)).toBe(false);
+    expect(frameIpFamily(badHeader, 0, badHeader.length)).toBe(0);
+    // IPv6: its payload length must fill the frame.
+    const v6 = Buffer.alloc(14 + 40 + 60);
+    v6.writeUInt16BE(EtherType.ipv6, 12);
+    v6[14] = 0x60;
+    v6.writeUInt16BE(60, 14 + 4);
+    expect(frameIpFamily(v6, 0, v6.length)).toBe(6);
+    expect(frameIpFamily(v6, 0, v6.length - 1)).toBe(0);
+    v6[14] = 0x40;
+    expect(frameIpFamily(v6, 0, v6.length)).toBe(0);
   });
 });
 

@@ -4,6 +4,8 @@ import {
   internetChecksum,
   ipv4,
   ipv4Check,
+  ipv6,
+  ipv6Check,
   Status,
   TcpField,
   TcpFlag,
@@ -281,7 +283,7 @@ function coalesceGathered(segments: Buffer[], udp = false) {
   let at = 0;
   for (const s of segments) {
     s.copy(source, at);
-    c.add(s[0] >>> 4 === 4, source, at, s.length);
+    c.add(s[0] >>> 4, source, at, s.length);
     at += s.length;
   }
   const before = Buffer.from(source);
@@ -347,6 +349,206 @@ describe('TSO segmentation by gathering (TcpSegmenter): headers in staging, payl
   });
 });
 
+/** A TCPv6 packet (fixed IPv6 header, TCP with a 12-byte timestamp option) carrying `payload`. */
+function tcp6Packet(
+  payload: Buffer,
+  opts: { seq?: number; flags?: number; hopLimit?: number; flowLabel?: number } = {},
+): Buffer {
+  const thl = 32;
+  const buf = Buffer.alloc(40 + thl + payload.length);
+  ipv6.emit(
+    {
+      src: Buffer.from('fd000010024400010000000000000005', 'hex'),
+      dst: Buffer.from('fd000010024400020000000000000007', 'hex'),
+      nextHeader: IpProtocol.tcp,
+      hopLimit: opts.hopLimit ?? 64,
+      payloadLength: thl + payload.length,
+      trafficClass: 0x28,
+      flowLabel: opts.flowLabel ?? 0xabcde,
+    },
+    buf,
+  );
+  const tcp = 40;
+  buf.writeUInt16BE(40000, tcp);
+  buf.writeUInt16BE(5201, tcp + 2);
+  buf.writeUInt32BE((opts.seq ?? 4_294_000_000) >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(77, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (thl / 4) << 4;
+  buf[tcp + TcpField.flags] = opts.flags ?? TcpFlag.ack;
+  buf.writeUInt16BE(501, tcp + TcpField.window);
+  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
+  payload.copy(buf, 40 + thl);
+  // A TSO6 super-packet's checksum field holds the kernel's partial sum: anything, for the cut.
+  write16(buf, tcp + TcpField.checksum, 0x1234);
+  return buf;
+}
+
+/** Whether the TCP checksum of the IPv6 packet `p` (no extension headers) is right (RFC 8200 8.1). */
+function tcp6ChecksumOk(p: Buffer): boolean {
+  const upper = p.length - 40;
+  const pseudo = Buffer.alloc(40 + upper);
+  p.copy(pseudo, 0, 8, 40);
+  pseudo.writeUInt32BE(upper, 32);
+  pseudo[39] = IpProtocol.tcp;
+  p.copy(pseudo, 40, 40);
+  return internetChecksum(pseudo, 0, pseudo.length) === 0;
+}
+
+describe('TSO6 segmentation by gathering (TcpSegmenter over IPv6)', () => {
+  it('cuts an IPv6 super-packet into valid segments: payload length, sequence, flags and checksum each their own, the rest as sent', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 30_000 }),
+        fc.integer({ min: 200, max: 1428 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.constantFrom(
+          TcpFlag.ack,
+          TcpFlag.ack | TcpFlag.psh,
+          TcpFlag.ack | TcpFlag.psh | TcpFlag.fin | TcpFlag.cwr,
+        ),
+        fc.boolean(),
+        (bytes, mss, seq, flags, hop) => {
+          const payload = randomBytes(bytes);
+          const sp = tcp6Packet(payload, { seq, flags, hopLimit: 9 });
+          const { count, segments, seg } = cutGathered(sp, mss, 16, hop);
+          expect(count).toBe(Math.ceil(bytes / mss));
+          expect(seg.headerBytes).toBe(16 + 72);
+          segments.forEach((s, k) => {
+            expect(ipv6Check(s, 0, s.length)).toBe(Status.ok);
+            expect(s.readUInt16BE(4)).toBe(s.length - 40);
+            // Version, class and flow label, next header and addresses as the super-packet's.
+            expect(s.subarray(0, 4).equals(sp.subarray(0, 4))).toBe(true);
+            expect(s[6]).toBe(IpProtocol.tcp);
+            expect(s[7]).toBe(hop ? 8 : 9);
+            expect(s.subarray(8, 40).equals(sp.subarray(8, 40))).toBe(true);
+            expect(s.readUInt32BE(40 + TcpField.seq)).toBe((seq + k * mss) >>> 0);
+            const f = s[40 + TcpField.flags];
+            const last = k === count - 1;
+            expect(f & (TcpFlag.fin | TcpFlag.psh)).toBe(
+              last ? flags & (TcpFlag.fin | TcpFlag.psh) : 0,
+            );
+            expect(f & TcpFlag.cwr).toBe(k === 0 ? flags & TcpFlag.cwr : 0);
+            expect(f & TcpFlag.ack).toBe(TcpFlag.ack);
+            // Ports, ack, window and options untouched.
+            expect(s.subarray(40, 44).equals(sp.subarray(40, 44))).toBe(true);
+            expect(s.subarray(48, 52).equals(sp.subarray(48, 52))).toBe(true);
+            expect(s.subarray(54, 56).equals(sp.subarray(54, 56))).toBe(true);
+            expect(s.subarray(60, 72).equals(sp.subarray(60, 72))).toBe(true);
+            expect(tcp6ChecksumOk(s)).toBe(true);
+          });
+          expect(Buffer.concat(segments.map((s) => s.subarray(72))).equals(payload)).toBe(true);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('copies a link header into each segment (TAP frames), and refuses what it cannot cut', () => {
+    const sp = tcp6Packet(randomBytes(5000));
+    const link = Buffer.from('0200000002010200000001018' + '6dd', 'hex');
+    const source = allocSlab(sp.length + 64);
+    link.copy(source, 64 - 14);
+    sp.copy(source, 64);
+    const staging = allocSlab(10 * 200);
+    const seg = new TcpSegmenter(staging, 10);
+    expect(seg.cut(source, 64, sp.length, 1400, 0, 8, false, 14)).toBe(4);
+    seg.finish(source);
+    for (let k = 0; k < 4; k++)
+      expect(staging.subarray(k * seg.headerBytes + 8, k * seg.headerBytes + 22).equals(link)).toBe(
+        true,
+      );
+    // Hop limit 1 with the udp step; an extension header (hop-by-hop) first; too many segments.
+    expect(seg.cut(tcp6Packet(randomBytes(3000), { hopLimit: 1 }), 0, 3072, 1400, 0, 0, true)).toBe(
+      0,
+    );
+    const ext = tcp6Packet(randomBytes(3000));
+    ext[6] = 0;
+    expect(seg.cut(ext, 0, ext.length, 1400, 0, 0, false)).toBe(0);
+    const big = tcp6Packet(randomBytes(20_000));
+    expect(seg.cut(big, 0, big.length, 1000, 0, 0, false)).toBe(0);
+  });
+});
+
+describe('coalescing IPv6 TCP for TUN writes by gathering (GatherCoalescer)', () => {
+  /** The kernel's side of a NEEDS_CSUM write: the sum from csum_start, stored at its offset. */
+  const kernelFinished = (w: Buffer) => {
+    const p = Buffer.from(w.subarray(VIRTIO_NET_HDR_BYTES));
+    expect(finishPartialChecksum(p, 0, p.length, virtioRead16(w, 6), virtioRead16(w, 8))).toBe(
+      true,
+    );
+    return p;
+  };
+
+  it('turns the segments of a TSO6 cut back into the super-packet: one TCPv6 GSO write the kernel can finish', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2, max: 40_000 }),
+        fc.integer({ min: 500, max: 1428 }),
+        fc.integer({ min: 0, max: 0xffffffff }),
+        (bytes, mss, seq) => {
+          const payload = randomBytes(bytes);
+          const sp = tcp6Packet(payload, { seq, flags: TcpFlag.ack | TcpFlag.psh });
+          const { segments } = cutGathered(sp, mss, 0);
+          const { packets, counts } = coalesceGathered(segments);
+          expect(counts[Counter.dropBadChecksum]).toBe(0);
+          expect(counts[Counter.rxPackets]).toBe(segments.length);
+          expect(packets.length).toBe(1);
+          const w = packets[0];
+          if (segments.length === 1) {
+            // One segment goes as it came, behind an empty header.
+            expect(w[1]).toBe(VirtioGso.none);
+            expect(w.subarray(VIRTIO_NET_HDR_BYTES).equals(segments[0])).toBe(true);
+            return;
+          }
+          expect(w[0]).toBe(VirtioFlag.needsCsum);
+          expect(w[1]).toBe(VirtioGso.tcpv6);
+          expect(virtioRead16(w, 2)).toBe(72);
+          expect(virtioRead16(w, 4)).toBe(mss);
+          expect(virtioRead16(w, 6)).toBe(40);
+          expect(virtioRead16(w, 8)).toBe(TcpField.checksum);
+          const packet = kernelFinished(w);
+          // The super-packet as it was cut: headers, PSH, every payload byte; a valid checksum.
+          expect(packet.length).toBe(sp.length);
+          expect(packet.subarray(0, 56).equals(sp.subarray(0, 56))).toBe(true);
+          expect(packet.subarray(58).equals(sp.subarray(58))).toBe(true);
+          expect(tcp6ChecksumOk(packet)).toBe(true);
+        },
+      ),
+      { numRuns: 120 },
+    );
+  });
+
+  it('keeps IPv6 flows, a changed flow label or hop limit, control segments and IPv4 apart, in order; drops a bad checksum', () => {
+    const cut = (o: Parameters<typeof tcp6Packet>[1]) =>
+      cutGathered(tcp6Packet(randomBytes(3000), o), 1000, 0).segments;
+    const a = cut({ seq: 1000 });
+    const otherLabel = cut({ seq: 4000, flowLabel: 0x12345 });
+    const otherHop = cut({ seq: 4000, hopLimit: 63 });
+    const fin = cut({ seq: 4000, flags: TcpFlag.ack | TcpFlag.fin });
+    const bad = Buffer.from(a[2]);
+    bad[bad.length - 1] ^= 0xff;
+    const v4 = cutGathered(tcpPacket(randomBytes(2000)), 1000, 0).segments;
+    const { packets, counts } = coalesceGathered([
+      a[0],
+      a[1],
+      bad,
+      ...otherLabel,
+      ...otherHop.slice(0, 2),
+      ...v4,
+      fin[2],
+    ]);
+    expect(counts[Counter.dropBadChecksum]).toBe(1);
+    expect(packets.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`)).toEqual([
+      `${VirtioGso.tcpv6}:${72 + 2000}`,
+      `${VirtioGso.tcpv6}:${72 + 3000}`,
+      `${VirtioGso.tcpv6}:${72 + 2000}`,
+      `${VirtioGso.tcpv4}:${52 + 2000}`,
+      // A FIN passes through as it is.
+      `0:${72 + 1000}`,
+    ]);
+  });
+});
+
 describe('coalescing for TUN writes by gathering (GatherCoalescer)', () => {
   it('turns the segments of a super-packet back into one GSO write the kernel can finish', () => {
     const payload = randomBytes(50_000);
@@ -407,7 +609,7 @@ describe('coalescing for TUN writes by gathering (GatherCoalescer)', () => {
     const p = Buffer.from(ipv4Packet17());
     for (let k = 0; k < 3; k++) {
       p.copy(source, k * 100);
-      expect(c.add(true, source, k * 100, p.length)).toBe(k < 2);
+      expect(c.add(4, source, k * 100, p.length)).toBe(k < 2);
     }
     table.setLocal(3, 0, 0, 1);
     expect(c.finish(source)).toBe(2);

@@ -192,7 +192,7 @@ describe.skipIf(
     }, 120_000);
   }
 
-  it('IPv6 inside the segment, offloads on: ping and 20 MB each way (the kernel cuts IPv6 TCP before the TAP, weft finishes its checksums)', async () => {
+  it('IPv6 inside the segment, offloads on: ping and 20 MB each way (IPv6 TCP reaches the TAP as TSO6 frames, which weft cuts)', async () => {
     const nodes = createTwoNodes(TAG);
     const containers: Container[] = [];
     try {
@@ -230,6 +230,9 @@ describe.skipIf(
         cidr6: 'fd99::21/64',
       });
       containers.push(c3);
+      expect((await nodes.b.exec(['ethtool', '-k', 'weft100'])).stdout).toMatch(
+        /tx-tcp6-segmentation: on/,
+      );
       for (const [from, to] of [
         [c1, 'fd99::21'],
         [c3, 'fd99::11'],
