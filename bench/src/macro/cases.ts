@@ -161,16 +161,10 @@ function weftWireguard(
 const V6_MAC_A = '02:00:00:00:01:06';
 const V6_MAC_B = '02:00:00:00:02:06';
 
-function underlay6(ns: Netns, side: 'a' | 'b') {
-  return ns.exec([
-    'ip',
-    'addr',
-    'add',
-    side === 'a' ? 'fd00::1/64' : 'fd00::2/64',
-    'dev',
-    'veth0',
-    'nodad',
-  ]);
+/** fd00::1 and fd00::2 on the two nodes' veth underlay. */
+async function underlay6(nodes: TwoNodes): Promise<void> {
+  await nodes.a.exec(['ip', 'addr', 'add', 'fd00::1/64', 'dev', 'veth0', 'nodad']);
+  await nodes.b.exec(['ip', 'addr', 'add', 'fd00::2/64', 'dev', 'veth0', 'nodad']);
 }
 
 async function kernelVtep6(ns: Netns, side: 'a' | 'b', userspacePeer: boolean) {
@@ -324,10 +318,9 @@ export const CASES: BenchCase[] = [
       "the kernel's VXLAN over IPv6 carrying IPv6 on both nodes, as flannel configures flannel-v6.1",
     setup: (tag) =>
       guarded(tag, async (nodes) => {
-        for (const side of ['a', 'b'] as const) {
-          await underlay6(nodes[side], side);
-          await kernelVtep6(nodes[side], side, false);
-        }
+        await underlay6(nodes);
+        await kernelVtep6(nodes.a, 'a', false);
+        await kernelVtep6(nodes.b, 'b', false);
         return { serverAddress: 'fd00:10:244:2::', weft: [] };
       }),
   },
@@ -337,8 +330,7 @@ export const CASES: BenchCase[] = [
     baseline: 'kernel-vxlan6',
     setup: (tag) =>
       guarded(tag, async (nodes) => {
-        await underlay6(nodes.a, 'a');
-        await underlay6(nodes.b, 'b');
+        await underlay6(nodes);
         const weft = [await weftVxlan6(nodes.a, 'a'), await weftVxlan6(nodes.b, 'b')];
         return { serverAddress: 'fd00:10:244:2::', weft };
       }),
@@ -349,8 +341,7 @@ export const CASES: BenchCase[] = [
     baseline: 'kernel-vxlan6',
     setup: (tag) =>
       guarded(tag, async (nodes) => {
-        await underlay6(nodes.a, 'a');
-        await underlay6(nodes.b, 'b');
+        await underlay6(nodes);
         await kernelVtep6(nodes.b, 'b', true);
         return { serverAddress: 'fd00:10:244:2::', weft: [await weftVxlan6(nodes.a, 'a')] };
       }),

@@ -187,66 +187,42 @@ describe.skipIf(!privileged('weftd tests'))('weftd', () => {
     }
   }, 90_000);
 
-  it('a node whose subnet goes to another node while its lease is gone stops and exits 1 with ERR_WEFTD_LEASE_LOST, leaking no lease', async () => {
-    const s = await setup();
-    try {
-      const n1 = s.cluster.addNode();
-      const d = await s.start(n1, ['--vxlan-mode', 'kernel']);
-      const store = new EmbeddedStore(s.store);
-      const [own] = (await store.listSubnets()).values;
-      const subnet = own.key.replace('-', '/');
-      // Two writes the watch sees one by one: the lease goes, another node takes the subnet.
-      const other = { ...JSON.parse(own.value), PublicIP: '198.18.0.77' };
-      await store.deleteSubnet(own.key);
-      expect(await store.createSubnet(own.key, JSON.stringify(other), 3600)).toBe(true);
-      const code = await Promise.race([
-        d.exited,
-        new Promise((r) => setTimeout(() => r('still running'), 15_000)),
-      ]);
-      expect(code).toBe(1);
-      expect(d.stderr()).toMatch(
-        new RegExp(
-          `weftd: ERR_WEFTD_LEASE_LOST: .*subnet ${subnet.replace(/\./g, '\\.')} went to another node`,
-        ),
-      );
-      // The subnet the store offered instead was given back: only the other node's lease is left.
-      const { leases } = await listLeases(s.store);
-      expect(leases.map((l) => [l.subnet, l.attrs.publicIp])).toEqual([[subnet, '198.18.0.77']]);
-    } finally {
-      await s.done();
-    }
-  }, 60_000);
-
-  it('a node whose lease another node overwrites (no delete in between) stops with ERR_WEFTD_LEASE_LOST instead of fighting over the subnet', async () => {
-    const s = await setup();
-    try {
-      const n1 = s.cluster.addNode();
-      const d = await s.start(n1, ['--vxlan-mode', 'kernel']);
-      const store = new EmbeddedStore(s.store);
-      const [own] = (await store.listSubnets()).values;
-      const subnet = own.key.replace('-', '/');
-      // One write: another node's attributes under this node's key, as a misconfigured node
-      // (or a restored backup) would put them.
-      const other = { ...JSON.parse(own.value), PublicIP: '198.18.0.78' };
-      await store.putSubnet(own.key, JSON.stringify(other), 3600);
-      const code = await Promise.race([
-        d.exited,
-        new Promise((r) => setTimeout(() => r('still running'), 15_000)),
-      ]);
-      expect(code).toBe(1);
-      expect(d.stderr()).toMatch(/overwritten by another node \(198\.18\.0\.78\)/);
-      expect(d.stderr()).toMatch(
-        new RegExp(
-          `weftd: ERR_WEFTD_LEASE_LOST: .*subnet ${subnet.replace(/\./g, '\\.')} went to another node`,
-        ),
-      );
-      // The other node's lease stands, not overwritten back; the subnet offered instead was given back.
-      const { leases } = await listLeases(s.store);
-      expect(leases.map((l) => [l.subnet, l.attrs.publicIp])).toEqual([[subnet, '198.18.0.78']]);
-    } finally {
-      await s.done();
-    }
-  }, 60_000);
+  for (const how of ['deleted, then taken', 'overwritten'] as const)
+    it(`a node whose lease is ${how} by another node stops and exits 1 with ERR_WEFTD_LEASE_LOST, saying how, leaking no lease and not writing over the other node`, async () => {
+      const s = await setup();
+      try {
+        const n1 = s.cluster.addNode();
+        const d = await s.start(n1, ['--vxlan-mode', 'kernel']);
+        const store = new EmbeddedStore(s.store);
+        const [own] = (await store.listSubnets()).values;
+        const subnet = own.key.replace('-', '/');
+        const other = JSON.stringify({ ...JSON.parse(own.value), PublicIP: '198.18.0.77' });
+        if (how === 'overwritten') {
+          // One write: another node's attributes under this node's key, as a misconfigured node
+          // (or a restored backup) would put them.
+          await store.putSubnet(own.key, other, 3600);
+        } else {
+          // Two writes the watch sees one by one: the lease goes, another node takes the subnet.
+          await store.deleteSubnet(own.key);
+          expect(await store.createSubnet(own.key, other, 3600)).toBe(true);
+        }
+        const code = await Promise.race([
+          d.exited,
+          new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+        ]);
+        expect(code).toBe(1);
+        expect(d.stderr()).toMatch(
+          new RegExp(
+            `weftd: ERR_WEFTD_LEASE_LOST: this node's lease ${how === 'overwritten' ? 'was overwritten by another node \\(198\\.18\\.0\\.77\\)' : 'disappeared from the store'}, and its subnet ${subnet.replace(/\./g, '\\.')} went to another node`,
+          ),
+        );
+        // The other node's lease stands; the subnet the store offered instead was given back.
+        const { leases } = await listLeases(s.store);
+        expect(leases.map((l) => [l.subnet, l.attrs.publicIp])).toEqual([[subnet, '198.18.0.77']]);
+      } finally {
+        await s.done();
+      }
+    }, 60_000);
 
   it('host-gw: a route per remote subnet via its public IP, put back when deleted by hand', async () => {
     const s = await setup('{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}');

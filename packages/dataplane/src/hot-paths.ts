@@ -265,6 +265,15 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
     return { backend, queue, socket };
   };
   const remote = (i: number) => parseIpv6(`fd00:10:244:2::${(1 + (i % 200)).toString(16)}`);
+  // What the peer sends: VXLAN from fd00::2, its inner frames to our VTEP MAC.
+  const w: Wrap = {
+    kind: 'vxlan',
+    vni: 1,
+    dstMac: parseMac(MAC_LOCAL),
+    srcMac: parseMac(MAC_REMOTE),
+    ipv6: true,
+  };
+  const from = parseIpv6('fd00::2');
   return {
     outbound: () => {
       const { backend, queue } = make();
@@ -306,14 +315,6 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
     inbound: () => {
       const { backend, socket } = make();
       const ring = socket.ring;
-      const w: Wrap = {
-        kind: 'vxlan',
-        vni: 1,
-        dstMac: parseMac(MAC_LOCAL),
-        srcMac: parseMac(MAC_REMOTE),
-        ipv6: true,
-      };
-      const from = parseIpv6('fd00::2');
       for (let i = 0; i < BATCH; i++) {
         putDatagram6(ring, i, 160, w, remote(i), local);
         setSource6(ring, i, from, 8472);
@@ -326,14 +327,6 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
           'inbound GRO': () => {
             const { backend, socket } = make();
             const ring = socket.ring;
-            const w: Wrap = {
-              kind: 'vxlan',
-              vni: 1,
-              dstMac: parseMac(MAC_LOCAL),
-              srcMac: parseMac(MAC_REMOTE),
-              ipv6: true,
-            };
-            const from = parseIpv6('fd00::2');
             for (let i = 0; i < BATCH; i++) {
               putGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(i), local);
               setSource6(ring, i, from, 8472);

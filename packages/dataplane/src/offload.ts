@@ -393,28 +393,36 @@ export class TcpSegmenter {
     decrementTtl: boolean,
     linkBytes = 0,
   ): number {
-    if ((src[ipOff] & 0xf0) === 0x60)
-      return this.cut6(src, ipOff, len, mss, at, prefixBytes, decrementTtl, linkBytes);
-    if (
-      len < 40 ||
-      (src[ipOff] & 0xf0) !== 0x40 ||
-      src[ipOff + Ipv4Field.protocol] !== IpProtocol.tcp ||
-      mss <= 0
-    )
-      return 0;
-    const ihl = (src[ipOff] & 0x0f) << 2;
+    if (mss <= 0) return 0;
+    const v6 = (src[ipOff] & 0xf0) === 0x60;
+    let ihl: number;
+    if (v6) {
+      // TCP right behind the fixed header (an extension header is not cut).
+      if (len < IPV6_HEADER_BYTES + 20 || src[ipOff + Ipv6Field.nextHeader] !== IpProtocol.tcp)
+        return 0;
+      ihl = IPV6_HEADER_BYTES;
+    } else {
+      if (
+        len < 40 ||
+        (src[ipOff] & 0xf0) !== 0x40 ||
+        src[ipOff + Ipv4Field.protocol] !== IpProtocol.tcp
+      )
+        return 0;
+      ihl = (src[ipOff] & 0x0f) << 2;
+      if (ihl < 20 || ihl + 20 > len) return 0;
+    }
     const tcpOff = ipOff + ihl;
-    if (ihl < 20 || ihl + 20 > len) return 0;
     const thl = (src[tcpOff + TcpField.dataOffset] >>> 4) << 2;
     const hdrBytes = ihl + thl;
     if (thl < 20 || hdrBytes > len) return 0;
-    if (decrementTtl && src[ipOff + Ipv4Field.ttl] <= 1) return 0;
+    const ttl = v6 ? Ipv6Field.hopLimit : Ipv4Field.ttl;
+    if (decrementTtl && src[ipOff + ttl] <= 1) return 0;
     const payloadBytes = len - hdrBytes;
     const count = Math.max(1, Math.ceil(payloadBytes / mss));
     const stride = prefixBytes + linkBytes + hdrBytes;
     const out = this.staging;
     if (at + count * stride > out.length || this.pending + count > this.maxSegments) return 0;
-    const id0 = read16(src, ipOff + Ipv4Field.identification);
+    const id0 = v6 ? 0 : read16(src, ipOff + Ipv4Field.identification);
     // Sequence numbers as signed 32-bit: small integers across calls, the same bits on the wire.
     const seq0 = readInt32(src, tcpOff + TcpField.seq);
     const flags = src[tcpOff + TcpField.flags];
@@ -425,28 +433,41 @@ export class TcpSegmenter {
     const head = at + prefixBytes;
     const first = head + linkBytes;
     for (let b = -linkBytes; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
-    if (decrementTtl) out[first + Ipv4Field.ttl]--;
-    write16(out, first + Ipv4Field.totalLength, 0);
-    write16(out, first + Ipv4Field.identification, 0);
-    write16(out, first + Ipv4Field.checksum, 0);
+    if (decrementTtl) out[first + ttl]--;
+    let ipBase = 0;
+    if (!v6) {
+      write16(out, first + Ipv4Field.totalLength, 0);
+      write16(out, first + Ipv4Field.identification, 0);
+      write16(out, first + Ipv4Field.checksum, 0);
+      ipBase = sum16(out, first, ihl);
+    }
     const tcp0 = first + ihl;
     write32(out, tcp0 + TcpField.seq, 0);
     write16(out, tcp0 + TcpField.dataOffset, 0);
     write16(out, tcp0 + TcpField.checksum, 0);
-    const ipBase = sum16(out, first, ihl);
-    // The TCP header's and pseudo-header's sum, but for length, sequence number and flags.
-    const tcpBase = sum16(out, tcp0, thl, tcpPseudoSum4(out, first, 0));
+    // The TCP header's and pseudo-header's sum (addresses and protocol; RFC 9293 3.1, RFC 8200
+    // 8.1), but for the length, sequence number and flags.
+    const tcpBase = sum16(
+      out,
+      tcp0,
+      thl,
+      v6 ? sum16(out, first + Ipv6Field.src, 32, IpProtocol.tcp) : tcpPseudoSum4(out, first, 0),
+    );
     const doff = src[tcpOff + TcpField.dataOffset] << 8;
     for (let k = 0; k < count; k++) {
       const seg = at + k * stride + prefixBytes + linkBytes;
       const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
       // Every header starts as the first's, link header and all (memmove within staging, no view).
       if (k > 0) out.copyWithin(seg - linkBytes, head, first + hdrBytes);
-      const length = hdrBytes + chunk;
-      const id = (id0 + k) & 0xffff;
-      write16(out, seg + Ipv4Field.totalLength, length);
-      write16(out, seg + Ipv4Field.identification, id);
-      write16(out, seg + Ipv4Field.checksum, finish(ipBase + length + id));
+      if (v6) {
+        write16(out, seg + Ipv6Field.payloadLength, thl + chunk);
+      } else {
+        const length = hdrBytes + chunk;
+        const id = (id0 + k) & 0xffff;
+        write16(out, seg + Ipv4Field.totalLength, length);
+        write16(out, seg + Ipv4Field.identification, id);
+        write16(out, seg + Ipv4Field.checksum, finish(ipBase + length + id));
+      }
       const tcp = seg + ihl;
       const seq = (seq0 + k * mss) | 0;
       write32(out, tcp + TcpField.seq, seq);
@@ -457,80 +478,6 @@ export class TcpSegmenter {
       out[tcp + TcpField.dataOffset] = doff >>> 8;
       out[tcp + TcpField.flags] = f;
       // The header's and pseudo-header's sum now; the payload's joins it in finish().
-      write16(
-        out,
-        tcp + TcpField.checksum,
-        fold(tcpBase + thl + chunk + (seq >>> 16) + (seq & 0xffff) + (doff | f)),
-      );
-      const op = this.pending++;
-      ops[op * SumOp.words + SumOp.offset] = payloadOff + k * mss;
-      ops[op * SumOp.words + SumOp.length] = chunk;
-      this.fields[op] = tcp + TcpField.checksum;
-    }
-    this.count = count;
-    this.headerBytes = stride;
-    this.mss = mss;
-    this.payloadOff = payloadOff;
-    this.lastBytes = payloadBytes - (count - 1) * mss;
-    return count;
-  }
-
-  /** cut() for a TSO6 super-packet: the fixed IPv6 header, then TCP. */
-  private cut6(
-    src: Buffer,
-    ipOff: number,
-    len: number,
-    mss: number,
-    at: number,
-    prefixBytes: number,
-    decrementTtl: boolean,
-    linkBytes: number,
-  ): number {
-    if (
-      len < IPV6_HEADER_BYTES + 20 ||
-      src[ipOff + Ipv6Field.nextHeader] !== IpProtocol.tcp ||
-      mss <= 0
-    )
-      return 0;
-    const tcpOff = ipOff + IPV6_HEADER_BYTES;
-    const thl = (src[tcpOff + TcpField.dataOffset] >>> 4) << 2;
-    const hdrBytes = IPV6_HEADER_BYTES + thl;
-    if (thl < 20 || hdrBytes > len) return 0;
-    if (decrementTtl && src[ipOff + Ipv6Field.hopLimit] <= 1) return 0;
-    const payloadBytes = len - hdrBytes;
-    const count = Math.max(1, Math.ceil(payloadBytes / mss));
-    const stride = prefixBytes + linkBytes + hdrBytes;
-    const out = this.staging;
-    if (at + count * stride > out.length || this.pending + count > this.maxSegments) return 0;
-    const seq0 = readInt32(src, tcpOff + TcpField.seq);
-    const flags = src[tcpOff + TcpField.flags];
-    const payloadOff = ipOff + hdrBytes;
-    const ops = this.ops;
-    const head = at + prefixBytes;
-    const first = head + linkBytes;
-    for (let b = -linkBytes; b < hdrBytes; b++) out[first + b] = src[ipOff + b];
-    if (decrementTtl) out[first + Ipv6Field.hopLimit]--;
-    const tcp0 = first + IPV6_HEADER_BYTES;
-    write32(out, tcp0 + TcpField.seq, 0);
-    write16(out, tcp0 + TcpField.dataOffset, 0);
-    write16(out, tcp0 + TcpField.checksum, 0);
-    // The TCP header's and pseudo-header's sum (addresses, next header), but for the upper-layer
-    // length, sequence number and flags (RFC 8200 section 8.1).
-    const tcpBase = sum16(out, tcp0, thl, sum16(out, first + Ipv6Field.src, 32, IpProtocol.tcp));
-    const doff = src[tcpOff + TcpField.dataOffset] << 8;
-    for (let k = 0; k < count; k++) {
-      const seg = at + k * stride + prefixBytes + linkBytes;
-      const chunk = k === count - 1 ? payloadBytes - k * mss : mss;
-      if (k > 0) out.copyWithin(seg - linkBytes, head, first + hdrBytes);
-      write16(out, seg + Ipv6Field.payloadLength, thl + chunk);
-      const tcp = seg + IPV6_HEADER_BYTES;
-      const seq = (seq0 + k * mss) | 0;
-      write32(out, tcp + TcpField.seq, seq);
-      let f = flags;
-      if (k < count - 1) f &= ~(TcpFlag.fin | TcpFlag.psh);
-      if (k > 0) f &= ~TcpFlag.cwr;
-      out[tcp + TcpField.dataOffset] = doff >>> 8;
-      out[tcp + TcpField.flags] = f;
       write16(
         out,
         tcp + TcpField.checksum,

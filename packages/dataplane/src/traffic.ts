@@ -120,32 +120,17 @@ export function putSuperPacket6(
   dst: Uint8Array,
 ): void {
   const at = ring.slotOffset(i);
-  const off = at + VIRTIO_NET_HDR_BYTES;
-  const buf = ring.slab;
-  const payloadBytes = segments * mss;
-  ipv6.emit(
-    {
-      src,
-      dst,
-      nextHeader: IpProtocol.tcp,
-      hopLimit: 64,
-      payloadLength: TCP_HEADER + payloadBytes,
-    },
-    buf,
-    off,
+  const len = writeTcp6(
+    ring.slab,
+    at + VIRTIO_NET_HDR_BYTES,
+    segments * mss,
+    src,
+    dst,
+    1000,
+    false,
   );
-  const tcp = off + 40;
-  buf.fill(0, tcp, tcp + TCP_HEADER);
-  write16(buf, tcp, 40000);
-  write16(buf, tcp + 2, 5201);
-  buf.writeUInt32BE(1000, tcp + TcpField.seq);
-  buf.writeUInt32BE(1, tcp + TcpField.ack);
-  buf[tcp + TcpField.dataOffset] = (TCP_HEADER / 4) << 4;
-  buf[tcp + TcpField.flags] = TcpFlag.ack;
-  write16(buf, tcp + TcpField.window, 500);
-  buf.fill(0x5a, tcp + TCP_HEADER, tcp + TCP_HEADER + payloadBytes);
   writeVirtioNetHdr(
-    buf,
+    ring.slab,
     at,
     VirtioFlag.needsCsum,
     VirtioGso.tcpv6,
@@ -154,7 +139,7 @@ export function putSuperPacket6(
     40,
     TcpField.checksum,
   );
-  ring.lengths[i] = VIRTIO_NET_HDR_BYTES + 40 + TCP_HEADER + payloadBytes;
+  ring.lengths[i] = VIRTIO_NET_HDR_BYTES + len;
 }
 
 /**
@@ -302,7 +287,10 @@ export function putDatagram(
  * A UDP slot as UDP GRO fills it: `count` datagrams of one flow back to back, each the wrapped
  * segment of `mss` payload bytes, consecutive sequence numbers; ring.gso[i] is the datagram size.
  */
-/** Writes an IPv6/TCP segment (no extension headers) with `payloadBytes` of payload and its checksum; returns its length. */
+/**
+ * Writes an IPv6/TCP packet (no extension headers) with `payloadBytes` of payload, and its TCP
+ * checksum unless `checksum` is false; returns its length.
+ */
 export function writeTcp6(
   buf: Buffer,
   off: number,
@@ -310,6 +298,7 @@ export function writeTcp6(
   src: Uint8Array,
   dst: Uint8Array,
   seq: number,
+  checksum = true,
 ): number {
   const tcpBytes = TCP_HEADER + payloadBytes;
   ipv6.emit(
@@ -327,11 +316,12 @@ export function writeTcp6(
   buf[tcp + TcpField.flags] = TcpFlag.ack;
   write16(buf, tcp + TcpField.window, 500);
   buf.fill(0x5a, tcp + TCP_HEADER, tcp + tcpBytes);
-  write16(
-    buf,
-    tcp + TcpField.checksum,
-    finish(sum16(buf, tcp, tcpBytes, sum16(buf, off + 8, 32, IpProtocol.tcp + tcpBytes))),
-  );
+  if (checksum)
+    write16(
+      buf,
+      tcp + TcpField.checksum,
+      finish(sum16(buf, tcp, tcpBytes, sum16(buf, off + 8, 32, IpProtocol.tcp + tcpBytes))),
+    );
   return 40 + tcpBytes;
 }
 

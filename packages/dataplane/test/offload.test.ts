@@ -32,6 +32,29 @@ import {
   TcpSegmenter,
 } from '../src/testing.js';
 
+/**
+ * A 32-byte TCP header at buf[tcp] (a 12-byte timestamp option) to port 5201, ACK 77, window 501,
+ * and `payload` behind it; the checksum field is left for the caller.
+ */
+function writeTcpWithTimestamps(
+  buf: Buffer,
+  tcp: number,
+  payload: Buffer,
+  sport: number,
+  seq: number,
+  flags: number = TcpFlag.ack,
+): void {
+  buf.writeUInt16BE(sport, tcp);
+  buf.writeUInt16BE(5201, tcp + 2);
+  buf.writeUInt32BE(seq >>> 0, tcp + TcpField.seq);
+  buf.writeUInt32BE(77, tcp + TcpField.ack);
+  buf[tcp + TcpField.dataOffset] = (32 / 4) << 4;
+  buf[tcp + TcpField.flags] = flags;
+  buf.writeUInt16BE(501, tcp + TcpField.window);
+  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
+  payload.copy(buf, tcp + 32);
+}
+
 /** A TCPv4 packet (20-byte IP header, TCP with a 12-byte timestamp option) carrying `payload`. */
 function tcpPacket(
   payload: Buffer,
@@ -52,15 +75,7 @@ function tcpPacket(
     buf,
   );
   const tcp = 20;
-  buf.writeUInt16BE(opts.sport ?? 40000, tcp);
-  buf.writeUInt16BE(5201, tcp + 2);
-  buf.writeUInt32BE((opts.seq ?? 1_000_000) >>> 0, tcp + TcpField.seq);
-  buf.writeUInt32BE(77, tcp + TcpField.ack);
-  buf[tcp + TcpField.dataOffset] = (thl / 4) << 4;
-  buf[tcp + TcpField.flags] = opts.flags ?? TcpFlag.ack;
-  buf.writeUInt16BE(501, tcp + TcpField.window);
-  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
-  payload.copy(buf, 20 + thl);
+  writeTcpWithTimestamps(buf, tcp, payload, opts.sport ?? 40000, opts.seq ?? 1_000_000, opts.flags);
   // As the kernel hands it over with NEEDS_CSUM: the pseudo-header sum in the checksum field.
   write16(buf, tcp + TcpField.checksum, 0);
   const partial = tcpPseudoSum4(buf, 0, thl + payload.length);
@@ -369,15 +384,7 @@ function tcp6Packet(
     buf,
   );
   const tcp = 40;
-  buf.writeUInt16BE(40000, tcp);
-  buf.writeUInt16BE(5201, tcp + 2);
-  buf.writeUInt32BE((opts.seq ?? 4_294_000_000) >>> 0, tcp + TcpField.seq);
-  buf.writeUInt32BE(77, tcp + TcpField.ack);
-  buf[tcp + TcpField.dataOffset] = (thl / 4) << 4;
-  buf[tcp + TcpField.flags] = opts.flags ?? TcpFlag.ack;
-  buf.writeUInt16BE(501, tcp + TcpField.window);
-  buf.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], tcp + 20);
-  payload.copy(buf, 40 + thl);
+  writeTcpWithTimestamps(buf, tcp, payload, 40000, opts.seq ?? 4_294_000_000, opts.flags);
   // A TSO6 super-packet's checksum field holds the kernel's partial sum: anything, for the cut.
   write16(buf, tcp + TcpField.checksum, 0x1234);
   return buf;

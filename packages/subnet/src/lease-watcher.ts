@@ -185,12 +185,7 @@ export class LeaseWatcher implements LeaseWatch {
           this.ownLost(e.key);
           continue;
         }
-        const lease = this.manager.toLease({
-          key: e.key,
-          value: e.value,
-          revision: e.revision,
-          ttlSeconds: e.ttlSeconds,
-        });
+        const lease = this.manager.toLease(e);
         if (lease) this.ownPresent(lease);
         else this.ownSeen = true;
         continue;
@@ -205,12 +200,7 @@ export class LeaseWatcher implements LeaseWatch {
         }
         continue;
       }
-      const lease = this.manager.toLease({
-        key: e.key,
-        value: e.value,
-        revision: e.revision,
-        ttlSeconds: e.ttlSeconds,
-      });
+      const lease = this.manager.toLease(e);
       if (!lease) continue;
       this.state.set(e.key, lease);
       if (!old) events.push({ type: 'added', lease });

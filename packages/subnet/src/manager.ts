@@ -201,7 +201,6 @@ export class SubnetManager {
     return parseNetworkConfig(json);
   }
 
-  /** Turns a stored value into a lease; a malformed one is logged and skipped (undefined). */
   /** @internal A stored value as a lease; a malformed one is logged and skipped (undefined). */
   toLease(v: {
     key: string;
