@@ -525,6 +525,63 @@ describe('coalescing IPv6 TCP for TUN writes by gathering (GatherCoalescer)', ()
     );
   });
 
+  it('takes any mutation of an IPv6 flow without a throw: a segment with a wrong checksum dropped and counted, every other delivered, every super-packet checksum-true', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 2_000, max: 20_000 }),
+        fc.array(
+          fc.tuple(fc.nat({ max: 40 }), fc.nat({ max: 1_500 }), fc.integer({ min: 1, max: 255 })),
+          { maxLength: 12 },
+        ),
+        (bytes, mutations) => {
+          const sp = tcp6Packet(randomBytes(bytes), { flags: TcpFlag.ack });
+          const { segments } = cutGathered(sp, 1000, 0);
+          // Flip bytes anywhere: headers (version, lengths, addresses, flow label, ports, data
+          // offset, flags) or payload.
+          for (const [which, at, xor] of mutations) {
+            const seg = segments[which % segments.length];
+            seg[at % seg.length] ^= xor;
+          }
+          // The oracle: a TCP data segment right behind an IPv6 header is checked, and dropped
+          // when its checksum is wrong; anything else passes as it came (the kernel checks it).
+          const checked = (seg: Buffer) => {
+            const thl = (seg[40 + TcpField.dataOffset] >>> 4) << 2;
+            const control = TcpFlag.syn | TcpFlag.fin | TcpFlag.rst | TcpFlag.urg;
+            return (
+              seg[0] >>> 4 === 6 &&
+              seg[6] === IpProtocol.tcp &&
+              thl >= 20 &&
+              seg.length - 40 - thl > 0 &&
+              (seg[40 + TcpField.flags] & control) === 0
+            );
+          };
+          const bad = segments.filter((seg) => checked(seg) && !tcp6ChecksumOk(seg)).length;
+          const { packets, counts } = coalesceGathered(segments);
+          expect(counts[Counter.dropBadChecksum]).toBe(bad);
+          expect(counts[Counter.rxPackets] + counts[Counter.dropBadChecksum]).toBe(segments.length);
+          let payload = 0;
+          for (const w of packets) {
+            if (w[1] === VirtioGso.none) {
+              expect(segments.some((seg) => seg.equals(w.subarray(VIRTIO_NET_HDR_BYTES)))).toBe(
+                true,
+              );
+              continue;
+            }
+            // A super-packet: one flow's segments, its checksum right once the kernel finishes it.
+            expect(w[1]).toBe(VirtioGso.tcpv6);
+            const p = Buffer.from(w.subarray(VIRTIO_NET_HDR_BYTES));
+            expect(finishPartialChecksum(p, 0, p.length, 40, TcpField.checksum)).toBe(true);
+            expect(tcp6ChecksumOk(p)).toBe(true);
+            expect(p.readUInt16BE(4)).toBe(p.length - 40);
+            payload += p.length - 72;
+          }
+          expect(payload).toBeLessThanOrEqual(bytes);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('keeps IPv6 flows, a changed flow label or hop limit, control segments and IPv4 apart, in order; drops a bad checksum', () => {
     const cut = (o: Parameters<typeof tcp6Packet>[1]) =>
       cutGathered(tcp6Packet(randomBytes(3000), o), 1000, 0).segments;
