@@ -88,7 +88,8 @@ async function runLoad(r: CaseRuntime): Promise<string> {
     case 'udp':
       return `${((await udpRun(a, b, r.serverAddress, seconds)) / 1e3).toFixed(0)}k packets/s delivered (64-byte UDP)`;
     case 'ping': {
-      const rtts = await pingRun(a, r.serverAddress, seconds * 400);
+      // One ping every 2 ms: the load lasts `seconds`, as the others do, around perf's window.
+      const rtts = await pingRun(a, r.serverAddress, seconds * 500);
       return `RTT p50 ${rtts[Math.floor(rtts.length / 2)]} ms over ${rtts.length} pings`;
     }
     default: {
