@@ -6,12 +6,12 @@ import { machineInfo } from '../machine.js';
 import type { CaseRuntime } from '../macro/cases.js';
 import { pingRun, tcpRun, udpRun } from '../macro/measure.js';
 import {
-  childrenShare,
   parseDsoShares,
   parseSymbolShares,
   possibleSamples,
   type RoleSplit,
   sampleSeconds,
+  softirqShares,
   splitByRole,
 } from './split.js';
 
@@ -181,26 +181,13 @@ async function profile(): Promise<ProfileReport> {
       byKind: { kernel: 0, js: 0, addon: 0, node: 0, libc: 0, other: 0 },
     },
   ];
+  const softirq = softirqShares(
+    perfReport(['--children', '--percentage', 'absolute', '-g', 'none', '--sort', 'pid,sym']),
+  );
   for (const [tid, name] of mainTids) {
     const row = roles.find((r) => r.role === name);
-    if (!row) continue;
     // Its children share is of the samples recorded: scaled to all CPU like the rest.
-    row.softirqPercent =
-      (recorded / possible) *
-      childrenShare(
-        perfReport([
-          '--children',
-          '--percentage',
-          'absolute',
-          '--tid',
-          String(tid),
-          '-g',
-          'none',
-          '--sort',
-          'sym',
-        ]),
-        'handle_softirqs',
-      );
+    if (row) row.softirqPercent = (recorded / possible) * (softirq.get(tid) ?? 0);
   }
   const weftSymbols = parseSymbolShares(
     perfReport(['--no-children', '-g', 'none', '--sort', 'pid,sym']),

@@ -138,14 +138,27 @@ export function splitByRole(
 }
 
 /**
- * From `--children --percentage absolute -g none --sort sym` of one thread: the share of all
- * samples spent under `symbol` (e.g. handle_softirqs: the network receive work that ran inside
- * this thread's system calls), or 0 when it does not appear.
+ * Where the kernel enters its softirq work, outermost first (`__do_softirq` on kernels before
+ * 6.10; the compiler may split or rename a frame, as `do_softirq.part.0`).
  */
-export function childrenShare(text: string, symbol: string): number {
+const SOFTIRQ_ENTRIES = ['handle_softirqs', '__do_softirq', 'do_softirq', 'net_rx_action'];
+
+/**
+ * From `--children --percentage absolute -g none --sort pid,sym`: per thread, the share of all
+ * recorded samples spent in softirq work inside it (over a veth, the receiving node's kernel
+ * work run in the sender's system calls). The entry points nest, so the largest is the share;
+ * taking the largest also survives perf leaving one of them out of a thread's list (seen:
+ * handle_softirqs missing while do_softirq and net_rx_action were there).
+ */
+export function softirqShares(text: string): Map<number, number> {
+  const out = new Map<number, number>();
   for (const line of text.split('\n')) {
-    const m = /^\s*([\d.]+)%\s+[\d.]+%\s+\[(?:k|\.)\]\s+(\S+)\s*$/.exec(line);
-    if (m && m[2] === symbol) return Number(m[1]);
+    const m = /^\s*([\d.]+)%\s+[\d.]+%\s+(\d+):\S+\s+\[k\]\s+(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const symbol = m[3].replace(/\.(?:part|cold|constprop|isra)\b.*$/, '');
+    if (!SOFTIRQ_ENTRIES.includes(symbol)) continue;
+    const tid = Number(m[2]);
+    out.set(tid, Math.max(out.get(tid) ?? 0, Number(m[1])));
   }
-  return 0;
+  return out;
 }

@@ -86,7 +86,7 @@ describe.skipIf(!privileged('kernel WireGuard detection'))('kernel WireGuard det
     const nl = Rtnl.open({ netns: ns.name });
     try {
       const wireguardModule = ns
-        .execSync(['sh', '-c', 'grep -c "^wireguard " /proc/modules || true'])
+        .execSync(['sh', '-c', 'grep -c "^wireguard " /proc/modules 2>/dev/null || true'])
         .trim();
       const probe = await probeKernelWireguard(nl, 'flannel-wg', { netns: ns.name });
       if (wireguardModule !== '0' && probe.ok) {
