@@ -531,10 +531,11 @@ const UDP_HEADER_BYTES = 8;
  * it exactly: same addresses, TOS (traffic class and flow label), TTL (hop limit), ports, ACK,
  * window and options; the next sequence number; the same size as the group's first (a shorter one
  * ends the group, as GSO requires); no SYN, FIN, RST or URG; a correct checksum.
- * With `udp`, IPv4 UDP datagrams of one flow become a UDP GSO (USO, Linux 6.2+) super-packet the
- * kernel cuts back into exactly those datagrams: same addresses, TOS, TTL, DF and ports,
- * consecutive IPv4 identifications (the kernel numbers the datagrams it cuts so), the same size
- * as the first (a shorter one ends the group), a checksum present and correct. Anything else
+ * With `udp`, UDP datagrams of one flow become a UDP GSO (USO, Linux 6.2+) super-packet the
+ * kernel cuts back into exactly those datagrams: same addresses, TOS (traffic class and flow
+ * label), TTL (hop limit) and ports; over IPv4 the same DF and consecutive identifications (the
+ * kernel numbers the datagrams it cuts so); the same size as the first (a shorter one ends the
+ * group), a checksum present and correct. Anything else
  * passes through as it is, behind an empty header. Order is kept; a packet whose checksum is wrong
  * is dropped and counted, as the kernel would have dropped it.
  *
@@ -566,7 +567,7 @@ export class GatherCoalescer {
   private mss = 0;
   private segments = 0;
   private payload = 0;
-  /** TCP: the next sequence number; UDP: the next IPv4 identification. */
+  /** TCP: the next sequence number; UDP over IPv4: the next identification. */
   private next = 0;
   private closed = false;
   private psh = false;
@@ -636,10 +637,9 @@ export class GatherCoalescer {
       ihl = (buf[ip] & 0x0f) << 2;
       protocol = buf[ip + Ipv4Field.protocol];
     } else if (family === 6) {
-      // TCP right behind the fixed header; extension headers pass through.
+      // TCP or UDP right behind the fixed header; extension headers pass through.
       ihl = IPV6_HEADER_BYTES;
       protocol = buf[ip + Ipv6Field.nextHeader];
-      if (protocol !== IpProtocol.tcp) return true;
     } else {
       return true;
     }
@@ -654,8 +654,9 @@ export class GatherCoalescer {
       const thl = (buf[l4 + TcpField.dataOffset] >>> 4) << 2;
       if (thl < 20 || ipLen - ihl - thl <= 0) return true;
       this.kinds[r] = Kind.tcp;
-    } else if (protocol === IpProtocol.udp && this.udp && family === 4) {
-      // A datagram with a checksum (zero is none, over IPv4) and its length as the IP header says.
+    } else if (protocol === IpProtocol.udp && this.udp) {
+      // A datagram with a checksum (zero is none over IPv4, invalid over IPv6: the kernel
+      // decides) and its length as the IP header says.
       if (
         ipLen <= ihl + UDP_HEADER_BYTES ||
         read16(buf, l4 + 4) !== ipLen - ihl ||
@@ -759,7 +760,7 @@ export class GatherCoalescer {
           this.psh = (buf[l4 + TcpField.flags] & TcpFlag.psh) !== 0;
           this.closed = this.psh;
         } else {
-          this.next = (read16(buf, ip + Ipv4Field.identification) + 1) & 0xffff;
+          this.next = family === 4 ? (read16(buf, ip + Ipv4Field.identification) + 1) & 0xffff : 0;
           this.closed = false;
         }
       }
@@ -851,10 +852,13 @@ export class GatherCoalescer {
     if (!this.sameIp(buf, off, ihl)) return false;
     const ip = off + this.linkBytes;
     const g = this.headOff + this.linkBytes;
-    // DF as the first had it, the next identification, the same ports.
-    if (read16(buf, ip + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment))
+    // IPv4: DF as the first had it, the next identification. Both: the same ports.
+    if (
+      this.family === 4 &&
+      (read16(buf, ip + Ipv4Field.flagsFragment) !== read16(buf, g + Ipv4Field.flagsFragment) ||
+        read16(buf, ip + Ipv4Field.identification) !== this.next)
+    )
       return false;
-    if (read16(buf, ip + Ipv4Field.identification) !== this.next) return false;
     return readInt32(buf, ip + ihl) === readInt32(buf, g + ihl);
   }
 
@@ -899,14 +903,18 @@ export class GatherCoalescer {
     );
     for (let b = 0; b < hdrBytes; b++) s[frame + b] = buf[g + b];
     if (v6) {
-      // No header checksum in IPv6; the pseudo-header has the addresses and the TCP length.
+      // No header checksum in IPv6; the pseudo-header has the addresses and the L4 length.
       write16(s, ip + Ipv6Field.payloadLength, l4Bytes);
-      if (this.psh) s[l4 + TcpField.flags] |= TcpFlag.psh;
-      write16(
-        s,
-        l4 + TcpField.checksum,
-        fold(sum16(s, ip + Ipv6Field.src, 32, IpProtocol.tcp + l4Bytes)),
+      const pseudo = fold(
+        sum16(s, ip + Ipv6Field.src, 32, (tcp ? IpProtocol.tcp : IpProtocol.udp) + l4Bytes),
       );
+      if (tcp) {
+        if (this.psh) s[l4 + TcpField.flags] |= TcpFlag.psh;
+        write16(s, l4 + TcpField.checksum, pseudo);
+      } else {
+        write16(s, l4 + 4, l4Bytes);
+        write16(s, l4 + 6, pseudo);
+      }
     } else if (tcp) {
       write16(s, ip + Ipv4Field.totalLength, this.ihl + l4Bytes);
       ipv4FillChecksum(s, ip);

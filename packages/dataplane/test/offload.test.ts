@@ -13,6 +13,7 @@ import {
   tcpPseudoSum4,
   udp,
   udpChecksumIpv4,
+  udpChecksumIpv6,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -728,15 +729,61 @@ function udpDatagram(
   return b;
 }
 
-/** What the kernel makes of a UDP GSO (USO) write: the datagrams it cuts, IDs counted up, checksummed. */
+/** A UDP/IPv6 datagram of one flow, with its checksum (or none: zero, invalid over IPv6). */
+function udp6Datagram(
+  payload: Buffer,
+  o: { sport?: number; hopLimit?: number; flowLabel?: number; checksum?: boolean } = {},
+): Buffer {
+  const b = Buffer.alloc(48 + payload.length);
+  ipv6.emit(
+    {
+      src: Buffer.from('fd000010024400020000000000000005', 'hex'),
+      dst: Buffer.from('fd000010024400010000000000000007', 'hex'),
+      nextHeader: IpProtocol.udp,
+      hopLimit: o.hopLimit ?? 64,
+      payloadLength: 8 + payload.length,
+      trafficClass: 0x10,
+      flowLabel: o.flowLabel ?? 0x12345,
+    },
+    b,
+  );
+  payload.copy(b, 48);
+  udp.emit(
+    { srcPort: o.sport ?? 40000, dstPort: 5202, payloadLength: payload.length },
+    b,
+    40,
+    o.checksum === false ? undefined : { ipVersion: 6, ipOffset: 0 },
+  );
+  return b;
+}
+
+/**
+ * What the kernel makes of a UDP GSO (USO) write: the datagrams it cuts, each checksummed (over
+ * IPv4 its header too, the IDs counted up; over IPv6 the payload length set).
+ */
 function cutUso(w: Buffer): Buffer[] {
+  const p = w.subarray(VIRTIO_NET_HDR_BYTES);
+  const v6 = p[0] >>> 4 === 6;
+  const ihl = v6 ? 40 : 20;
   expect(w[0]).toBe(VirtioFlag.needsCsum);
   expect(w[1]).toBe(VirtioGso.udpL4);
-  expect(virtioRead16(w, 2)).toBe(28);
-  expect(virtioRead16(w, 6)).toBe(20);
+  expect(virtioRead16(w, 2)).toBe(ihl + 8);
+  expect(virtioRead16(w, 6)).toBe(ihl);
   expect(virtioRead16(w, 8)).toBe(6);
   const size = virtioRead16(w, 4);
-  const p = w.subarray(VIRTIO_NET_HDR_BYTES);
+  if (v6) {
+    expect(p.readUInt16BE(4)).toBe(p.length - 40);
+    expect(p.readUInt16BE(44)).toBe(p.length - 40);
+    return Array.from({ length: Math.ceil((p.length - 48) / size) }, (_, k) => {
+      const chunk = p.subarray(48 + k * size, Math.min(p.length, 48 + (k + 1) * size));
+      const d = Buffer.concat([p.subarray(0, 48), chunk]);
+      d.writeUInt16BE(8 + chunk.length, 4);
+      d.writeUInt16BE(8 + chunk.length, 44);
+      d.writeUInt16BE(0, 46);
+      d.writeUInt16BE(udpChecksumIpv6(d, 0, 40, 8 + chunk.length), 46);
+      return d;
+    });
+  }
   expect(ipv4Check(p, 0, p.length)).toBe(Status.ok);
   expect(p.readUInt16BE(24)).toBe(p.length - 20);
   const id0 = p.readUInt16BE(4);
@@ -804,6 +851,42 @@ describe('coalescing UDP datagrams for UDP GSO writes (GatherCoalescer with udp)
     expect(counts[Counter.rxPackets]).toBe(10);
   });
 
+  it('over IPv6 too: a flow of equal datagrams is one write; a flow label, hop limit or port apart, a zero checksum passes through, a bad one is dropped', () => {
+    const p = (n: number) => Buffer.alloc(n, n);
+    const bad = udp6Datagram(p(64));
+    bad[60] ^= 1;
+    const parts = [
+      udp6Datagram(p(64)),
+      udp6Datagram(p(64)),
+      udp6Datagram(p(64), { flowLabel: 7 }), // another flow label: a new group
+      udp6Datagram(p(64), { flowLabel: 7, hopLimit: 3 }), // hop limit differs
+      udp6Datagram(p(64), { flowLabel: 7, hopLimit: 3, sport: 1 }), // another flow
+      udp6Datagram(p(64), { checksum: false }), // zero: the kernel decides, as it is
+      bad,
+      udpDatagram(p(64), { id: 1 }), // IPv4 between: its own group
+      udp6Datagram(p(100)),
+      udp6Datagram(p(100)),
+      udp6Datagram(p(64)), // shorter: joins, and ends the group
+      udp6Datagram(p(64)),
+    ];
+    const { packets, counts } = coalesceGathered(parts, true);
+    expect(packets.map((w) => `${w[1]}:${w.length - VIRTIO_NET_HDR_BYTES}`)).toEqual([
+      `${VirtioGso.udpL4}:176`,
+      '0:112',
+      '0:112',
+      '0:112',
+      '0:112',
+      '0:92',
+      `${VirtioGso.udpL4}:312`,
+      '0:112',
+    ]);
+    expect(cutUso(packets[0]).every((d, k) => d.equals(parts[k]))).toBe(true);
+    expect(cutUso(packets[6]).every((d, k) => d.equals(parts[8 + k]))).toBe(true);
+    expect(packets[4].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[5])).toBe(true);
+    expect(counts[Counter.dropBadChecksum]).toBe(1);
+    expect(counts[Counter.rxPackets]).toBe(11);
+  });
+
   it('without `udp`, datagrams pass through one by one', () => {
     const dgrams = Array.from({ length: 5 }, (_, k) => udpDatagram(Buffer.alloc(64), { id: k }));
     const { packets } = coalesceGathered(dgrams, false);
@@ -818,13 +901,16 @@ describe('coalescing UDP datagrams for UDP GSO writes (GatherCoalescer with udp)
           maxLength: 80,
         }),
         fc.nat({ max: 65_535 }),
-        (shape, id0) => {
-          // Mostly equal sizes and one flow, with other flows and sizes mixed in.
+        fc.constantFrom(4, 6, 46),
+        (shape, id0, families) => {
+          // Mostly equal sizes and one flow, with other flows and sizes mixed in; IPv4, IPv6 or both.
           const dgrams = shape.map(([n, flow], k) =>
-            udpDatagram(randomBytes(flow === 0 ? 500 : n), {
-              id: id0 + k,
-              sport: 40000 + (flow >> 1),
-            }),
+            families === 6 || (families === 46 && k % 3 === 0)
+              ? udp6Datagram(randomBytes(flow === 0 ? 500 : n), { sport: 40000 + (flow >> 1) })
+              : udpDatagram(randomBytes(flow === 0 ? 500 : n), {
+                  id: id0 + k,
+                  sport: 40000 + (flow >> 1),
+                }),
           );
           const { packets } = coalesceGathered(dgrams, true);
           const out = packets.flatMap((w) =>

@@ -1,7 +1,7 @@
 import { type Netns, waitFor } from '@weft/testkit';
 
 /**
- * A UDP flow between two namespaces, datagram for datagram: a plain node:dgram sender in one
+ * A UDP flow between two namespaces (over IPv4 or IPv6, as `address` is), datagram for datagram: a plain node:dgram sender in one
  * (a connected socket, so the kernel numbers its datagrams' IPv4 IDs in order, as iperf3's) sends
  * datagrams of the given sizes, each a random payload, in bursts of `burst` with a 10 ms pause
  * between (what the receiver's socket buffer holds while a loaded machine does not run it); a
@@ -12,7 +12,7 @@ const RECEIVER = `
 const dgram = require('node:dgram'); const crypto = require('node:crypto');
 const [host, port, expected] = process.argv.slice(1);
 // The largest receive buffer the sysctl allows: a loaded machine may not run us for a while.
-const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 16 << 20 }); const got = [];
+const s = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 16 << 20 }); const got = [];
 s.on('message', (m) => { got.push(m.length + ':' + crypto.createHash('sha256').update(m).digest('hex').slice(0, 16));
   if (got.length === Number(expected)) done(); });
 let t; const done = () => { clearTimeout(t); console.log(JSON.stringify(got)); s.close(); };
@@ -23,7 +23,7 @@ const SENDER = `
 const dgram = require('node:dgram'); const crypto = require('node:crypto');
 const [host, port, sizesText, burst] = process.argv.slice(1);
 const sizes = JSON.parse(sizesText); const sent = [];
-const s = dgram.createSocket('udp4');
+const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
 s.connect(Number(port), host, async () => {
   for (let i = 0; i < sizes.length; i += Number(burst)) {
     await Promise.all(sizes.slice(i, i + Number(burst)).map((n) => new Promise((r) => {
