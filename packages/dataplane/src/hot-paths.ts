@@ -11,6 +11,7 @@ import {
   putSuperFrame,
   putSuperPacket,
   putSuperPacket6,
+  putUdpGroDatagrams6,
   resetTtl,
   setSource,
   setSource6,
@@ -253,13 +254,14 @@ function tapPaths(plan: Plan, offload: boolean): Record<string, () => HotPath> {
  */
 function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
   const local = parseIpv6('fd00:10:244:1::5');
-  const make = () => {
+  const make = (coalesceUdp = false) => {
     const { queue, socket, io } = standInBackendIo({ port: 8472, family: 6 });
     const backend = VxlanBackend.overIo(io, {
       vtepAddress6: 'fd00:10:244:1::',
       network6: 'fd00:10:244::/48',
       vtepMac: MAC_LOCAL,
       offload,
+      coalesceUdp,
     });
     backend.setNodes([{ subnet6: 'fd00:10:244:2::/64', publicIp: 'fd00::2', vtepMac: MAC_REMOTE }]);
     return { backend, queue, socket };
@@ -323,6 +325,21 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
     },
     ...(offload
       ? {
+          // UDP GRO batches of one IPv6 UDP flow, coalesced into USO writes (the kernel takes them).
+          'inbound USO': () => {
+            const { backend, socket } = make(true);
+            const ring = socket.ring;
+            for (let i = 0; i < BATCH; i++) {
+              putUdpGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(0), local);
+              setSource6(ring, i, from, 8472);
+            }
+            return {
+              backend,
+              perStep: BATCH * SEGMENTS,
+              counter: 'rxPackets' as const,
+              step: () => socket.onBatch(BATCH),
+            };
+          },
           // UDP GRO batches of IPv6 TCP segments, coalesced into TSO6 writes to the TUN.
           'inbound GRO': () => {
             const { backend, socket } = make();

@@ -325,6 +325,35 @@ export function writeTcp6(
   return 40 + tcpBytes;
 }
 
+/**
+ * A UDP GRO slot of `count` IPv6/UDP datagrams of one flow, `payloadBytes` each, checksummed:
+ * what a peer's iperf3 -u sends, and what a TUN taking UDP GSO writes gets coalesced.
+ */
+export function putUdpGroDatagrams6(
+  ring: PacketRing,
+  i: number,
+  count: number,
+  payloadBytes: number,
+  w: Wrap,
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  const udpBytes = 8 + payloadBytes;
+  const size = pre + 40 + udpBytes;
+  const b = ring.slab;
+  for (let k = 0; k < count; k++) {
+    const ip = at + k * size + pre;
+    writeUdp6(b, ip, payloadBytes, src, dst);
+    const pseudo = sum16(b, ip + 8, 32, IpProtocol.udp + udpBytes);
+    write16(b, ip + 46, finish(sum16(b, ip + 40, udpBytes, pseudo)) || 0xffff);
+    wrap(b, ip, w);
+  }
+  ring.lengths[i] = count * size;
+  ring.gso[i] = size;
+}
+
 /** A UDP slot holding a GRO batch of `count` IPv6 TCP segments of `mss`, each wrapped (VXLAN over IPv6). */
 export function putGroDatagrams6(
   ring: PacketRing,
