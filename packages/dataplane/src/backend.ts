@@ -212,9 +212,10 @@ export interface CommonBackendOptions extends PumpOptions {
    */
   offload?: boolean;
   /**
-   * With offloads, UDP datagrams of one flow are written to the TUN as one UDP GSO super-packet
-   * that the kernel cuts back into the same datagrams (Linux 6.2+). open() turns it on where the
-   * kernel takes such writes; overIo() only when asked.
+   * With offloads, UDP datagrams of one flow are written to the device (a TUN; a TAP, behind one
+   * Ethernet header) as one UDP GSO super-packet that the kernel cuts back into the same
+   * datagrams (Linux 6.2+). open() turns it on where the kernel takes such writes; overIo() only
+   * when asked.
    */
   coalesceUdp?: boolean;
   /**
@@ -322,8 +323,7 @@ export abstract class Backend extends Pump {
         DeviceSlab.udpRing,
         this.counts,
         this.batch * GRO_SEGMENTS_PER_SLOT,
-        // UDP GSO writes are made for a TUN only.
-        linkBytes === 0 && (options.coalesceUdp ?? false),
+        options.coalesceUdp ?? false,
         linkBytes,
       );
     } else if (this.offload) {

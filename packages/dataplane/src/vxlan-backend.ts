@@ -723,8 +723,9 @@ export class VxlanVtep extends VxlanBackend {
  * FDB their source MAC unless a static entry exists. With offloads, a TSO frame from the TAP is
  * cut once, by gathering: each segment's headers (VXLAN, the frame's Ethernet header with its
  * tags, IPv4, TCP) in staging, its payload where the read put it; its segments go as UDP GSO
- * sends to each destination, all gathered from the same pieces. Received segments of a flow are
- * written to the TAP as one GSO frame, gathered likewise (headers staged, payloads in place).
+ * sends to each destination, all gathered from the same pieces. Received segments (and, with
+ * coalesceUdp, UDP datagrams) of a flow are written to the TAP as one GSO frame, gathered
+ * likewise (headers staged, payloads in place).
  *
  * checkInnerSource, on an L2 segment: the nodes share the segment's IP subnet, so there is no
  * per-node range to hold an inner IP source to; the check is on the inner source MAC instead. A

@@ -5,11 +5,16 @@ import {
   IpProtocol,
   ipv4,
   ipv4Check,
+  ipv4FillChecksum,
+  ipv6,
   Status,
   TcpField,
   TcpFlag,
   tcpChecksumOk4,
   tcpPseudoSum4,
+  udp,
+  udpChecksumIpv4,
+  udpChecksumIpv6,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -151,22 +156,12 @@ function copyingCut(frame: Buffer, mss: number, vni = 100) {
  * What GatherCoalescer (linkBytes 14, as VxlanBridge makes it) writes to a TAP for `list`, laid
  * one after another in a buffer as datagrams are: each write's pieces joined; and its counters.
  */
-function coalesce(list: Buffer[]) {
+function coalesce(list: Buffer[], udp = false) {
   const source = allocSlab(list.reduce((a, f) => a + f.length, 0) + 16);
   const staging = allocSlab(150 * (list.length + 1));
   const table = new SendTable(2 * list.length + 2);
   const counts = new Float64Array(COUNTER_COUNT);
-  const c = new GatherCoalescer(
-    staging,
-    table,
-    table.capacity,
-    3,
-    1,
-    counts,
-    list.length,
-    false,
-    14,
-  );
+  const c = new GatherCoalescer(staging, table, table.capacity, 3, 1, counts, list.length, udp, 14);
   let at = 0;
   for (const f of list) {
     f.copy(source, at);
@@ -324,6 +319,86 @@ describe('TSO frames cut into VXLAN datagrams by gathering', () => {
   });
 });
 
+/** An untagged Ethernet frame carrying a UDP datagram over IPv4 (DF, identification `id`) or IPv6. */
+function udpFrame(
+  payload: Buffer,
+  o: { family: 4 | 6; id?: number; sport?: number; srcMac?: number },
+): Buffer {
+  const ihl = o.family === 4 ? 20 : 40;
+  const buf = Buffer.alloc(14 + ihl + 8 + payload.length);
+  writeEthernetHeader(
+    buf,
+    0,
+    DST,
+    o.srcMac ?? SRC,
+    o.family === 4 ? EtherType.ipv4 : EtherType.ipv6,
+  );
+  if (o.family === 4)
+    ipv4.emit(
+      {
+        src: 0x0a630105,
+        dst: 0x0a630207,
+        protocol: IpProtocol.udp,
+        ttl: 64,
+        payloadLength: 8 + payload.length,
+        identification: (o.id ?? 0) & 0xffff,
+        dontFragment: true,
+      },
+      buf,
+      14,
+    );
+  else
+    ipv6.emit(
+      {
+        src: Buffer.from('fd990000000000000000000000000011', 'hex'),
+        dst: Buffer.from('fd990000000000000000000000000021', 'hex'),
+        nextHeader: IpProtocol.udp,
+        hopLimit: 64,
+        payloadLength: 8 + payload.length,
+      },
+      buf,
+      14,
+    );
+  payload.copy(buf, 14 + ihl + 8);
+  udp.emit(
+    { srcPort: o.sport ?? 40000, dstPort: 5202, payloadLength: payload.length },
+    buf,
+    14 + ihl,
+    { ipVersion: o.family, ipOffset: 14 },
+  );
+  return buf;
+}
+
+/** The frames the kernel cuts a TAP's UDP GSO frame into: the Ethernet header on each, IPv4 IDs counted up. */
+function cutUdpFrame(w: Buffer): Buffer[] {
+  const f = w.subarray(VIRTIO_NET_HDR_BYTES);
+  const v6 = f.readUInt16BE(12) === EtherType.ipv6;
+  const ihl = v6 ? 40 : 20;
+  const hdr = 14 + ihl + 8;
+  // A TAP's offsets count from the frame's first byte.
+  expect(w[1]).toBe(VirtioGso.udpL4);
+  expect(virtioRead16(w, 2)).toBe(hdr);
+  expect(virtioRead16(w, 6)).toBe(14 + ihl);
+  const size = virtioRead16(w, 4);
+  return Array.from({ length: Math.ceil((f.length - hdr) / size) }, (_, k) => {
+    const chunk = f.subarray(hdr + k * size, Math.min(f.length, hdr + (k + 1) * size));
+    const d = Buffer.concat([f.subarray(0, hdr), chunk]);
+    if (v6) d.writeUInt16BE(8 + chunk.length, 14 + 4);
+    else {
+      d.writeUInt16BE(ihl + 8 + chunk.length, 14 + 2);
+      d.writeUInt16BE((f.readUInt16BE(14 + 4) + k) & 0xffff, 14 + 4);
+      ipv4FillChecksum(d, 14);
+    }
+    d.writeUInt16BE(8 + chunk.length, 14 + ihl + 4);
+    d.writeUInt16BE(0, 14 + ihl + 6);
+    const sum = v6
+      ? udpChecksumIpv6(d, 14, 14 + ihl, 8 + chunk.length)
+      : udpChecksumIpv4(d, 14, 14 + ihl, 8 + chunk.length);
+    d.writeUInt16BE(sum, 14 + ihl + 6);
+    return d;
+  });
+}
+
 describe('coalescing frames for TAP writes by gathering', () => {
   it('turns the segments of a TSO frame back into one GSO frame the kernel can finish', () => {
     const payload = randomBytes(50_000);
@@ -385,6 +460,31 @@ describe('coalescing frames for TAP writes by gathering', () => {
     // What passes through is byte for byte the frame.
     expect(writes[6].subarray(VIRTIO_NET_HDR_BYTES).equals(padded)).toBe(true);
     expect(writes[1].readUIntBE(VIRTIO_NET_HDR_BYTES + 6, 6)).toBe(parseMac('02:00:00:aa:01:06'));
+  });
+
+  it('with `udp`: UDP datagrams of one flow behind one Ethernet header, IPv4 or IPv6, become one UDP GSO frame the kernel cuts back into exactly them', () => {
+    const p = (n: number) => Buffer.alloc(n, n);
+    for (const family of [4, 6] as const) {
+      const parts = [
+        udpFrame(p(300), { family, id: 1 }),
+        udpFrame(p(300), { family, id: 2 }),
+        udpFrame(p(300), { family, id: 3 }),
+        udpFrame(p(300), { family, id: 4, srcMac: parseMac('02:00:00:aa:01:06') }), // another header
+        udpFrame(p(300), { family, id: 5, srcMac: parseMac('02:00:00:aa:01:06') }),
+        udpFrame(p(200), { family, id: 6, srcMac: parseMac('02:00:00:aa:01:06') }), // shorter: the last
+        udpFrame(p(300), { family, id: 7, sport: 1 }),
+      ];
+      const { writes, counts } = coalesce(parts, true);
+      expect(writes.map((w) => w[1])).toEqual([VirtioGso.udpL4, VirtioGso.udpL4, VirtioGso.none]);
+      const out = [...cutUdpFrame(writes[0]), ...cutUdpFrame(writes[1])];
+      expect(out.length).toBe(6);
+      for (const [k, d] of out.entries()) expect(d.equals(parts[k]), `${family} ${k}`).toBe(true);
+      expect(writes[2].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[6])).toBe(true);
+      expect(counts[Counter.rxPackets]).toBe(7);
+    }
+    // Without `udp` (before Linux 6.2), one write each.
+    const { writes } = coalesce([udpFrame(p(9), { family: 6 }), udpFrame(p(9), { family: 6 })]);
+    expect(writes.map((w) => w[1])).toEqual([VirtioGso.none, VirtioGso.none]);
   });
 
   it('drops and counts a segment whose checksum is wrong, opening a group or joining one', () => {

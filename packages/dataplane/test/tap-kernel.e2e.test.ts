@@ -15,6 +15,7 @@ import {
 } from '@weft/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { totalDrops } from '../src/index.js';
+import { udpFlow } from './udp-flow.js';
 
 /*
  * weft's TAP mode against the L2 overlay the VXLAN tutorials build by hand. Node a: bridge br1
@@ -57,6 +58,46 @@ async function neighborMac(c: Container, ip: string): Promise<string | undefined
 async function ping(from: Container, to: Container): Promise<void> {
   const r = await from.ns.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', to.address]);
   expect(r.stdout, `${from.address} -> ${to.address}`).toMatch(/3 packets transmitted, 3 received/);
+}
+
+/**
+ * The segment with offloads on, dual stack: container c1 (10.99.0.11, fd99::11) behind node a's
+ * kernel bridge + VXLAN, c3 (10.99.0.21, fd99::21) behind node b's bridge with weft's TAP.
+ */
+async function dualStackSegment(nodes: ReturnType<typeof createTwoNodes>, containers: Container[]) {
+  await configureKernelL2({
+    ns: nodes.a,
+    localIp: nodes.ipA,
+    vni: 100,
+    port: 4789,
+    peers: [nodes.ipB],
+  });
+  const weft = await startDataplane(nodes.b, {
+    type: 'vxlan',
+    mode: 'tap',
+    deviceName: 'weft100',
+    vni: 100,
+    port: 4789,
+    publicIp: nodes.ipB,
+    nodes: [{ publicIp: nodes.ipA }],
+  });
+  expect(weft.ready.offload).toBe(true);
+  await nodes.b.sh(
+    ['ip link add br1 type bridge', 'ip link set weft100 master br1', 'ip link set br1 up'].join(
+      '\n',
+    ),
+  );
+  const c1 = await addContainer(nodes.a, 'br1', TAG, '10.99.0.11/24', {
+    mtu: 1450,
+    cidr6: 'fd99::11/64',
+  });
+  containers.push(c1);
+  const c3 = await addContainer(nodes.b, 'br1', TAG, '10.99.0.21/24', {
+    mtu: 1450,
+    cidr6: 'fd99::21/64',
+  });
+  containers.push(c3);
+  return { weft, c1, c3 };
 }
 
 describe.skipIf(
@@ -196,40 +237,7 @@ describe.skipIf(
     const nodes = createTwoNodes(TAG);
     const containers: Container[] = [];
     try {
-      await configureKernelL2({
-        ns: nodes.a,
-        localIp: nodes.ipA,
-        vni: 100,
-        port: 4789,
-        peers: [nodes.ipB],
-      });
-      const weft = await startDataplane(nodes.b, {
-        type: 'vxlan',
-        mode: 'tap',
-        deviceName: 'weft100',
-        vni: 100,
-        port: 4789,
-        publicIp: nodes.ipB,
-        nodes: [{ publicIp: nodes.ipA }],
-      });
-      expect(weft.ready.offload).toBe(true);
-      await nodes.b.sh(
-        [
-          'ip link add br1 type bridge',
-          'ip link set weft100 master br1',
-          'ip link set br1 up',
-        ].join('\n'),
-      );
-      const c1 = await addContainer(nodes.a, 'br1', TAG, '10.99.0.11/24', {
-        mtu: 1450,
-        cidr6: 'fd99::11/64',
-      });
-      containers.push(c1);
-      const c3 = await addContainer(nodes.b, 'br1', TAG, '10.99.0.21/24', {
-        mtu: 1450,
-        cidr6: 'fd99::21/64',
-      });
-      containers.push(c3);
+      const { weft, c1, c3 } = await dualStackSegment(nodes, containers);
       expect((await nodes.b.exec(['ethtool', '-k', 'weft100'])).stdout).toMatch(
         /tx-tcp6-segmentation: on/,
       );
@@ -252,6 +260,46 @@ describe.skipIf(
       const after = await weft.counters();
       expect(totalDrops(after)).toBe(0);
       expect(after.txPackets - before.txPackets).toBeGreaterThan((20 * 1024 * 1024) / 1450);
+      await weft.stop();
+    } finally {
+      for (const c of containers) c.ns.delete();
+      nodes.delete();
+    }
+  }, 120_000);
+
+  it('UDP inside the segment, IPv4 and IPv6, offloads on: datagram for datagram both ways, coalesced into UDP GSO writes to the TAP', async () => {
+    const nodes = createTwoNodes(TAG);
+    const containers: Container[] = [];
+    try {
+      const { weft, c1, c3 } = await dualStackSegment(nodes, containers);
+      for (const [from, to] of [
+        [c1, c3.address],
+        [c1, 'fd99::21'],
+      ] as const) {
+        const r = await from.ns.exec(['ping', '-c', '2', '-i', '0.2', '-W', '2', to]);
+        expect(r.stdout).toMatch(/2 packets transmitted, 2 received/);
+      }
+      for (const [address, address1, max] of [
+        [c3.address, c1.address, 1422],
+        ['fd99::21', 'fd99::11', 1402],
+      ] as const) {
+        // Runs of one size (as a flood sends), odd sizes between, and the largest that fits.
+        const sizes = [
+          ...Array(600).fill(64),
+          ...Array(600).fill(1000),
+          ...Array.from({ length: 200 }, (_, i) => 1 + ((i * 97) % max)),
+          ...Array(200).fill(max),
+        ];
+        const before = (await linkStats(nodes.b, 'weft100')).rx;
+        const down = await udpFlow(c1.ns, c3.ns, address, 7000, sizes);
+        const writes = (await linkStats(nodes.b, 'weft100')).rx - before;
+        expect(down.received).toEqual(down.sent);
+        // The kernel counts a TAP write as one packet: fewer writes than datagrams.
+        expect(writes, address).toBeLessThan(sizes.length / 2);
+        const up = await udpFlow(c3.ns, c1.ns, address1, 7001, sizes);
+        expect(up.received).toEqual(up.sent);
+      }
+      expect(totalDrops(await weft.counters())).toBe(0);
       await weft.stop();
     } finally {
       for (const c of containers) c.ns.delete();
