@@ -52,28 +52,37 @@ export interface FlannelEncodeRequest {
   port6?: number;
 }
 
-let built: Promise<string> | undefined;
+/** The Go fixture restating flannel's CNI plugin on ADD, with libcni's parts of it (see its header). */
+export const FLANNEL_CNI_FIXTURE = fileURLToPath(
+  new URL('../fixtures/flannel-cni/main.go', import.meta.url),
+);
 
-/** Builds the fixture once per process (Go's standard library only; no network). */
-function fixture(): Promise<string> {
-  built ??= (async () => {
-    const dir = tempDir('weft-flannel-go-');
-    process.once('exit', () => dir.remove());
-    const bin = join(dir.path, 'flannel-lease');
-    await execFileAsync('go', ['build', '-o', bin, FLANNEL_LEASE_FIXTURE], {
-      env: { ...process.env, GOPROXY: 'off', GOFLAGS: '', GO111MODULE: 'off' },
-      timeout: 120_000,
-    });
-    return bin;
-  })();
-  return built;
+const built = new Map<string, Promise<string>>();
+
+/** Builds a fixture once per process (Go's standard library only; no network). */
+function fixture(source: string): Promise<string> {
+  let bin = built.get(source);
+  if (!bin) {
+    bin = (async () => {
+      const dir = tempDir('weft-flannel-go-');
+      process.once('exit', () => dir.remove());
+      const path = join(dir.path, 'fixture');
+      await execFileAsync('go', ['build', '-o', path, source], {
+        env: { ...process.env, GOPROXY: 'off', GOFLAGS: '', GO111MODULE: 'off' },
+        timeout: 120_000,
+      });
+      return path;
+    })();
+    built.set(source, bin);
+  }
+  return bin;
 }
 
-async function run(requests: object[]): Promise<unknown[]> {
-  const bin = await fixture();
+async function run(source: string, requests: object[]): Promise<unknown[]> {
+  const bin = await fixture(source);
   return new Promise((resolve, reject) => {
     const child = execFile(bin, [], { maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`flannel-lease fixture failed: ${stderr || err.message}`));
+      if (err) reject(new Error(`${source} failed: ${stderr || err.message}`));
       else resolve(JSON.parse(stdout) as unknown[]);
     });
     child.stdin?.end(JSON.stringify(requests));
@@ -84,17 +93,61 @@ async function run(requests: object[]): Promise<unknown[]> {
 export async function flannelDecodeLeases(
   leases: readonly { key: string; value: string }[],
 ): Promise<FlannelDecoded[]> {
-  return (await run(leases.map((l) => ({ op: 'decode', ...l })))) as FlannelDecoded[];
+  return (await run(
+    FLANNEL_LEASE_FIXTURE,
+    leases.map((l) => ({ op: 'decode', ...l })),
+  )) as FlannelDecoded[];
 }
 
 /** The key and value flanneld would write for each request. */
 export async function flannelEncodeLeases(
   requests: readonly FlannelEncodeRequest[],
 ): Promise<{ ok: boolean; error?: string; key: string; value: string }[]> {
-  return (await run(requests.map((r) => ({ op: 'encode', ...r })))) as {
+  return (await run(
+    FLANNEL_LEASE_FIXTURE,
+    requests.map((r) => ({ op: 'encode', ...r })),
+  )) as {
     ok: boolean;
     error?: string;
     key: string;
     value: string;
   }[];
+}
+
+/** One ADD as a runtime makes it: the configuration on stdin, CNI_PATH, CNI_CONTAINERID. */
+export interface FlannelCniRequest {
+  stdin: string;
+  cniPath: string;
+  containerId: string;
+}
+
+/** What flannel's plugin does with it, up to starting the delegate. */
+export type FlannelCniAnswer =
+  | {
+      ok: true;
+      /** The configuration flannel pipes to its delegate (and writes to `record`). */
+      delegate: Record<string, unknown>;
+      /** `<dataDir>/<containerId>`, written as flannel writes it. */
+      record: string;
+      /** Where flannel found the delegate in CNI_PATH. */
+      plugin: string;
+      subnetFile: string;
+      dataDir: string;
+    }
+  | {
+      ok: false;
+      /** skel's error JSON: 999 (libcni's ErrInternal) for an error of the plugin's own. */
+      code?: number;
+      msg?: string;
+      /** Set when flannel had written its record before it failed. */
+      record?: string;
+      /** The plugin crashes instead (exit status 2, no error JSON). */
+      panic?: string;
+    };
+
+/** Runs each ADD through flannel's CNI plugin logic and libcni's (the Go fixture). */
+export async function flannelCniAdd(
+  requests: readonly FlannelCniRequest[],
+): Promise<FlannelCniAnswer[]> {
+  return (await run(FLANNEL_CNI_FIXTURE, [...requests])) as FlannelCniAnswer[];
 }

@@ -58,9 +58,13 @@ export {
 } from './dataplane-process.js';
 export { type EtcdOptions, type EtcdServer, startEtcd } from './etcd.js';
 export {
+  FLANNEL_CNI_FIXTURE,
   FLANNEL_LEASE_FIXTURE,
+  type FlannelCniAnswer,
+  type FlannelCniRequest,
   type FlannelDecoded,
   type FlannelEncodeRequest,
+  flannelCniAdd,
   flannelDecodeLeases,
   flannelEncodeLeases,
 } from './flannel.js';
