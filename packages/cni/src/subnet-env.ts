@@ -46,6 +46,14 @@ function cidrOf(path: string, key: string, text: string, family: 4 | 6): Cidr {
       `got ${text.trim()}`,
     );
   }
+  // flannel (Go's net.IPNet) would print ::ffff:10.1.0.0/112 as the IPv4 network 10.1.0.0/16.
+  if (cidr.family === 6 && isIpv4Mapped(cidr.address)) {
+    throw new CniError(
+      CniCode.invalidConfig,
+      `${path}: ${key} is an IPv4-mapped address, not an IPv6 CIDR`,
+      `got ${text.trim()}`,
+    );
+  }
   return cidrNetwork(cidr);
 }
 
@@ -58,9 +66,16 @@ function cidrList(path: string, key: string, text: string, family: 4 | 6): strin
   return out;
 }
 
+/** True for ::ffff:a.b.c.d (RFC 4291 section 2.5.5.2): an IPv4 address written as IPv6. */
+export function isIpv4Mapped(address: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (address[i] !== 0) return false;
+  return address[10] === 0xff && address[11] === 0xff;
+}
+
 /**
- * Parses subnet.env text. Unknown keys are ignored, as flannel does; a bad value or a missing key
- * is a CniError (code 7) naming the file and the key.
+ * Parses subnet.env text. Lines and keys are read as flannel reads them (bufio.Scanner's lines, a
+ * key is the text before the first "=", as it stands); unknown keys are ignored. A value is
+ * trimmed. A bad value or a missing key is a CniError (code 7) naming the file and the key.
  */
 export function parseSubnetEnv(text: string, path = 'subnet.env'): FlannelSubnetEnv {
   let networks: string[] | undefined;
@@ -69,9 +84,11 @@ export function parseSubnetEnv(text: string, path = 'subnet.env'): FlannelSubnet
   let ipv6Subnet: string | undefined;
   let mtu: number | undefined;
   let ipMasq: boolean | undefined;
-  for (const line of text.split('\n')) {
+  for (const raw of text.split('\n')) {
+    // One CR before the newline ends the line too (Go's bufio.ScanLines).
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     const eq = line.indexOf('=');
-    const key = eq < 0 ? line.trim() : line.slice(0, eq);
+    const key = eq < 0 ? line : line.slice(0, eq);
     const value = eq < 0 ? undefined : line.slice(eq + 1).trim();
     if (!KNOWN_KEYS.includes(key)) continue;
     if (value === undefined) {
@@ -95,7 +112,8 @@ export function parseSubnetEnv(text: string, path = 'subnet.env'): FlannelSubnet
         ipv6Subnet = formatCidr(cidrOf(path, key, value, 6));
         break;
       case 'FLANNEL_MTU': {
-        const n = /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN;
+        // Decimal digits, leading zeros allowed (strconv.ParseUint, base 10, as flannel).
+        const n = /^\d+$/.test(value) ? Number(value) : Number.NaN;
         // 68 is the smallest MTU IPv4 allows (RFC 791); 65535 the largest an IP packet can use.
         if (!(n >= 68 && n <= 65535)) {
           throw new CniError(

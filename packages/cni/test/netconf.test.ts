@@ -82,6 +82,33 @@ describe('subnet.env', () => {
     );
   });
 
+  it("lines and keys as flannel's reader takes them: one CR before the newline, the key as it stands", () => {
+    // A known key with a space after it is not that key (flannel skips "FLANNEL_MTU =1400" too).
+    expect(parseSubnetEnv(`FLANNEL_MTU \nFLANNEL_MTU =1400\n${V4}`).mtu).toBe(1472);
+    // "\r" alone ends no line: the value runs on, and is no CIDR.
+    expect(() => parseSubnetEnv(V4.replaceAll('\n', '\r'))).toThrow(
+      /FLANNEL_NETWORK is not a CIDR/,
+    );
+    // Without "=", a known key is an error once its CR is gone (flannel's plugin crashes there).
+    expect(() => parseSubnetEnv(`${V4}FLANNEL_MTU\r\n`)).toThrow(/FLANNEL_MTU has no value/);
+  });
+
+  it('FLANNEL_MTU with leading zeros, as strconv.ParseUint reads it', () => {
+    expect(parseSubnetEnv(V4.replace('=1472', '=0001472')).mtu).toBe(1472);
+    expect(() => parseSubnetEnv(V4.replace('=1472', `=${'0'.repeat(400)}1`))).toThrow(
+      /FLANNEL_MTU must be a whole number from 68 to 65535/,
+    );
+  });
+
+  it('an IPv4-mapped address is no IPv6 subnet or network (flannel would make it an IPv4 one)', () => {
+    expect(() => parseSubnetEnv(`${DUAL}FLANNEL_IPV6_SUBNET=::ffff:10.2.0.1/120\n`)).toThrow(
+      /FLANNEL_IPV6_SUBNET is an IPv4-mapped address, not an IPv6 CIDR/,
+    );
+    expect(() => parseSubnetEnv(`${DUAL}FLANNEL_IPV6_NETWORK=fc00::/48,::ffff:0:0/96\n`)).toThrow(
+      /FLANNEL_IPV6_NETWORK is an IPv4-mapped address/,
+    );
+  });
+
   it.each([
     ['FLANNEL_SUBNET=10.1.17.1', /FLANNEL_SUBNET is not a CIDR/],
     ['FLANNEL_SUBNET=fc00::1/64', /FLANNEL_SUBNET must be an IPv4 CIDR/],
