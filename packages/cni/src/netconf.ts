@@ -1,7 +1,7 @@
-import { parseCidr, tryParseIp } from '@weft/core';
+import { type Cidr, formatCidr, formatIp, parseCidr, tryParseIp } from '@weft/core';
 import { CniCode, CniError } from './errors.js';
 import { configVersion, validateNetworkName } from './protocol.js';
-import { DEFAULT_SUBNET_FILE, type FlannelSubnetEnv } from './subnet-env.js';
+import { DEFAULT_SUBNET_FILE, type FlannelSubnetEnv, isIpv4Mapped } from './subnet-env.js';
 
 /** Where the plugin keeps each container's delegate configuration, for DEL. */
 export const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
@@ -46,22 +46,69 @@ function optionalObject(conf: Json, key: string): Json | undefined {
   return v;
 }
 
-/** Checks `ipam.routes` as flannel does (each a route with a CIDR `dst` and optional IP `gw`). */
-function checkRoutes(routes: unknown): void {
-  if (!Array.isArray(routes)) bad('failed to parse ipam.routes', 'expected a list of routes');
-  for (const r of routes) {
-    if (!isObject(r) || typeof r.dst !== 'string') {
-      bad('failed to parse ipam.routes', `each route needs a "dst" CIDR: ${JSON.stringify(r)}`);
-    }
-    try {
-      parseCidr(r.dst, { allowHostBits: true });
-    } catch (err) {
-      bad('failed to parse ipam.routes', (err as Error).message);
-    }
-    if (r.gw !== undefined && (typeof r.gw !== 'string' || !tryParseIp(r.gw))) {
-      bad('failed to parse ipam.routes', `"gw" must be an IP address: ${JSON.stringify(r.gw)}`);
-    }
+function badRoutes(details: string): never {
+  bad('failed to parse ipam.routes', details);
+}
+
+/**
+ * An integer route option as Go reads it into an int64. flannel re-encodes the JSON first, so a
+ * whole double counts, and -2^63 does not: Go writes it as -9223372036854776000.
+ */
+function routeInt(route: Json, key: string): number | undefined {
+  const v = route[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || Math.abs(v) >= 2 ** 63) {
+    badRoutes(`"${key}" must be a whole number: ${JSON.stringify(route)}`);
   }
+  return v;
+}
+
+/**
+ * One of `ipam.routes` as flannel passes it on: read and written by libcni's types.Route, so
+ * `dst` (host bits kept) and `gw` in canonical text, an empty or null `gw` left out, `mtu`,
+ * `advmss` and `priority` unless 0, `table` and `scope` unless null, and nothing else.
+ */
+function flannelRoute(r: unknown): Json {
+  // flannel writes a route without dst (or null) as {"dst": "<nil>"}, which the IPAM plugin refuses.
+  if (!isObject(r) || r.dst === undefined) {
+    badRoutes(`each route needs a "dst" CIDR: ${JSON.stringify(r)}`);
+  }
+  if (typeof r.dst !== 'string') badRoutes(`"dst" must be a CIDR: ${JSON.stringify(r)}`);
+  let dst: Cidr;
+  try {
+    dst = parseCidr(r.dst, { allowHostBits: true });
+  } catch (err) {
+    return badRoutes((err as Error).message);
+  }
+  // Go prints an IPv4-mapped route as IPv4 with the mask's last 32 bits: another route.
+  if (dst.family === 6 && isIpv4Mapped(dst.address)) {
+    badRoutes(`"dst" ${r.dst} is IPv4-mapped: write the IPv4 network`);
+  }
+  const out: Json = { dst: formatCidr(dst) };
+  if (r.gw !== undefined && r.gw !== null && r.gw !== '') {
+    const gw = typeof r.gw === 'string' ? tryParseIp(r.gw) : undefined;
+    if (!gw) badRoutes(`"gw" must be an IP address: ${JSON.stringify(r.gw)}`);
+    if (gw.family === 6 && isIpv4Mapped(gw.address)) {
+      badRoutes(`"gw" ${r.gw} is IPv4-mapped: write the IPv4 address`);
+    }
+    out.gw = formatIp(gw);
+  }
+  for (const key of ['mtu', 'advmss', 'priority']) {
+    const v = routeInt(r, key);
+    if (v !== undefined && v !== 0) out[key] = v;
+  }
+  for (const key of ['table', 'scope']) {
+    const v = routeInt(r, key);
+    if (v !== undefined) out[key] = v;
+  }
+  return out;
+}
+
+/** `ipam.routes` as flannel passes them on (null: none). */
+function flannelRoutes(routes: unknown): Json[] {
+  if (routes === null) return [];
+  if (!Array.isArray(routes)) return badRoutes('expected a list of routes');
+  return routes.map(flannelRoute);
 }
 
 /**
@@ -102,11 +149,11 @@ export function parseNetConf(stdin: string): FlannelNetConf {
       'put IPAM options in the top-level "ipam" instead',
     );
   }
-  const ipam = optionalObject(conf, 'ipam');
+  let ipam = optionalObject(conf, 'ipam');
   if (ipam && 'type' in ipam && (typeof ipam.type !== 'string' || ipam.type === '')) {
     bad('"ipam.type" must name an IPAM plugin', JSON.stringify(ipam.type));
   }
-  if (ipam?.routes !== undefined) checkRoutes(ipam.routes);
+  if (ipam && 'routes' in ipam) ipam = { ...ipam, routes: flannelRoutes(ipam.routes) };
   const out: FlannelNetConf = {
     cniVersion,
     name: conf.name,

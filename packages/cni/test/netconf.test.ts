@@ -243,3 +243,56 @@ describe("the delegate configuration (flannel's expectations)", () => {
     expect(conf.cniVersion).toBe('0.1.0');
   });
 });
+
+describe("ipam.routes as flannel passes them on (libcni's types.Route)", () => {
+  const routesFor = (routes: unknown) =>
+    delegateFor(JSON.stringify({ ...JSON.parse(INPUT), ipam: { routes } }), V4).ipam as {
+      routes: unknown;
+    };
+
+  it('canonical text, host bits kept; gw empty or null left out; only the keys types.Route has', () => {
+    expect(
+      routesFor([
+        { dst: 'FC00:0:0:0:0:0:0:1/64', gw: 'FE80:0:0:0:0:0:0:1', note: 'x', metric: 5 },
+        { dst: '10.96.0.1/12', gw: '' },
+        { dst: '10.97.0.0/16', gw: null, mtu: null, table: null },
+        { dst: '10.98.0.0/16', mtu: 0, advmss: 0, priority: 0, table: 0, scope: 0 },
+        { dst: '10.99.0.0/16', mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 253 },
+      ]).routes,
+    ).toEqual([
+      { dst: 'fc00::1/64', gw: 'fe80::1' },
+      { dst: '10.96.0.1/12' },
+      { dst: '10.97.0.0/16' },
+      { dst: '10.98.0.0/16', table: 0, scope: 0 },
+      { dst: '10.99.0.0/16', mtu: 1400, advmss: 1360, priority: 10, table: 100, scope: 253 },
+      { dst: '10.1.0.0/16' },
+    ]);
+  });
+
+  it('routes null: only the networks', () => {
+    expect(routesFor(null).routes).toEqual([{ dst: '10.1.0.0/16' }]);
+  });
+
+  it.each([
+    [[{ dst: '10.96.0.0/12', mtu: '1400' }], /"mtu" must be a whole number/],
+    [[{ dst: '10.96.0.0/12', mtu: 1.5 }], /"mtu" must be a whole number/],
+    [[{ dst: '10.96.0.0/12', table: true }], /"table" must be a whole number/],
+    [[{ dst: '10.96.0.0/12', priority: -(2 ** 63) }], /"priority" must be a whole number/],
+    [[{ dst: '::ffff:10.96.0.0/108' }], /IPv4-mapped: write the IPv4 network/],
+    [[{ dst: '10.96.0.0/12', gw: '::ffff:10.1.17.20' }], /IPv4-mapped: write the IPv4 address/],
+    [[{ gw: '10.1.17.20' }], /each route needs a "dst" CIDR/],
+    [[null], /each route needs a "dst" CIDR/],
+    [[{ dst: null }], /"dst" must be a CIDR/],
+  ])('%j is code 7', (routes, details) => {
+    let err: unknown;
+    try {
+      routesFor(routes);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CniError);
+    expect((err as CniError).cniCode).toBe(7);
+    expect((err as CniError).msg).toBe('failed to parse ipam.routes');
+    expect((err as CniError).details).toMatch(details);
+  });
+});
