@@ -31,9 +31,10 @@ function bad(msg: string, details: string): never {
   throw new CniError(CniCode.invalidConfig, msg, details);
 }
 
+/** A string option; null is "not set", as Go's encoding/json reads it into flannel's NetConf. */
 function optionalString(conf: Json, key: string, fallback: string): string {
   const v = conf[key];
-  if (v === undefined) return fallback;
+  if (v === undefined || v === null) return fallback;
   if (typeof v !== 'string' || v === '')
     bad(`"${key}" must be a non-empty string`, JSON.stringify(v));
   return v;
@@ -112,6 +113,111 @@ function flannelRoutes(routes: unknown): Json[] {
 }
 
 /**
+ * How deep a configuration may nest: far beyond any real one, and well within what JSON.stringify
+ * writes on Node's default stack (about 4000 levels; Go's decoder stops at 10000).
+ */
+const MAX_NESTING = 1000;
+
+/** The deepest nesting in a parsed JSON value (the top level is 1), without recursion. */
+function nestingDepth(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > deepest) deepest = depth;
+    if (deepest > MAX_NESTING) break;
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  return deepest;
+}
+
+// An unpaired UTF-16 surrogate: Go decodes its \u escape as U+FFFD.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * A JSON value as flannel's maps hold it (Go's encoding/json into interface{}): a number beyond a
+ * double is an error (JSON.parse would make it Infinity, written on as null), an unpaired
+ * surrogate in a string or key is U+FFFD. Keys are defined, never assigned: "__proto__" is a key.
+ */
+function goJson(v: unknown, where: string): unknown {
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) bad(`a number in "${where}" is out of range`, 'beyond a double');
+    return v;
+  }
+  if (typeof v === 'string') return v.replace(LONE_SURROGATE, '\ufffd');
+  if (Array.isArray(v)) return v.map((x) => goJson(x, where));
+  if (v === null || typeof v !== 'object') return v;
+  const out: Json = {};
+  for (const [k, x] of Object.entries(v)) {
+    const value = goJson(x, where);
+    Object.defineProperty(out, k.replace(LONE_SURROGATE, '\ufffd'), {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
+}
+
+/** An object option (null: not set), as Go's encoding/json fills a map. */
+function goObject(conf: Json, key: string): Json | undefined {
+  const v = optionalObject(conf, key);
+  return v === undefined ? undefined : (goJson(v, key) as Json);
+}
+
+const isStringOrNull = (v: unknown) => v === undefined || v === null || typeof v === 'string';
+const isStringList = (v: unknown) =>
+  v === undefined || v === null || (Array.isArray(v) && v.every(isStringOrNull));
+
+/**
+ * libcni's own keys (types.PluginConf), which flannel decodes with its configuration: a value of
+ * the wrong type fails its ADD, though none of them reaches the delegate.
+ */
+function checkLibcniKeys(conf: Json): void {
+  const fail = (key: string, what: string): never =>
+    bad(`"${key}" must be ${what}`, JSON.stringify(conf[key]));
+  if (!isStringOrNull(conf.type)) fail('type', 'a string');
+  const caps = conf.capabilities;
+  if (
+    caps !== undefined &&
+    caps !== null &&
+    !(isObject(caps) && Object.values(caps).every((v) => v === null || typeof v === 'boolean'))
+  ) {
+    fail('capabilities', 'an object of true or false');
+  }
+  const dns = conf.dns;
+  if (
+    dns !== undefined &&
+    dns !== null &&
+    !(
+      isObject(dns) &&
+      isStringOrNull(dns.domain) &&
+      isStringList(dns.nameservers) &&
+      isStringList(dns.search) &&
+      isStringList(dns.options)
+    )
+  ) {
+    fail('dns', 'an object of "nameservers", "domain", "search" and "options" (strings)');
+  }
+  const valid = conf['cni.dev/valid-attachments'];
+  if (
+    valid !== undefined &&
+    valid !== null &&
+    !(
+      Array.isArray(valid) &&
+      valid.every(
+        (a) =>
+          a === null || (isObject(a) && isStringOrNull(a.containerID) && isStringOrNull(a.ifname)),
+      )
+    )
+  ) {
+    fail('cni.dev/valid-attachments', 'a list of {"containerID", "ifname"}');
+  }
+}
+
+/**
  * Parses the configuration a runtime passes on stdin (code 6 when it is not JSON, 7 when it is
  * not a valid flannel configuration, 1 for an unsupported cniVersion).
  */
@@ -125,12 +231,28 @@ export function parseNetConf(stdin: string): FlannelNetConf {
       `error unmarshall network config: ${(err as Error).message}`,
     );
   }
+  if (nestingDepth(conf) > MAX_NESTING) {
+    throw new CniError(
+      CniCode.decodingFailure,
+      `error unmarshall network config: nested deeper than ${MAX_NESTING} levels`,
+    );
+  }
+  // JSON null decodes into libcni's struct as no keys at all: no name.
+  if (conf === null) conf = {};
   if (!isObject(conf)) {
     throw new CniError(CniCode.decodingFailure, 'error unmarshall network config: not an object');
   }
+  if (conf.name !== undefined && conf.name !== null && typeof conf.name !== 'string') {
+    throw new CniError(
+      CniCode.decodingFailure,
+      'error unmarshall network config: "name" must be a string',
+      JSON.stringify(conf.name),
+    );
+  }
   validateNetworkName(conf.name);
   const cniVersion = configVersion(conf);
-  const delegate = optionalObject(conf, 'delegate') ?? {};
+  checkLibcniKeys(conf);
+  const delegate = goObject(conf, 'delegate') ?? {};
   if ('type' in delegate && typeof delegate.type !== 'string') {
     bad(
       "'delegate' dictionary, if present, must have (string) 'type' field",
@@ -149,11 +271,11 @@ export function parseNetConf(stdin: string): FlannelNetConf {
       'put IPAM options in the top-level "ipam" instead',
     );
   }
-  let ipam = optionalObject(conf, 'ipam');
+  const ipam = goObject(conf, 'ipam');
   if (ipam && 'type' in ipam && (typeof ipam.type !== 'string' || ipam.type === '')) {
     bad('"ipam.type" must name an IPAM plugin', JSON.stringify(ipam.type));
   }
-  if (ipam && 'routes' in ipam) ipam = { ...ipam, routes: flannelRoutes(ipam.routes) };
+  if (ipam && 'routes' in ipam) ipam.routes = flannelRoutes(ipam.routes);
   const out: FlannelNetConf = {
     cniVersion,
     name: conf.name,
@@ -163,9 +285,9 @@ export function parseNetConf(stdin: string): FlannelNetConf {
     raw: conf,
   };
   if (ipam) out.ipam = ipam;
-  const runtimeConfig = optionalObject(conf, 'runtimeConfig');
+  const runtimeConfig = goObject(conf, 'runtimeConfig');
   if (runtimeConfig) out.runtimeConfig = runtimeConfig;
-  const prevResult = optionalObject(conf, 'prevResult');
+  const prevResult = goObject(conf, 'prevResult');
   if (prevResult) out.prevResult = prevResult;
   return out;
 }

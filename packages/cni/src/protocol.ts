@@ -129,7 +129,11 @@ export function versionAtLeast(a: string, b: string): boolean {
 export function configVersion(conf: Record<string, unknown>): string {
   const v = conf.cniVersion ?? '';
   if (typeof v !== 'string') {
-    throw new CniError(CniCode.decodingFailure, 'cniVersion must be a string', JSON.stringify(v));
+    throw new CniError(
+      CniCode.decodingFailure,
+      'decoding version from network config: cniVersion must be a string',
+      JSON.stringify(v),
+    );
   }
   const version = v === '' ? '0.1.0' : v;
   if (!SUPPORTED_VERSIONS.includes(version)) {

@@ -296,3 +296,104 @@ describe("ipam.routes as flannel passes them on (libcni's types.Route)", () => {
     expect((err as CniError).details).toMatch(details);
   });
 });
+
+describe('the configuration as flannel decodes it (Go, libcni types.PluginConf)', () => {
+  const codeOf = (stdin: string) => {
+    try {
+      parseNetConf(stdin);
+    } catch (e) {
+      return [(e as CniError).cniCode, (e as CniError).msg];
+    }
+    return 'ok';
+  };
+  const conf = (extra: Record<string, unknown>) => JSON.stringify({ name: 'cbr0', ...extra });
+
+  it("libcni's own keys of the wrong type are code 7, well typed ones pass (none reach the delegate)", () => {
+    for (const extra of [
+      { type: 5 },
+      { capabilities: 'portMappings' },
+      { capabilities: { portMappings: 'yes' } },
+      { dns: '10.96.0.10' },
+      { dns: { nameservers: '10.96.0.10' } },
+      { dns: { domain: 5 } },
+      { 'cni.dev/valid-attachments': 5 },
+      { 'cni.dev/valid-attachments': [{ containerID: 5 }] },
+    ]) {
+      expect(codeOf(conf(extra)), JSON.stringify(extra)).toEqual([
+        7,
+        expect.stringMatching(/ must be /),
+      ]);
+    }
+    expect(
+      codeOf(
+        conf({
+          type: null,
+          capabilities: { portMappings: true, bandwidth: null },
+          dns: { nameservers: ['10.96.0.10'], domain: null, search: null, options: [null] },
+          'cni.dev/valid-attachments': [{ containerID: 'c1', ifname: 'eth0' }, null],
+        }),
+      ),
+    ).toBe('ok');
+  });
+
+  it("skel's codes: a name that is not a string is 6 (decoding), JSON null is 7 (no name)", () => {
+    expect(codeOf(conf({ name: 5 }))).toEqual([
+      6,
+      'error unmarshall network config: "name" must be a string',
+    ]);
+    expect(codeOf('null')).toEqual([7, 'missing network name']);
+    expect(codeOf(conf({ cniVersion: 1 }))).toEqual([
+      6,
+      'decoding version from network config: cniVersion must be a string',
+    ]);
+  });
+
+  it('subnetFile and dataDir null: the defaults, as Go leaves a string unset', () => {
+    const c = parseNetConf(conf({ subnetFile: null, dataDir: null }));
+    expect([c.subnetFile, c.dataDir]).toEqual([DEFAULT_SUBNET_FILE, DEFAULT_DATA_DIR]);
+  });
+
+  it('nesting deeper than 1000 levels is code 6 (JSON.stringify could not write it), anywhere', () => {
+    const MAX_NESTING = 1000;
+    const nested = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+    // The top level is 1, delegate 2, its "x" 3.
+    expect(codeOf(`{"name": "cbr0", "delegate": {"x": ${nested(MAX_NESTING - 2)}}}`)).toBe('ok');
+    for (const stdin of [
+      `{"name": "cbr0", "delegate": {"x": ${nested(MAX_NESTING - 1)}}}`,
+      `{"name": "cbr0", "unknown": ${nested(200_000)}}`,
+    ]) {
+      expect(codeOf(stdin)).toEqual([
+        6,
+        `error unmarshall network config: nested deeper than ${MAX_NESTING} levels`,
+      ]);
+    }
+  });
+
+  it('a number beyond a double is code 7, not null for the delegate', () => {
+    expect(codeOf('{"name": "cbr0", "delegate": {"x": 1e400}}')).toEqual([
+      7,
+      'a number in "delegate" is out of range',
+    ]);
+    expect(codeOf('{"name": "cbr0", "ipam": {"x": [-1e999]}}')).toEqual([
+      7,
+      'a number in "ipam" is out of range',
+    ]);
+    expect(codeOf('{"name": "cbr0", "runtimeConfig": {"x": 1e309}}')).toEqual([
+      7,
+      'a number in "runtimeConfig" is out of range',
+    ]);
+  });
+
+  it('an unpaired surrogate is U+FFFD, in values and keys; "__proto__" is a key like any other', () => {
+    const d = delegateFor(
+      '{"name": "cbr0", "delegate": {"label": "a\\ud800b\\udc00", "k\\udbff": 1, "ok": "\\ud83d\\ude00", "__proto__": {"isGateway": false}}}',
+      V4,
+    );
+    expect(d.label).toBe('a\ufffdb\ufffd');
+    expect(d['k\ufffd']).toBe(1);
+    expect(d.ok).toBe('😀');
+    expect(Object.keys(d)).toContain('__proto__');
+    expect(d.isGateway).toBe(true);
+    expect(JSON.stringify(d)).toContain('"__proto__":{"isGateway":false}');
+  });
+});
