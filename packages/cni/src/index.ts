@@ -2,6 +2,7 @@ export { CniCode, CniError, type CniErrorResult } from './errors.js';
 export { type ExecOutput, execPlugin, findPlugin } from './exec.js';
 export { type InstallOptions, installPlugin, PLUGIN_MAIN } from './install.js';
 export {
+  checkDelegateOptions,
   DEFAULT_DATA_DIR,
   delegateConfig,
   type FlannelNetConf,

@@ -219,9 +219,11 @@ function checkLibcniKeys(conf: Json): void {
 
 /**
  * Parses the configuration a runtime passes on stdin (code 6 when it is not JSON, 7 when it is
- * not a valid flannel configuration, 1 for an unsupported cniVersion).
+ * not a valid flannel configuration, 1 for an unsupported cniVersion). For DEL, as flannel's DEL,
+ * only what decodes it is checked: the delegate's and IPAM's options are ADD's concern
+ * (checkDelegateOptions), and a configuration ADD refused must not keep a pod from being deleted.
  */
-export function parseNetConf(stdin: string): FlannelNetConf {
+export function parseNetConf(stdin: string, command?: string): FlannelNetConf {
   let conf: unknown;
   try {
     conf = JSON.parse(stdin);
@@ -252,7 +254,30 @@ export function parseNetConf(stdin: string): FlannelNetConf {
   validateNetworkName(conf.name);
   const cniVersion = configVersion(conf);
   checkLibcniKeys(conf);
-  const delegate = goObject(conf, 'delegate') ?? {};
+  const out: FlannelNetConf = {
+    cniVersion,
+    name: conf.name,
+    subnetFile: optionalString(conf, 'subnetFile', DEFAULT_SUBNET_FILE),
+    dataDir: optionalString(conf, 'dataDir', DEFAULT_DATA_DIR),
+    delegate: goObject(conf, 'delegate') ?? {},
+    raw: conf,
+  };
+  const ipam = goObject(conf, 'ipam');
+  if (ipam) out.ipam = ipam;
+  const runtimeConfig = goObject(conf, 'runtimeConfig');
+  if (runtimeConfig) out.runtimeConfig = runtimeConfig;
+  const prevResult = goObject(conf, 'prevResult');
+  if (prevResult) out.prevResult = prevResult;
+  if (command !== 'DEL') checkDelegateOptions(out);
+  return out;
+}
+
+/**
+ * What ADD (flannel's doCmdAdd) requires of the `delegate` and `ipam` options (code 7 when they
+ * will not do); `ipam.routes` become what flannel passes on.
+ */
+export function checkDelegateOptions(conf: FlannelNetConf): void {
+  const { delegate, ipam } = conf;
   if ('type' in delegate && typeof delegate.type !== 'string') {
     bad(
       "'delegate' dictionary, if present, must have (string) 'type' field",
@@ -271,25 +296,10 @@ export function parseNetConf(stdin: string): FlannelNetConf {
       'put IPAM options in the top-level "ipam" instead',
     );
   }
-  const ipam = goObject(conf, 'ipam');
   if (ipam && 'type' in ipam && (typeof ipam.type !== 'string' || ipam.type === '')) {
     bad('"ipam.type" must name an IPAM plugin', JSON.stringify(ipam.type));
   }
   if (ipam && 'routes' in ipam) ipam.routes = flannelRoutes(ipam.routes);
-  const out: FlannelNetConf = {
-    cniVersion,
-    name: conf.name,
-    subnetFile: optionalString(conf, 'subnetFile', DEFAULT_SUBNET_FILE),
-    dataDir: optionalString(conf, 'dataDir', DEFAULT_DATA_DIR),
-    delegate,
-    raw: conf,
-  };
-  if (ipam) out.ipam = ipam;
-  const runtimeConfig = goObject(conf, 'runtimeConfig');
-  if (runtimeConfig) out.runtimeConfig = runtimeConfig;
-  const prevResult = goObject(conf, 'prevResult');
-  if (prevResult) out.prevResult = prevResult;
-  return out;
 }
 
 /**

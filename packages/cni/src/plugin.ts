@@ -1,7 +1,12 @@
 import { type Cidr, cidrNetwork, formatCidr, parseCidr } from '@weft/core';
 import { CniCode, CniError } from './errors.js';
 import { execPlugin, findPlugin } from './exec.js';
-import { delegateConfig, type FlannelNetConf, parseNetConf } from './netconf.js';
+import {
+  checkDelegateOptions,
+  delegateConfig,
+  type FlannelNetConf,
+  parseNetConf,
+} from './netconf.js';
 import {
   argsFromEnv,
   type CniArgs,
@@ -58,7 +63,7 @@ export function runPlugin(request: PluginRequest): PluginResponse {
       const result = { cniVersion: versionAsked(stdin), supportedVersions: SUPPORTED_VERSIONS };
       return { exitCode: 0, stdout: `${JSON.stringify(result)}\n`, stderr: '' };
     }
-    const conf = parseNetConf(stdin);
+    const conf = parseNetConf(stdin, args.command);
     const minimum = { CHECK: '0.4.0', GC: '1.1.0', STATUS: '1.1.0' }[args.command as string];
     if (minimum && !versionAtLeast(conf.cniVersion, minimum)) {
       throw new CniError(
@@ -177,8 +182,9 @@ function loadRecord(conf: FlannelNetConf, containerId: string, say: (l: string) 
 
 /**
  * DEL: the delegate's DEL with the configuration ADD recorded, then the record goes. No record
- * means nothing to undo: success (DEL is idempotent). A record that cannot be parsed is replaced
- * by one built from subnet.env when it is there, so the address is still released.
+ * means nothing to undo: success (DEL is idempotent), whatever the delegate options say. A record
+ * that cannot be parsed is replaced by one built from subnet.env when it is there and the options
+ * will do, so the address is still released.
  */
 function del(args: CniArgs, conf: FlannelNetConf, env: Env, say: (l: string) => void): string {
   const loaded = loadRecord(conf, args.containerId, say);
@@ -186,6 +192,7 @@ function del(args: CniArgs, conf: FlannelNetConf, env: Env, say: (l: string) => 
   let record: DelegateRecord | undefined = loaded.record;
   if (!record) {
     try {
+      checkDelegateOptions(conf);
       record = { conf: delegateConfig(conf, readSubnetEnv(conf.subnetFile)) };
     } catch (err) {
       say(`cannot rebuild it from subnet.env (${(err as Error).message}): nothing to release`);

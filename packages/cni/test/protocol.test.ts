@@ -376,6 +376,31 @@ describe('DEL', () => {
     expect(existsSync(join(dataDir, 'c1'))).toBe(true);
   });
 
+  it("options ADD would refuse do not block DEL (flannel's DEL checks no more than decoding): the record is released, none is success", () => {
+    run('ADD', conf());
+    // The configuration changed since ADD: what it says of the delegate and IPAM does not matter.
+    const changed = conf({
+      delegate: { name: 'x', ipam: {} },
+      ipam: { type: '', routes: [{ gw: 'nonsense' }] },
+    });
+    expectError(run('ADD', changed), 7, /must not have 'name'/);
+    expect(run('DEL', changed)).toMatchObject({ exitCode: 0, stdout: '' });
+    expect(delegateCalls(bin).map((c) => c.command)).toEqual(['ADD', 'DEL']);
+    expect(existsSync(join(dataDir, 'c1'))).toBe(false);
+    expect(run('DEL', changed)).toMatchObject({ exitCode: 0, stdout: '' });
+    // What does not decode still fails, as flannel's: it cannot say where the record is.
+    expectError(run('DEL', conf({ dataDir: 5 })), 7, /"dataDir" must be a non-empty string/);
+    // An unparsable record and options that will not do: nothing to release, said, and the record goes.
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(join(dataDir, 'c1'), '{"half": ');
+    const r = run('DEL', changed);
+    expect(r).toMatchObject({ exitCode: 0, stdout: '' });
+    expect(r.stderr).toMatch(
+      /cannot rebuild it from subnet.env .*must not have 'name'.*nothing to release/,
+    );
+    expect(existsSync(join(dataDir, 'c1'))).toBe(false);
+  });
+
   it('an unparsable record is replaced by the configuration subnet.env gives, so the address is still released', () => {
     mkdirSync(dataDir);
     writeFileSync(join(dataDir, 'c1'), '{"half": ');
