@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { DEFAULT_SUBNET_FILE, IFNAME_KEY, parseNetConf, runPlugin } from '@weft/cni';
 import { type FlannelCniAnswer, flannelCniAdd, haveTools, tempDir } from '@weft/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FLANNEL_TEST_ENVS } from './spec.js';
+
+const { V4, V6, DUAL } = FLANNEL_TEST_ENVS;
 
 /**
  * weft-cni's ADD against flannel's own: a Go fixture (testkit, fixtures/flannel-cni) restates
@@ -48,13 +51,6 @@ interface Case {
   /** What weft's error says. */
   weftMsg?: RegExp;
 }
-
-const V4 =
-  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
-const V6 =
-  'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
-const DUAL =
-  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
 
 /** V4 with the line of `key` replaced by `line` (or removed when line is ''). */
 const v4With = (key: string, line: string, base = V4) =>

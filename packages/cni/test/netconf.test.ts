@@ -7,18 +7,15 @@ import {
   parseSubnetEnv,
 } from '@weft/cni';
 import { describe, expect, it } from 'vitest';
+import { FLANNEL_TEST_ENVS } from './spec.js';
+
+const { V4, V6, DUAL } = FLANNEL_TEST_ENVS;
 
 /**
  * subnet.env and the delegate configuration, against the expectations in flannel's own plugin
  * tests (flannel-io/cni-plugin, flannel_linux_test.go): the same subnet.env files and inputs must
  * give the same delegate configuration, key for key.
  */
-const V4 =
-  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
-const V6 =
-  'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
-const DUAL =
-  'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
 const TWO_NETWORKS =
   'FLANNEL_NETWORK=10.1.0.0/16,192.168.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n';
 

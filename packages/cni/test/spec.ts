@@ -226,3 +226,10 @@ export function answer(
   writeFileSync(join(dir, `answer-${name}-${command}`), stdout);
   writeFileSync(join(dir, `status-${name}-${command}`), String(status));
 }
+
+/** subnet.env as flannel's own plugin tests write it (flannel_linux_test.go): IPv4, IPv6, dual stack. */
+export const FLANNEL_TEST_ENVS = {
+  V4: 'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n',
+  V6: 'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n',
+  DUAL: 'FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n',
+};

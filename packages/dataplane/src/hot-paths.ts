@@ -1,5 +1,6 @@
 import { parseIpv4, parseIpv6, parseMac } from '@weft/core';
 import { EtherType, VIRTIO_NET_HDR_BYTES, writeEthernetHeader } from '@weft/encap';
+import type { PacketRing } from '@weft/tun';
 import type { Backend } from './backend.js';
 import { type StandInIo, standInBackendIo } from './stand-in-io.js';
 import {
@@ -276,6 +277,22 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
     ipv6: true,
   };
   const from = parseIpv6('fd00::2');
+  /** Each slot of the socket's ring a UDP GRO batch from fd00::2, as `put` fills it. */
+  const groPath = (
+    { backend, socket }: ReturnType<typeof make>,
+    put: (ring: PacketRing, i: number) => void,
+  ): HotPath => {
+    for (let i = 0; i < BATCH; i++) {
+      put(socket.ring, i);
+      setSource6(socket.ring, i, from, 8472);
+    }
+    return {
+      backend,
+      perStep: BATCH * SEGMENTS,
+      counter: 'rxPackets',
+      step: () => socket.onBatch(BATCH),
+    };
+  };
   return {
     outbound: () => {
       const { backend, queue } = make();
@@ -326,35 +343,15 @@ function vxlan6Paths(offload: boolean): Record<string, () => HotPath> {
     ...(offload
       ? {
           // UDP GRO batches of one IPv6 UDP flow, coalesced into USO writes (the kernel takes them).
-          'inbound USO': () => {
-            const { backend, socket } = make(true);
-            const ring = socket.ring;
-            for (let i = 0; i < BATCH; i++) {
-              putUdpGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(0), local);
-              setSource6(ring, i, from, 8472);
-            }
-            return {
-              backend,
-              perStep: BATCH * SEGMENTS,
-              counter: 'rxPackets' as const,
-              step: () => socket.onBatch(BATCH),
-            };
-          },
+          'inbound USO': () =>
+            groPath(make(true), (ring, i) =>
+              putUdpGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(0), local),
+            ),
           // UDP GRO batches of IPv6 TCP segments, coalesced into TSO6 writes to the TUN.
-          'inbound GRO': () => {
-            const { backend, socket } = make();
-            const ring = socket.ring;
-            for (let i = 0; i < BATCH; i++) {
-              putGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(i), local);
-              setSource6(ring, i, from, 8472);
-            }
-            return {
-              backend,
-              perStep: BATCH * SEGMENTS,
-              counter: 'rxPackets' as const,
-              step: () => socket.onBatch(BATCH),
-            };
-          },
+          'inbound GRO': () =>
+            groPath(make(), (ring, i) =>
+              putGroDatagrams6(ring, i, SEGMENTS, MSS, w, remote(i), local),
+            ),
         }
       : {}),
   };
