@@ -535,9 +535,9 @@ const UDP_HEADER_BYTES = 8;
  * kernel cuts back into exactly those datagrams: same addresses, TOS (traffic class and flow
  * label), TTL (hop limit) and ports; over IPv4 the same DF and consecutive identifications (the
  * kernel numbers the datagrams it cuts so); the same size as the first (a shorter one ends the
- * group), a checksum present and correct. Anything else
- * passes through as it is, behind an empty header. Order is kept; a packet whose checksum is wrong
- * is dropped and counted, as the kernel would have dropped it.
+ * group), a checksum present and correct. Anything else passes through as it is, behind an
+ * empty header. Order is kept; a packet whose checksum is wrong is dropped and counted, as the
+ * kernel would have dropped it.
  *
  * For a TAP (`linkBytes` 14) a record is an Ethernet frame: its IP packet follows an untagged
  * header, and segments join a group only behind the same header (one GSO frame has one); the

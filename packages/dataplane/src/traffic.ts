@@ -9,6 +9,7 @@ import {
   TcpField,
   TcpFlag,
   tcpChecksum4,
+  udpChecksumIpv6,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -326,6 +327,30 @@ export function writeTcp6(
 }
 
 /**
+ * A UDP slot holding a GRO batch: `count` datagrams of `innerBytes` (as `write(ip, k)` writes the
+ * k-th at ip) each wrapped as `w` says, all one size.
+ */
+function putGroBatch(
+  ring: PacketRing,
+  i: number,
+  count: number,
+  innerBytes: number,
+  w: Wrap,
+  write: (ip: number, k: number) => void,
+): void {
+  const at = ring.slotOffset(i);
+  const pre = wrapBytes(w);
+  const size = pre + innerBytes;
+  for (let k = 0; k < count; k++) {
+    const ip = at + k * size + pre;
+    write(ip, k);
+    wrap(ring.slab, ip, w);
+  }
+  ring.lengths[i] = count * size;
+  ring.gso[i] = size;
+}
+
+/**
  * A UDP GRO slot of `count` IPv6/UDP datagrams of one flow, `payloadBytes` each, checksummed:
  * what a peer's iperf3 -u sends, and what a TUN taking UDP GSO writes gets coalesced.
  */
@@ -338,20 +363,11 @@ export function putUdpGroDatagrams6(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  const at = ring.slotOffset(i);
-  const pre = wrapBytes(w);
-  const udpBytes = 8 + payloadBytes;
-  const size = pre + 40 + udpBytes;
   const b = ring.slab;
-  for (let k = 0; k < count; k++) {
-    const ip = at + k * size + pre;
+  putGroBatch(ring, i, count, 48 + payloadBytes, w, (ip) => {
     writeUdp6(b, ip, payloadBytes, src, dst);
-    const pseudo = sum16(b, ip + 8, 32, IpProtocol.udp + udpBytes);
-    write16(b, ip + 46, finish(sum16(b, ip + 40, udpBytes, pseudo)) || 0xffff);
-    wrap(b, ip, w);
-  }
-  ring.lengths[i] = count * size;
-  ring.gso[i] = size;
+    write16(b, ip + 46, udpChecksumIpv6(b, ip, ip + 40, 8 + payloadBytes));
+  });
 }
 
 /** A UDP slot holding a GRO batch of `count` IPv6 TCP segments of `mss`, each wrapped (VXLAN over IPv6). */
@@ -364,18 +380,12 @@ export function putGroDatagrams6(
   src: Uint8Array,
   dst: Uint8Array,
 ): void {
-  const at = ring.slotOffset(i);
-  const pre = wrapBytes(w);
-  const size = pre + 60 + mss;
-  for (let k = 0; k < count; k++) {
-    const d = at + k * size;
-    writeTcp6(ring.slab, d + pre, mss, src, dst, 1000 + k * mss);
-    wrap(ring.slab, d + pre, w);
-  }
-  ring.lengths[i] = count * size;
-  ring.gso[i] = size;
+  putGroBatch(ring, i, count, 60 + mss, w, (ip, k) =>
+    writeTcp6(ring.slab, ip, mss, src, dst, 1000 + k * mss),
+  );
 }
 
+/** A UDP slot holding a GRO batch of `count` IPv4 TCP segments of `mss`, sequence numbers following on. */
 export function putGroDatagrams(
   ring: PacketRing,
   i: number,
@@ -384,14 +394,7 @@ export function putGroDatagrams(
   w: Wrap,
   o: TcpOptions,
 ): void {
-  const at = ring.slotOffset(i);
-  const pre = wrapBytes(w);
-  const size = pre + 40 + mss;
-  for (let k = 0; k < count; k++) {
-    const d = at + k * size;
-    writeTcp4(ring.slab, d + pre, mss, { ...o, seq: (o.seq ?? 1000) + k * mss });
-    wrap(ring.slab, d + pre, w);
-  }
-  ring.lengths[i] = count * size;
-  ring.gso[i] = size;
+  putGroBatch(ring, i, count, 40 + mss, w, (ip, k) =>
+    writeTcp4(ring.slab, ip, mss, { ...o, seq: (o.seq ?? 1000) + k * mss }),
+  );
 }

@@ -5,7 +5,6 @@ import {
   IpProtocol,
   ipv4,
   ipv4Check,
-  ipv4FillChecksum,
   ipv6,
   Status,
   TcpField,
@@ -13,8 +12,6 @@ import {
   tcpChecksumOk4,
   tcpPseudoSum4,
   udp,
-  udpChecksumIpv4,
-  udpChecksumIpv6,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -42,6 +39,7 @@ import {
   TcpCoalescer,
   TcpSegmenter,
 } from '../src/testing.js';
+import { cutUso } from './uso.js';
 
 const DST = parseMac('02:00:00:aa:02:05');
 const SRC = parseMac('02:00:00:aa:01:05');
@@ -369,36 +367,6 @@ function udpFrame(
   return buf;
 }
 
-/** The frames the kernel cuts a TAP's UDP GSO frame into: the Ethernet header on each, IPv4 IDs counted up. */
-function cutUdpFrame(w: Buffer): Buffer[] {
-  const f = w.subarray(VIRTIO_NET_HDR_BYTES);
-  const v6 = f.readUInt16BE(12) === EtherType.ipv6;
-  const ihl = v6 ? 40 : 20;
-  const hdr = 14 + ihl + 8;
-  // A TAP's offsets count from the frame's first byte.
-  expect(w[1]).toBe(VirtioGso.udpL4);
-  expect(virtioRead16(w, 2)).toBe(hdr);
-  expect(virtioRead16(w, 6)).toBe(14 + ihl);
-  const size = virtioRead16(w, 4);
-  return Array.from({ length: Math.ceil((f.length - hdr) / size) }, (_, k) => {
-    const chunk = f.subarray(hdr + k * size, Math.min(f.length, hdr + (k + 1) * size));
-    const d = Buffer.concat([f.subarray(0, hdr), chunk]);
-    if (v6) d.writeUInt16BE(8 + chunk.length, 14 + 4);
-    else {
-      d.writeUInt16BE(ihl + 8 + chunk.length, 14 + 2);
-      d.writeUInt16BE((f.readUInt16BE(14 + 4) + k) & 0xffff, 14 + 4);
-      ipv4FillChecksum(d, 14);
-    }
-    d.writeUInt16BE(8 + chunk.length, 14 + ihl + 4);
-    d.writeUInt16BE(0, 14 + ihl + 6);
-    const sum = v6
-      ? udpChecksumIpv6(d, 14, 14 + ihl, 8 + chunk.length)
-      : udpChecksumIpv4(d, 14, 14 + ihl, 8 + chunk.length);
-    d.writeUInt16BE(sum, 14 + ihl + 6);
-    return d;
-  });
-}
-
 describe('coalescing frames for TAP writes by gathering', () => {
   it('turns the segments of a TSO frame back into one GSO frame the kernel can finish', () => {
     const payload = randomBytes(50_000);
@@ -476,7 +444,7 @@ describe('coalescing frames for TAP writes by gathering', () => {
       ];
       const { writes, counts } = coalesce(parts, true);
       expect(writes.map((w) => w[1])).toEqual([VirtioGso.udpL4, VirtioGso.udpL4, VirtioGso.none]);
-      const out = [...cutUdpFrame(writes[0]), ...cutUdpFrame(writes[1])];
+      const out = [...cutUso(writes[0], 14), ...cutUso(writes[1], 14)];
       expect(out.length).toBe(6);
       for (const [k, d] of out.entries()) expect(d.equals(parts[k]), `${family} ${k}`).toBe(true);
       expect(writes[2].subarray(VIRTIO_NET_HDR_BYTES).equals(parts[6])).toBe(true);

@@ -12,8 +12,6 @@ import {
   tcpChecksumOk4,
   tcpPseudoSum4,
   udp,
-  udpChecksumIpv4,
-  udpChecksumIpv6,
   VIRTIO_NET_HDR_BYTES,
   VirtioFlag,
   VirtioGso,
@@ -32,6 +30,7 @@ import {
   TcpCoalescer,
   TcpSegmenter,
 } from '../src/testing.js';
+import { cutUso } from './uso.js';
 
 /**
  * A 32-byte TCP header at buf[tcp] (a 12-byte timestamp option) to port 5201, ACK 77, window 501,
@@ -755,52 +754,6 @@ function udp6Datagram(
     o.checksum === false ? undefined : { ipVersion: 6, ipOffset: 0 },
   );
   return b;
-}
-
-/**
- * What the kernel makes of a UDP GSO (USO) write: the datagrams it cuts, each checksummed (over
- * IPv4 its header too, the IDs counted up; over IPv6 the payload length set).
- */
-function cutUso(w: Buffer): Buffer[] {
-  const p = w.subarray(VIRTIO_NET_HDR_BYTES);
-  const v6 = p[0] >>> 4 === 6;
-  const ihl = v6 ? 40 : 20;
-  expect(w[0]).toBe(VirtioFlag.needsCsum);
-  expect(w[1]).toBe(VirtioGso.udpL4);
-  expect(virtioRead16(w, 2)).toBe(ihl + 8);
-  expect(virtioRead16(w, 6)).toBe(ihl);
-  expect(virtioRead16(w, 8)).toBe(6);
-  const size = virtioRead16(w, 4);
-  if (v6) {
-    expect(p.readUInt16BE(4)).toBe(p.length - 40);
-    expect(p.readUInt16BE(44)).toBe(p.length - 40);
-    return Array.from({ length: Math.ceil((p.length - 48) / size) }, (_, k) => {
-      const chunk = p.subarray(48 + k * size, Math.min(p.length, 48 + (k + 1) * size));
-      const d = Buffer.concat([p.subarray(0, 48), chunk]);
-      d.writeUInt16BE(8 + chunk.length, 4);
-      d.writeUInt16BE(8 + chunk.length, 44);
-      d.writeUInt16BE(0, 46);
-      d.writeUInt16BE(udpChecksumIpv6(d, 0, 40, 8 + chunk.length), 46);
-      return d;
-    });
-  }
-  expect(ipv4Check(p, 0, p.length)).toBe(Status.ok);
-  expect(p.readUInt16BE(24)).toBe(p.length - 20);
-  const id0 = p.readUInt16BE(4);
-  const out: Buffer[] = [];
-  for (let at = 28, k = 0; at < p.length; at += size, k++) {
-    const chunk = p.subarray(at, Math.min(p.length, at + size));
-    const d = Buffer.concat([p.subarray(0, 28), chunk]);
-    d.writeUInt16BE(d.length, 2);
-    d.writeUInt16BE((id0 + k) & 0xffff, 4);
-    d.writeUInt16BE(0, 10);
-    d.writeUInt16BE(internetChecksum(d, 0, 20), 10);
-    d.writeUInt16BE(8 + chunk.length, 24);
-    d.writeUInt16BE(0, 26);
-    d.writeUInt16BE(udpChecksumIpv4(d, 0, 20, 8 + chunk.length), 26);
-    out.push(d);
-  }
-  return out;
 }
 
 describe('coalescing UDP datagrams for UDP GSO writes (GatherCoalescer with udp)', () => {
